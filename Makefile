@@ -1,0 +1,47 @@
+# The two commands: `make run` and `make test`. Both set up everything first
+# (virtualenv, dependencies, database, demo users) and are safe to repeat.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+APP_ADDR ?= 127.0.0.1:8000
+API_ADDR ?= 127.0.0.1:8001
+PYTEST_ARGS ?=
+
+.PHONY: run test setup lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+	$(PY) manage.py migrate --noinput -v 0
+	$(PY) manage.py createcachetable
+	$(PY) manage.py seed_demo_users --quiet
+
+# Both servers in one process group: Ctrl-C, or either of them exiting, stops both.
+run: setup
+	@echo
+	@echo "  Web app:           http://$(APP_ADDR)/"
+	@echo "  Reference auth API: http://$(API_ADDR)/  (POST /auth/login, /auth/refresh, /auth/logout; GET /users/me)"
+	@echo
+	@$(PY) manage.py seed_demo_users
+	@echo
+	@echo "  Ctrl-C stops both."
+	@echo
+	@trap 'trap - INT TERM EXIT; kill 0 2>/dev/null' INT TERM EXIT; \
+	$(PY) manage.py runauthapi $(API_ADDR) & \
+	$(PY) manage.py runserver $(APP_ADDR) & \
+	wait -n
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) db.sqlite3* staticfiles .pytest_cache .ruff_cache

@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class AccountsConfig(AppConfig):
+    """Sign-in against the auth API, token cookies, refresh and roles."""
+
+    name = "accounts"
+    default_auto_field = "django.db.models.BigAutoField"

@@ -1,0 +1,77 @@
+"""Write token cookies the way Express's `res.cookie()` does.
+
+A NestJS backend sends one `Set-Cookie` header per cookie, attribute names in
+mixed case, `Max-Age` first and an `Expires` date that contains a comma:
+
+    access_token=eyJ…; Max-Age=1800; Path=/; Expires=Fri, 27 Nov 2026 10:31:00 GMT; HttpOnly; Secure; SameSite=None
+
+Python's Morsel writes lower-case `expires` in another order, so the reference
+API renders its own; the app under test must cope with the real thing.
+"""
+
+import time
+from http.cookies import Morsel
+
+from django.http import HttpResponse
+from django.utils.http import http_date
+
+from .conf import ACCESS_COOKIE, REFRESH_COOKIE, api_settings
+from .tokens import IssuedTokens
+
+EPOCH = "Thu, 01 Jan 1970 00:00:00 GMT"
+
+
+class ExpressMorsel(Morsel):
+    """A Morsel that renders in Express's order and casing."""
+
+    def output(self, attrs=None, header="Set-Cookie:"):
+        # Morsel puts a space after the header name even when Django's WSGI
+        # handler passes an empty one; send the value as Express does.
+        return f"{header} {self.OutputString()}".strip()
+
+    def OutputString(self, attrs=None):  # noqa: N802 - Morsel's own name
+        parts = [f"{self.key}={self.coded_value}"]
+        if self["max-age"] != "":
+            parts.append(f"Max-Age={self['max-age']}")
+        if self["domain"]:
+            parts.append(f"Domain={self['domain']}")
+        parts.append(f"Path={self['path'] or '/'}")
+        if self["expires"]:
+            parts.append(f"Expires={self['expires']}")
+        if self["httponly"]:
+            parts.append("HttpOnly")
+        if self["secure"]:
+            parts.append("Secure")
+        if self["samesite"]:
+            parts.append(f"SameSite={self['samesite']}")
+        return "; ".join(parts)
+
+
+def _set(response: HttpResponse, name: str, value: str, *, max_age: int, expires: str) -> None:
+    morsel = ExpressMorsel()
+    morsel.set(name, value, value)
+    morsel["max-age"] = max_age
+    morsel["path"] = "/"
+    morsel["expires"] = expires
+    morsel["httponly"] = True
+    morsel["secure"] = api_settings.cookie_secure
+    morsel["samesite"] = api_settings.cookie_samesite
+    if api_settings.cookie_domain:
+        morsel["domain"] = api_settings.cookie_domain
+    response.cookies[name] = morsel
+
+
+def set_token_cookies(response: HttpResponse, tokens: IssuedTokens) -> None:
+    """Attach both tokens as two Express-style `Set-Cookie` headers."""
+    now = time.time()
+    for name, value, ttl in (
+        (ACCESS_COOKIE, tokens.access_token, api_settings.access_ttl),
+        (REFRESH_COOKIE, tokens.refresh_token, api_settings.refresh_ttl),
+    ):
+        _set(response, name, value, max_age=ttl, expires=http_date(now + ttl))
+
+
+def clear_token_cookies(response: HttpResponse) -> None:
+    """Tell the client to drop both tokens (`Max-Age=0` and an epoch `Expires`)."""
+    for name in (ACCESS_COOKIE, REFRESH_COOKIE):
+        _set(response, name, "", max_age=0, expires=EPOCH)

@@ -1,0 +1,233 @@
+"""The reference auth API's endpoints (SPEC §1), answering JSON only.
+
+Errors take the NestJS shape `{"statusCode", "message", "error"}` so the app
+is tested against what such a backend really sends.
+"""
+
+import functools
+import json
+import logging
+import time
+from http import HTTPStatus
+
+from django.contrib.auth.hashers import make_password
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
+
+from . import stats, throttle, tokens
+from .conf import ACCESS_COOKIE, REFRESH_COOKIE, api_settings
+from .cookies import clear_token_cookies, set_token_cookies
+from .models import ApiUser
+
+logger = logging.getLogger(__name__)
+
+MAX_EMAIL_LENGTH = 254
+MAX_PASSWORD_LENGTH = 1024
+
+
+class ApiError(Exception):
+    """An error answer: status, message and optional extra headers."""
+
+    def __init__(self, status: int, message, headers: dict | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def error_response(status: int, message, headers: dict | None = None) -> JsonResponse:
+    """Return a NestJS-shaped JSON error."""
+    response = JsonResponse(
+        {"statusCode": status, "message": message, "error": HTTPStatus(status).phrase},
+        status=status,
+    )
+    for name, value in (headers or {}).items():
+        response[name] = value
+    return response
+
+
+def api_view(*methods: str):
+    """Restrict a view to `methods`, turn ApiError into JSON, set Content-Length.
+
+    The API runs without middleware, so Content-Length is set here; with it the
+    server keeps connections alive for the app's pooled client.
+    """
+
+    def decorator(view):
+        @functools.wraps(view)
+        def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            if request.method not in methods:
+                response = error_response(405, f"Cannot {request.method} {request.path}")
+                response["Allow"] = ", ".join(methods)
+            else:
+                try:
+                    response = view(request, *args, **kwargs)
+                except ApiError as exc:
+                    response = error_response(exc.status, exc.message, exc.headers)
+                except Exception:
+                    # An API answers JSON even when it breaks, DEBUG or not.
+                    logger.exception("Unhandled error in %s %s", request.method, request.path)
+                    response = error_response(500, "Internal server error")
+            response["Content-Length"] = str(len(response.content))
+            response["Cache-Control"] = "no-store"
+            return response
+
+        return wrapper
+
+    return decorator
+
+
+def _json_object(request: HttpRequest) -> dict:
+    try:
+        data = json.loads(request.body or b"null")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "Body must be valid JSON") from exc
+    if not isinstance(data, dict):
+        raise ApiError(400, "Body must be a JSON object")
+    return data
+
+
+def _validated_credentials(data: dict) -> tuple[str, str]:
+    email, password = data.get("email"), data.get("password")
+    errors = []
+    if not isinstance(email, str) or not email.strip():
+        errors.append("email must be a non-empty string")
+    elif len(email) > MAX_EMAIL_LENGTH:
+        errors.append(f"email must be shorter than or equal to {MAX_EMAIL_LENGTH} characters")
+    if not isinstance(password, str) or not password:
+        errors.append("password must be a non-empty string")
+    elif len(password) > MAX_PASSWORD_LENGTH:
+        errors.append(
+            f"password must be shorter than or equal to {MAX_PASSWORD_LENGTH} characters"
+        )
+    if errors:
+        raise ApiError(400, errors)
+    return email.strip().lower(), password
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    return make_password("not-a-real-password")
+
+
+@sensitive_variables("password")
+def _authenticate(email: str, password: str) -> ApiUser | None:
+    user = ApiUser.objects.filter(email__iexact=email, is_active=True).first()
+    if user is None:
+        # Spend the same hashing time as a real check, so response time does
+        # not tell which emails have accounts.
+        ApiUser(password=_dummy_hash()).check_password(password)
+        return None
+    return user if user.check_password(password) else None
+
+
+@sensitive_post_parameters()
+@api_view("POST")
+@sensitive_variables("password", "issued")
+def login(request: HttpRequest) -> HttpResponse:
+    email, password = _validated_credentials(_json_object(request))
+    ip = throttle.client_ip(request)
+    wait = throttle.retry_after(email=email, ip=ip)
+    if wait is not None:
+        stats.bump("login_throttled")
+        raise ApiError(429, "Too many sign-in attempts, try again later", {"Retry-After": wait})
+    user = _authenticate(email, password)
+    if user is None:
+        stats.bump("login_failed")
+        throttle.record_failure(email=email, ip=ip)
+        raise ApiError(401, "Invalid credentials")
+    throttle.clear_failures(email=email)
+    issued = tokens.sign_in(user)
+    stats.bump("login")
+    response = JsonResponse(user.as_profile(), status=201)
+    set_token_cookies(response, issued)
+    return response
+
+
+@api_view("POST")
+@sensitive_variables("raw", "issued")
+def refresh(request: HttpRequest) -> HttpResponse:
+    if api_settings.refresh_delay:
+        # Test hook: a slow backend widens the window in which races happen.
+        time.sleep(api_settings.refresh_delay)
+    raw = request.COOKIES.get(REFRESH_COOKIE)
+    if not raw:
+        stats.bump("refresh_rejected")
+        raise ApiError(401, "Missing refresh token")
+    try:
+        issued = tokens.rotate(raw)
+    except tokens.TokenRejected as exc:
+        stats.bump("refresh_rejected")
+        logger.info("Refresh refused: %s", exc.reason)
+        raise ApiError(401, "Invalid refresh token") from exc
+    stats.bump("refresh")
+    response = JsonResponse({"ok": True})
+    set_token_cookies(response, issued)
+    return response
+
+
+@api_view("POST")
+@sensitive_variables("raw_refresh", "raw_access")
+def logout(request: HttpRequest) -> HttpResponse:
+    raw_refresh = request.COOKIES.get(REFRESH_COOKIE)
+    raw_access = _access_token(request)
+    if raw_refresh:
+        tokens.revoke(raw_refresh)
+    elif raw_access:
+        try:
+            tokens.revoke_family(tokens.decode_access(raw_access)["sid"])
+        except tokens.TokenRejected:
+            pass
+    stats.bump("logout")
+    response = JsonResponse({"ok": True})
+    clear_token_cookies(response)
+    return response
+
+
+def _access_token(request: HttpRequest) -> str:
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    return request.COOKIES.get(ACCESS_COOKIE, "")
+
+
+@api_view("GET")
+@sensitive_variables("raw")
+def me(request: HttpRequest) -> HttpResponse:
+    raw = _access_token(request)
+    if not raw:
+        stats.bump("me_rejected")
+        raise ApiError(401, "Unauthorized")
+    try:
+        user = tokens.user_for_access(raw)
+    except tokens.TokenRejected as exc:
+        stats.bump("me_rejected")
+        raise ApiError(401, "Unauthorized") from exc
+    stats.bump("me")
+    return JsonResponse(user.as_profile())
+
+
+@api_view("GET")
+def stats_view(request: HttpRequest) -> HttpResponse:
+    """Counters for tests and benchmarks; 404 unless AUTHAPI_EXPOSE_STATS."""
+    if not api_settings.expose_stats:
+        raise ApiError(404, f"Cannot GET {request.path}")
+    return JsonResponse(stats.snapshot())
+
+
+@api_view("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+def unknown_path(request: HttpRequest) -> HttpResponse:
+    """Answer any path outside the API with JSON, also under DEBUG."""
+    raise ApiError(404, f"Cannot {request.method} {request.path}")
+
+
+def bad_request(request, exception=None):
+    return error_response(400, "Bad request")
+
+
+def not_found(request, exception=None):
+    return error_response(404, f"Cannot {request.method} {request.path}")
+
+
+def server_error(request):
+    return error_response(500, "Internal server error")

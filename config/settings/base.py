@@ -1,0 +1,188 @@
+"""Settings shared by every environment.
+
+This package is the only code that reads the environment. Defaults here are
+the production-safe ones; ``dev`` and ``test`` relax them, ``production``
+demands the secrets.
+"""
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+
+env = environ.Env()
+# Real environment variables win over the file; ENV_FILE points elsewhere
+# (tests pass /dev/null so a developer's .env cannot change what they check).
+environ.Env.read_env(env.str("ENV_FILE", default=str(BASE_DIR / ".env")), overwrite=False)
+
+DEBUG = env.bool("DEBUG", default=False)
+SECRET_KEY = env("SECRET_KEY", default="")
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "accounts",
+    "dashboard",
+    "authapi",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The app and the reference API are two processes on one SQLite file in
+    # development: WAL lets readers and a writer overlap, IMMEDIATE takes the
+    # write lock up front so concurrent writers queue instead of failing.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    )
+else:
+    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
+    DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# The cache coordinates single-flight token refresh and throttling. With
+# REDIS_URL every worker on every app server shares it; without it the
+# database cache is still shared by all worker processes of one machine.
+REDIS_URL = env("REDIS_URL", default="")
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": env("CACHE_KEY_PREFIX", default="tokenauth"),
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": "django_cache",
+            "KEY_PREFIX": env("CACHE_KEY_PREFIX", default="tokenauth"),
+        }
+    }
+
+SESSION_ENGINE = "django.contrib.sessions.backends.db"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=True)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "dashboard:index"
+LOGOUT_REDIRECT_URL = "home"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env("TIME_ZONE", default="UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+
+# --- The auth backend this app signs people in against (SPEC §1, §3) -------
+API_BASEURL = env("API_BASEURL", default="http://127.0.0.1:8001").rstrip("/")
+AUTH_LOGIN_PATH = env("AUTH_LOGIN_PATH", default="/auth/login")
+AUTH_REFRESH_PATH = env("AUTH_REFRESH_PATH", default="/auth/refresh")
+AUTH_LOGOUT_PATH = env("AUTH_LOGOUT_PATH", default="/auth/logout")
+AUTH_ME_PATH = env("AUTH_ME_PATH", default="/users/me")
+AUTH_ACCESS_COOKIE = env("AUTH_ACCESS_COOKIE", default="access_token")
+AUTH_REFRESH_COOKIE = env("AUTH_REFRESH_COOKIE", default="refresh_token")
+AUTH_ALLOWED_ROLES = env.list("AUTH_ALLOWED_ROLES", default=["admin", "evaluator"])
+AUTH_COOKIE_DOMAIN = env("AUTH_COOKIE_DOMAIN", default=None)
+AUTH_COOKIE_SECURE = env.bool("AUTH_COOKIE_SECURE", default=True)
+AUTH_COOKIE_SAMESITE = env("AUTH_COOKIE_SAMESITE", default="Lax")
+AUTH_REFRESH_LEEWAY = env.int("AUTH_REFRESH_LEEWAY", default=60)
+AUTH_BACKEND_TIMEOUT = env.float("AUTH_BACKEND_TIMEOUT", default=5.0)
+AUTH_BACKEND_CONNECT_TIMEOUT = env.float("AUTH_BACKEND_CONNECT_TIMEOUT", default=2.0)
+AUTH_BACKEND_TOKEN_TRANSPORT = env("AUTH_BACKEND_TOKEN_TRANSPORT", default="cookie")
+AUTH_PROXY_PREFIXES = env.list("AUTH_PROXY_PREFIXES", default=["users/"])
+AUTH_REFRESH_GRACE = env.int("AUTH_REFRESH_GRACE", default=20)
+AUTH_REFRESH_WAIT = env.float("AUTH_REFRESH_WAIT", default=5.0)
+AUTH_REFRESH_TIMEOUT = env.float("AUTH_REFRESH_TIMEOUT", default=15.0)
+AUTH_REFRESH_LOCK_TTL = env.int("AUTH_REFRESH_LOCK_TTL", default=30)
+
+# --- The reference auth API (authapi/, served by `manage.py runauthapi`) ----
+AUTHAPI_JWT_SECRET = env("AUTHAPI_JWT_SECRET", default="")
+AUTHAPI_ACCESS_TTL = env.int("AUTHAPI_ACCESS_TTL", default=1800)
+AUTHAPI_REFRESH_TTL = env.int("AUTHAPI_REFRESH_TTL", default=604800)
+AUTHAPI_COOKIE_SECURE = env.bool("AUTHAPI_COOKIE_SECURE", default=True)
+AUTHAPI_COOKIE_SAMESITE = env("AUTHAPI_COOKIE_SAMESITE", default="None")
+AUTHAPI_COOKIE_DOMAIN = env("AUTHAPI_COOKIE_DOMAIN", default=None)
+AUTHAPI_LOGIN_WINDOW = env.int("AUTHAPI_LOGIN_WINDOW", default=300)
+AUTHAPI_LOGIN_MAX_FAILURES_PER_ACCOUNT = env.int("AUTHAPI_LOGIN_MAX_FAILURES_PER_ACCOUNT", default=5)
+AUTHAPI_LOGIN_MAX_FAILURES_PER_IP = env.int("AUTHAPI_LOGIN_MAX_FAILURES_PER_IP", default=20)
+AUTHAPI_TRUSTED_PROXIES = env.list("AUTHAPI_TRUSTED_PROXIES", default=["127.0.0.1", "::1"])
+AUTHAPI_REFRESH_DELAY = env.float("AUTHAPI_REFRESH_DELAY", default=0.0)
+AUTHAPI_EXPOSE_STATS = env.bool("AUTHAPI_EXPOSE_STATS", default=False)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+    },
+    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
+    "loggers": {
+        "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
+    },
+}
