@@ -3,8 +3,10 @@
 A NestJS backend sends one `Set-Cookie` header per cookie, attribute names in
 mixed case, `Max-Age` first and an `Expires` date that contains a comma:
 
-    access_token=eyJ…; Max-Age=1800; Path=/; Expires=Fri, 27 Nov 2026 10:31:00 GMT; HttpOnly; Secure; SameSite=None
+    access_token=eyJ…; Max-Age=1800; Path=/;
+        Expires=Fri, 27 Nov 2026 10:31:00 GMT; HttpOnly; Secure; SameSite=None
 
+(one line on the wire).
 Python's Morsel writes lower-case `expires` in another order, so the reference
 API renders its own; the app under test must cope with the real thing.
 """

@@ -47,6 +47,9 @@ class TokenFamily(models.Model):
     class Meta:
         verbose_name_plural = "token families"
 
+    def __str__(self) -> str:
+        return f"family {self.pk} of user {self.user_id}"
+
 
 class RefreshToken(models.Model):
     """One refresh token, stored only as its SHA-256 hash."""
@@ -57,6 +60,9 @@ class RefreshToken(models.Model):
     expires_at = models.DateTimeField()
     spent_at = models.DateTimeField(null=True, blank=True)
 
+    def __str__(self) -> str:
+        return f"refresh token {self.pk} of family {self.family_id}"
+
 
 class LoginFailure(models.Model):
     """A failed sign-in, counted per account and per client IP for throttling."""
@@ -64,3 +70,6 @@ class LoginFailure(models.Model):
     email = models.CharField(max_length=254, db_index=True)
     ip = models.GenericIPAddressField(db_index=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    def __str__(self) -> str:
+        return f"failed sign-in for {self.email} from {self.ip}"

@@ -121,9 +121,7 @@ def rotate(raw_refresh: str) -> IssuedTokens:
 
 def revoke(raw_refresh: str, *, reason: str = "logout") -> bool:
     """Revoke the family of `raw_refresh`; return whether one was revoked."""
-    family_ids = RefreshToken.objects.filter(token_hash=hash_token(raw_refresh)).values(
-        "family_id"
-    )
+    family_ids = RefreshToken.objects.filter(token_hash=hash_token(raw_refresh)).values("family_id")
     return bool(
         TokenFamily.objects.filter(pk__in=family_ids, revoked_at__isnull=True).update(
             revoked_at=timezone.now(), revoked_reason=reason

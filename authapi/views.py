@@ -4,6 +4,7 @@ Errors take the NestJS shape `{"statusCode", "message", "error"}` so the app
 is tested against what such a backend really sends.
 """
 
+import contextlib
 import functools
 import json
 import logging
@@ -11,6 +12,7 @@ import time
 from http import HTTPStatus
 
 from django.contrib.auth.hashers import make_password
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
@@ -80,6 +82,8 @@ def api_view(*methods: str):
 def _json_object(request: HttpRequest) -> dict:
     try:
         data = json.loads(request.body or b"null")
+    except RequestDataTooBig as exc:
+        raise ApiError(413, "Body is too large") from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "Body must be valid JSON") from exc
     if not isinstance(data, dict):
@@ -97,9 +101,7 @@ def _validated_credentials(data: dict) -> tuple[str, str]:
     if not isinstance(password, str) or not password:
         errors.append("password must be a non-empty string")
     elif len(password) > MAX_PASSWORD_LENGTH:
-        errors.append(
-            f"password must be shorter than or equal to {MAX_PASSWORD_LENGTH} characters"
-        )
+        errors.append(f"password must be shorter than or equal to {MAX_PASSWORD_LENGTH} characters")
     if errors:
         raise ApiError(400, errors)
     return email.strip().lower(), password
@@ -174,10 +176,8 @@ def logout(request: HttpRequest) -> HttpResponse:
     if raw_refresh:
         tokens.revoke(raw_refresh)
     elif raw_access:
-        try:
+        with contextlib.suppress(tokens.TokenRejected):
             tokens.revoke_family(tokens.decode_access(raw_access)["sid"])
-        except tokens.TokenRejected:
-            pass
     stats.bump("logout")
     response = JsonResponse({"ok": True})
     clear_token_cookies(response)

@@ -1,0 +1,79 @@
+"""Settings behave as documented: production demands secrets, REDIS_URL picks the cache.
+
+Each case imports the settings in a fresh interpreter with a controlled
+environment (ENV_FILE=/dev/null so a developer's .env cannot interfere).
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.servers import ROOT
+
+PRINT_SETTINGS = (
+    "import django, json; django.setup(); from django.conf import settings as s; "
+    "print(json.dumps({'debug': s.DEBUG, 'cache': s.CACHES['default']['BACKEND'], "
+    "'db': s.DATABASES['default']['ENGINE'], 'secure': s.SESSION_COOKIE_SECURE, "
+    "'auth_secure': s.AUTH_COOKIE_SECURE, 'api': s.API_BASEURL, "
+    "'roles': s.AUTH_ALLOWED_ROLES, 'leeway': s.AUTH_REFRESH_LEEWAY}))"
+)
+
+
+def load_settings(module: str, **env: str) -> subprocess.CompletedProcess:
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AUTH", "DJANGO", "SECRET", "REDIS", "DATABASE", "DEBUG", "API_"))
+    }
+    clean.update(DJANGO_SETTINGS_MODULE=module, ENV_FILE=os.devnull, **env)
+    return subprocess.run(
+        [sys.executable, "-c", PRINT_SETTINGS],
+        env=clean,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_production_without_secret_key_fails_at_start_with_a_clear_message():
+    result = load_settings("config.settings.production")
+    assert result.returncode != 0
+    assert "Set the SECRET_KEY environment variable" in result.stderr
+
+
+def test_production_defaults_are_safe():
+    result = load_settings("config.settings.production", SECRET_KEY="x" * 60)
+    assert result.returncode == 0, result.stderr
+    loaded = json.loads(result.stdout)
+    assert loaded["debug"] is False
+    assert loaded["secure"] is True
+    assert loaded["auth_secure"] is True
+
+
+def test_development_defaults_run_with_no_configuration():
+    result = load_settings("config.settings.dev")
+    assert result.returncode == 0, result.stderr
+    loaded = json.loads(result.stdout)
+    assert loaded["debug"] is True
+    assert loaded["db"] == "django.db.backends.sqlite3"
+    assert loaded["cache"] == "django.core.cache.backends.db.DatabaseCache"
+    assert loaded["api"] == "http://127.0.0.1:8001"
+    assert loaded["roles"] == ["admin", "evaluator"]
+    assert loaded["leeway"] == 60
+
+
+def test_redis_url_switches_the_cache_and_database_url_the_database():
+    result = load_settings(
+        "config.settings.dev",
+        REDIS_URL="redis://127.0.0.1:6379/3",
+        DATABASE_URL="postgres://postgres@127.0.0.1:5432/test",
+        AUTH_ALLOWED_ROLES="admin,auditor",
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = json.loads(result.stdout)
+    assert loaded["cache"] == "django.core.cache.backends.redis.RedisCache"
+    assert loaded["db"] == "django.db.backends.postgresql"
+    assert loaded["roles"] == ["admin", "auditor"]
