@@ -22,7 +22,7 @@ setup: $(STAMP)
 	$(PY) manage.py createcachetable
 	$(PY) manage.py seed_demo_users --quiet
 
-# Both servers in one process group: Ctrl-C, or either of them exiting, stops both.
+# Ctrl-C, or either server exiting, stops both (see scripts/run_dev.py).
 run: setup
 	@echo
 	@echo "  Web app:           http://$(APP_ADDR)/"
@@ -32,10 +32,7 @@ run: setup
 	@echo
 	@echo "  Ctrl-C stops both."
 	@echo
-	@trap 'trap - INT TERM EXIT; kill 0 2>/dev/null' INT TERM EXIT; \
-	$(PY) manage.py runauthapi $(API_ADDR) & \
-	$(PY) manage.py runserver $(APP_ADDR) & \
-	wait -n
+	@$(PY) scripts/run_dev.py $(APP_ADDR) $(API_ADDR)
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
