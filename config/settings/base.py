@@ -9,6 +9,8 @@ from pathlib import Path
 
 import environ
 
+from accounts.conf import DEFAULTS as AUTH
+
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 env = environ.Env()
@@ -43,6 +45,9 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+
+AUTH_USER_MODEL = "accounts.User"
+AUTHENTICATION_BACKENDS = ["accounts.backends.AuthApiBackend"]
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
@@ -115,6 +120,8 @@ X_FRAME_OPTIONS = "DENY"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard:index"
 LOGOUT_REDIRECT_URL = "home"
+# Sign-in passwords never reach this database (users are mirrored from the
+# auth API with unusable passwords); the validators guard createsuperuser.
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -137,26 +144,35 @@ STORAGES = {
 }
 
 # --- The auth backend this app signs people in against (SPEC §1, §3) -------
-API_BASEURL = env("API_BASEURL", default="http://127.0.0.1:8001").rstrip("/")
-AUTH_LOGIN_PATH = env("AUTH_LOGIN_PATH", default="/auth/login")
-AUTH_REFRESH_PATH = env("AUTH_REFRESH_PATH", default="/auth/refresh")
-AUTH_LOGOUT_PATH = env("AUTH_LOGOUT_PATH", default="/auth/logout")
-AUTH_ME_PATH = env("AUTH_ME_PATH", default="/users/me")
-AUTH_ACCESS_COOKIE = env("AUTH_ACCESS_COOKIE", default="access_token")
-AUTH_REFRESH_COOKIE = env("AUTH_REFRESH_COOKIE", default="refresh_token")
-AUTH_ALLOWED_ROLES = env.list("AUTH_ALLOWED_ROLES", default=["admin", "evaluator"])
-AUTH_COOKIE_DOMAIN = env("AUTH_COOKIE_DOMAIN", default=None)
-AUTH_COOKIE_SECURE = env.bool("AUTH_COOKIE_SECURE", default=True)
-AUTH_COOKIE_SAMESITE = env("AUTH_COOKIE_SAMESITE", default="Lax")
-AUTH_REFRESH_LEEWAY = env.int("AUTH_REFRESH_LEEWAY", default=60)
-AUTH_BACKEND_TIMEOUT = env.float("AUTH_BACKEND_TIMEOUT", default=5.0)
-AUTH_BACKEND_CONNECT_TIMEOUT = env.float("AUTH_BACKEND_CONNECT_TIMEOUT", default=2.0)
-AUTH_BACKEND_TOKEN_TRANSPORT = env("AUTH_BACKEND_TOKEN_TRANSPORT", default="cookie")
-AUTH_PROXY_PREFIXES = env.list("AUTH_PROXY_PREFIXES", default=["users/"])
-AUTH_REFRESH_GRACE = env.int("AUTH_REFRESH_GRACE", default=20)
-AUTH_REFRESH_WAIT = env.float("AUTH_REFRESH_WAIT", default=5.0)
-AUTH_REFRESH_TIMEOUT = env.float("AUTH_REFRESH_TIMEOUT", default=15.0)
-AUTH_REFRESH_LOCK_TTL = env.int("AUTH_REFRESH_LOCK_TTL", default=30)
+# Defaults live in one place, accounts/conf.py; here only the environment.
+API_BASEURL = env.str("API_BASEURL", default=AUTH["API_BASEURL"]).rstrip("/")
+AUTH_LOGIN_PATH = env.str("AUTH_LOGIN_PATH", default=AUTH["AUTH_LOGIN_PATH"])
+AUTH_REFRESH_PATH = env.str("AUTH_REFRESH_PATH", default=AUTH["AUTH_REFRESH_PATH"])
+AUTH_LOGOUT_PATH = env.str("AUTH_LOGOUT_PATH", default=AUTH["AUTH_LOGOUT_PATH"])
+AUTH_ME_PATH = env.str("AUTH_ME_PATH", default=AUTH["AUTH_ME_PATH"])
+AUTH_HEALTH_PATH = env.str("AUTH_HEALTH_PATH", default=AUTH["AUTH_HEALTH_PATH"])
+AUTH_ACCESS_COOKIE = env.str("AUTH_ACCESS_COOKIE", default=AUTH["AUTH_ACCESS_COOKIE"])
+AUTH_REFRESH_COOKIE = env.str("AUTH_REFRESH_COOKIE", default=AUTH["AUTH_REFRESH_COOKIE"])
+AUTH_ALLOWED_ROLES = env.list("AUTH_ALLOWED_ROLES", default=AUTH["AUTH_ALLOWED_ROLES"])
+AUTH_SUPERUSER_ROLES = env.list("AUTH_SUPERUSER_ROLES", default=AUTH["AUTH_SUPERUSER_ROLES"])
+AUTH_COOKIE_DOMAIN = env.str("AUTH_COOKIE_DOMAIN", default=AUTH["AUTH_COOKIE_DOMAIN"])
+AUTH_COOKIE_SECURE = env.bool("AUTH_COOKIE_SECURE", default=AUTH["AUTH_COOKIE_SECURE"])
+AUTH_COOKIE_SAMESITE = env.str("AUTH_COOKIE_SAMESITE", default=AUTH["AUTH_COOKIE_SAMESITE"])
+AUTH_REFRESH_LEEWAY = env.int("AUTH_REFRESH_LEEWAY", default=AUTH["AUTH_REFRESH_LEEWAY"])
+AUTH_BACKEND_TIMEOUT = env.float("AUTH_BACKEND_TIMEOUT", default=AUTH["AUTH_BACKEND_TIMEOUT"])
+AUTH_BACKEND_CONNECT_TIMEOUT = env.float(
+    "AUTH_BACKEND_CONNECT_TIMEOUT", default=AUTH["AUTH_BACKEND_CONNECT_TIMEOUT"]
+)
+AUTH_HEALTH_TIMEOUT = env.float("AUTH_HEALTH_TIMEOUT", default=AUTH["AUTH_HEALTH_TIMEOUT"])
+AUTH_BACKEND_TOKEN_TRANSPORT = env.str(
+    "AUTH_BACKEND_TOKEN_TRANSPORT", default=AUTH["AUTH_BACKEND_TOKEN_TRANSPORT"]
+)
+AUTH_BACKEND_POOL_SIZE = env.int("AUTH_BACKEND_POOL_SIZE", default=AUTH["AUTH_BACKEND_POOL_SIZE"])
+AUTH_PROXY_PREFIXES = env.list("AUTH_PROXY_PREFIXES", default=AUTH["AUTH_PROXY_PREFIXES"])
+AUTH_REFRESH_GRACE = env.int("AUTH_REFRESH_GRACE", default=AUTH["AUTH_REFRESH_GRACE"])
+AUTH_REFRESH_WAIT = env.float("AUTH_REFRESH_WAIT", default=AUTH["AUTH_REFRESH_WAIT"])
+AUTH_REFRESH_TIMEOUT = env.float("AUTH_REFRESH_TIMEOUT", default=AUTH["AUTH_REFRESH_TIMEOUT"])
+AUTH_REFRESH_LOCK_TTL = env.int("AUTH_REFRESH_LOCK_TTL", default=AUTH["AUTH_REFRESH_LOCK_TTL"])
 
 # --- The reference auth API (authapi/, served by `manage.py runauthapi`) ----
 AUTHAPI_JWT_SECRET = env("AUTHAPI_JWT_SECRET", default="")

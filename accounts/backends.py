@@ -1,0 +1,80 @@
+"""The django.contrib.auth backend: the Credentials provider's `authorize()`."""
+
+import contextlib
+import logging
+
+from django.contrib.auth.backends import BaseBackend
+from django.http import HttpRequest
+from django.views.decorators.debug import sensitive_variables
+
+from . import cookies
+from .client import Tokens, get_client
+from .conf import conf
+from .exceptions import AccessRefused, BackendError, InvalidCredentials
+from .models import User
+
+logger = logging.getLogger(__name__)
+
+
+def roles_allowed(roles) -> bool:
+    """Return whether `roles` share one with AUTH_ALLOWED_ROLES (the signIn callback)."""
+    return bool(conf.allowed_roles & set(roles))
+
+
+def _revoke(tokens: Tokens) -> None:
+    # Best effort: the tokens were never handed to the browser, so a failure
+    # here leaves nothing usable behind except at the backend until expiry.
+    with contextlib.suppress(BackendError):
+        get_client().logout(tokens)
+
+
+class AuthApiBackend(BaseBackend):
+    """Sign in against the auth API: `authenticate(request, email=…, password=…)`.
+
+    POST the credentials to the login endpoint, read the profile with the new
+    cookies, apply AUTH_ALLOWED_ROLES, mirror the user (accounts.User) and
+    queue the token cookies for the response (`accounts.cookies.relay`).
+
+    Returns None for wrong credentials, so Django may try another backend.
+    Raises `AccessRefused` for a valid account without an allowed role (its
+    fresh tokens revoked), and `Throttled`, `BackendUnavailable` or
+    `BackendProtocolError` when the backend cannot answer the question: an
+    unreachable backend is not a wrong password.
+    """
+
+    @sensitive_variables("password", "issued", "tokens")
+    def authenticate(self, request: HttpRequest | None, email=None, password=None, **kwargs):
+        if email is None or password is None:
+            return None
+        client = get_client()
+        ip = request.META.get("REMOTE_ADDR") if request is not None else None
+        try:
+            issued = client.login(email, password, client_ip=ip)
+        except InvalidCredentials:
+            logger.info("Sign-in refused by the auth backend")
+            return None
+        tokens = Tokens().updated_by(issued)
+        try:
+            profile = client.me(tokens)
+        except BackendError:
+            _revoke(tokens)
+            raise
+        if not roles_allowed(profile.roles):
+            _revoke(tokens)
+            logger.info("Sign-in of backend user %s refused: no allowed role", profile.id)
+            raise AccessRefused(profile.id)
+        user = User.objects.sync_from_profile(profile)
+        if not self.user_can_authenticate(user):
+            _revoke(tokens)
+            return None
+        if request is not None:
+            cookies.remember(request, issued)
+        return user
+
+    def get_user(self, user_id):
+        user = User.objects.filter(pk=user_id).first()
+        return user if user is not None and self.user_can_authenticate(user) else None
+
+    @staticmethod
+    def user_can_authenticate(user) -> bool:
+        return getattr(user, "is_active", True)

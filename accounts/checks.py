@@ -1,0 +1,64 @@
+"""System checks: wrong auth configuration fails `manage.py check` with a hint."""
+
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.checks import Error, register
+
+from .conf import conf
+
+TRANSPORTS = ("cookie", "bearer")
+SAMESITE = (None, "Lax", "Strict", "None")
+
+
+@register()
+def check_auth_settings(app_configs=None, **kwargs):
+    errors = []
+    protected = {settings.SESSION_COOKIE_NAME, settings.CSRF_COOKIE_NAME}
+    for name in conf.token_cookies:
+        if name in protected:
+            errors.append(
+                Error(
+                    f"The token cookie name {name!r} is one of the app's own cookies.",
+                    hint="Rename AUTH_ACCESS_COOKIE / AUTH_REFRESH_COOKIE or the session/CSRF "
+                    "cookie: the backend must never overwrite them.",
+                    id="accounts.E001",
+                )
+            )
+    if conf.access_cookie == conf.refresh_cookie:
+        errors.append(
+            Error("AUTH_ACCESS_COOKIE and AUTH_REFRESH_COOKIE are equal.", id="accounts.E002")
+        )
+    if conf.token_transport not in TRANSPORTS:
+        errors.append(
+            Error(
+                f"AUTH_BACKEND_TOKEN_TRANSPORT is {conf.token_transport!r}.",
+                hint=f"Use one of {', '.join(TRANSPORTS)}.",
+                id="accounts.E003",
+            )
+        )
+    if urlsplit(conf.api_baseurl).scheme not in ("http", "https"):
+        errors.append(
+            Error(
+                f"API_BASEURL {conf.api_baseurl!r} is not an http(s) URL.",
+                hint="For example http://127.0.0.1:8001",
+                id="accounts.E004",
+            )
+        )
+    if conf.cookie_samesite not in SAMESITE:
+        errors.append(
+            Error(
+                f"AUTH_COOKIE_SAMESITE is {conf.cookie_samesite!r}.",
+                hint="Use Lax, Strict or None.",
+                id="accounts.E005",
+            )
+        )
+    if conf.cookie_samesite == "None" and not conf.cookie_secure:
+        errors.append(
+            Error(
+                "AUTH_COOKIE_SAMESITE=None needs AUTH_COOKIE_SECURE=True.",
+                hint="Browsers drop SameSite=None cookies that are not Secure.",
+                id="accounts.E006",
+            )
+        )
+    return errors

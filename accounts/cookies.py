@@ -1,0 +1,182 @@
+"""Relay the auth backend's token cookies onto the app's own responses.
+
+`requests` joins repeated headers with ", " and every `Expires` date holds a
+comma, so the joined string cannot be split back (vercel/next.js#34467). Each
+`Set-Cookie` header is read separately from urllib3's raw headers and parsed
+on its own, attribute names case-insensitively (RFC 6265 §5.2).
+
+Only the configured token cookies are relayed, never the app's own session or
+CSRF cookies. `Domain` is dropped (the cookies now belong to the app's origin)
+unless AUTH_COOKIE_DOMAIN is set; `Secure` and `SameSite` come from settings;
+`HttpOnly` is always set, so page scripts can never read a token.
+"""
+
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponseBase
+
+from .conf import conf
+
+logger = logging.getLogger(__name__)
+
+REQUEST_ATTR = "_auth_cookies_to_relay"
+REFRESH_EXPIRY_SESSION_KEY = "_auth_refresh_expires_at"
+# RFC 6265 §4.1.1: a cookie name is an RFC 2616 token; a value is cookie-octets.
+COOKIE_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+COOKIE_VALUE = re.compile(r'^"?[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]*"?$')
+MAX_COOKIE_LENGTH = 8192
+
+
+class CookieParseError(ValueError):
+    """A Set-Cookie header that cannot be used; the message never holds its value."""
+
+
+@dataclass(frozen=True)
+class BackendCookie:
+    """One parsed `Set-Cookie` header of the auth backend."""
+
+    name: str
+    value: str
+    max_age: int | None = None
+    expires: datetime | None = None
+    path: str = "/"
+    httponly: bool = False
+
+    @property
+    def deletes(self) -> bool:
+        """True when the header tells the client to drop the cookie."""
+        if self.max_age is not None:
+            return self.max_age <= 0
+        return self.expires is not None and self.expires <= datetime.now(UTC)
+
+    @property
+    def expires_at(self) -> datetime | None:
+        """When the cookie expires, from Max-Age (which wins) or Expires."""
+        if self.max_age is not None:
+            return datetime.fromtimestamp(datetime.now(UTC).timestamp() + self.max_age, UTC)
+        return self.expires
+
+
+def _parse_expires(raw: str) -> datetime:
+    try:
+        parsed = parsedate_to_datetime(raw)
+    except (TypeError, ValueError, IndexError) as exc:
+        raise CookieParseError("unreadable Expires date") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def parse_set_cookie(header: str) -> BackendCookie:
+    """Return the cookie one `Set-Cookie` header sets.
+
+    :raises CookieParseError: no name, bad characters, bad Max-Age/Expires.
+    """
+    if len(header) > MAX_COOKIE_LENGTH:
+        raise CookieParseError("header too long")
+    pair, *attributes = header.split(";")
+    name, sep, value = pair.partition("=")
+    name, value = name.strip(), value.strip()
+    if not sep or not COOKIE_NAME.match(name):
+        raise CookieParseError("missing or invalid cookie name")
+    if not COOKIE_VALUE.match(value):
+        raise CookieParseError(f"invalid characters in the value of {name}")
+    fields = {"name": name, "value": value.strip('"')}
+    for attribute in attributes:
+        key, _, attr_value = attribute.partition("=")
+        key, attr_value = key.strip().lower(), attr_value.strip()
+        if key == "max-age":
+            if not re.fullmatch(r"-?\d{1,12}", attr_value):
+                raise CookieParseError(f"invalid Max-Age on {name}")
+            fields["max_age"] = int(attr_value)
+        elif key == "expires":
+            fields["expires"] = _parse_expires(attr_value)
+        elif key == "path" and attr_value.startswith("/"):
+            fields["path"] = attr_value
+        elif key == "httponly":
+            fields["httponly"] = True
+        # Domain, Secure, SameSite and unknown attributes are the app's to decide.
+    return BackendCookie(**fields)
+
+
+def parse_set_cookies(headers: Iterable[str]) -> list[BackendCookie]:
+    """Parse every header, skipping (and logging, without values) the unusable ones."""
+    cookies = []
+    for header in headers:
+        try:
+            cookies.append(parse_set_cookie(header))
+        except CookieParseError as exc:
+            logger.warning("Skipped a Set-Cookie header from the auth backend: %s", exc)
+    return cookies
+
+
+def _relayable(cookie: BackendCookie) -> bool:
+    protected = {settings.SESSION_COOKIE_NAME, settings.CSRF_COOKIE_NAME}
+    if cookie.name in protected or cookie.name not in conf.token_cookies:
+        logger.warning("Refused to relay the auth backend's cookie %r", cookie.name)
+        return False
+    return True
+
+
+def write(response: HttpResponseBase, cookies: Iterable[BackendCookie]) -> None:
+    """Set or delete each relayable cookie on `response`."""
+    for cookie in filter(_relayable, cookies):
+        if cookie.deletes:
+            response.delete_cookie(
+                cookie.name,
+                path=cookie.path,
+                domain=conf.cookie_domain,
+                samesite=conf.cookie_samesite,
+            )
+            continue
+        response.set_cookie(
+            cookie.name,
+            cookie.value,
+            max_age=cookie.max_age,
+            expires=None if cookie.max_age is not None else cookie.expires,
+            path=cookie.path,
+            domain=conf.cookie_domain,
+            secure=conf.cookie_secure,
+            httponly=True,
+            samesite=conf.cookie_samesite,
+        )
+
+
+def delete_token_cookies(response: HttpResponseBase) -> None:
+    """Remove both token cookies from the browser."""
+    for name in conf.token_cookies:
+        response.delete_cookie(
+            name, path="/", domain=conf.cookie_domain, samesite=conf.cookie_samesite
+        )
+
+
+def remember(request: HttpRequest, cookies: Iterable[BackendCookie]) -> None:
+    """Queue cookies for the response to this request (see `relay`)."""
+    queued = getattr(request, REQUEST_ATTR, [])
+    queued.extend(cookies)
+    setattr(request, REQUEST_ATTR, queued)
+
+
+def relay(request: HttpRequest, response: HttpResponseBase) -> None:
+    """Write the queued cookies onto `response` and note the refresh expiry.
+
+    The browser never tells the server when a cookie expires, so the refresh
+    cookie's expiry is kept in the session for the dashboard's countdown, and
+    the session is set to end with it: session and tokens live and die together.
+    """
+    queued = getattr(request, REQUEST_ATTR, [])
+    if not queued:
+        return
+    write(response, queued)
+    session = getattr(request, "session", None)
+    for cookie in queued:
+        if cookie.name == conf.refresh_cookie and session is not None:
+            expires_at = None if cookie.deletes else cookie.expires_at
+            session[REFRESH_EXPIRY_SESSION_KEY] = expires_at.timestamp() if expires_at else None
+            if expires_at is not None:
+                session.set_expiry(expires_at)
+    setattr(request, REQUEST_ATTR, [])

@@ -1,0 +1,61 @@
+from dataclasses import dataclass
+
+from django.contrib.auth.models import AbstractUser, Group, UserManager
+from django.db import models, transaction
+
+from .conf import conf
+
+
+@dataclass(frozen=True)
+class UserProfile:
+    """A `/users/me` answer: who the auth backend says the user is."""
+
+    id: str
+    email: str
+    first_name: str
+    last_name: str
+    roles: tuple[str, ...]
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.first_name} {self.last_name}".strip()
+
+
+class MirroredUserManager(UserManager):
+    @transaction.atomic
+    def sync_from_profile(self, profile: UserProfile) -> "User":
+        """Create or update the mirror of `profile`, keyed by the backend's id.
+
+        Roles become the user's `roles` and groups of the same names; roles in
+        AUTH_SUPERUSER_ROLES make the user staff and superuser, so Django's
+        admin follows the backend. The password stays unusable: this database
+        can never sign anyone in on its own.
+        """
+        user = self.select_for_update().filter(backend_id=profile.id).first()
+        if user is None:
+            user = self.model(backend_id=profile.id, username=f"api-{profile.id}"[:150])
+            user.set_unusable_password()
+        user.email = profile.email
+        user.first_name = profile.first_name[:150]
+        user.last_name = profile.last_name[:150]
+        user.roles = list(profile.roles)
+        user.is_staff = user.is_superuser = bool(conf.superuser_roles & set(profile.roles))
+        user.save()
+        groups = [Group.objects.get_or_create(name=role[:150])[0] for role in profile.roles]
+        user.groups.set(groups)
+        return user
+
+
+class User(AbstractUser):
+    """A person known to the auth backend, mirrored here at every sign-in and refresh.
+
+    Local superusers made with `createsuperuser` have no `backend_id`.
+    """
+
+    backend_id = models.CharField(max_length=128, unique=True, null=True, blank=True)
+    roles = models.JSONField(default=list, blank=True)
+
+    objects = MirroredUserManager()
+
+    def __str__(self) -> str:
+        return self.get_full_name() or self.email or self.username

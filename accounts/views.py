@@ -1,0 +1,111 @@
+"""Sign-in, sign-out and the readiness probe."""
+
+import logging
+import math
+
+from django.contrib import messages
+from django.contrib.auth import views as auth_views
+from django.db import DatabaseError, connection
+from django.http import HttpRequest, JsonResponse
+from django.template.response import TemplateResponse
+from django.utils.translation import gettext as _
+from django.views.decorators.cache import never_cache
+
+from . import cookies
+from .client import Tokens, get_client
+from .exceptions import BackendError, BackendUnavailable, Throttled
+from .forms import LoginForm
+
+logger = logging.getLogger(__name__)
+
+
+class LoginView(auth_views.LoginView):
+    """The sign-in form (`email`, `password`, `next`).
+
+    Django's LoginView does the rest: CSRF, `never_cache`, sensitive POST
+    parameters, `login()` (a new session key) and the safe-`next` check
+    (`url_has_allowed_host_and_scheme`, same host only). This adds the relay
+    of the backend's token cookies and the 429/503 answers.
+    """
+
+    form_class = LoginForm
+    template_name = "registration/login.html"
+
+    def post(self, request, *args, **kwargs):
+        try:
+            return super().post(request, *args, **kwargs)
+        except Throttled as exc:
+            seconds = max(1, math.ceil(exc.retry_after))
+            response = self._service_error(
+                429,
+                _("Too many sign-in attempts"),
+                _("Please wait %(seconds)s seconds before you try again.") % {"seconds": seconds},
+            )
+            response["Retry-After"] = str(seconds)
+            return response
+        except BackendError as exc:
+            logger.warning("Sign-in service unavailable: %s", exc)
+            response = self._service_error(
+                503,
+                _("Sign-in service unavailable"),
+                _("We could not reach the sign-in service. Please try again in a moment."),
+            )
+            if isinstance(exc, BackendUnavailable):
+                response["Retry-After"] = "5"
+            return response
+
+    def _service_error(self, status: int, title: str, detail: str) -> TemplateResponse:
+        # Nothing was set: no session change, no cookies. The form keeps the email.
+        form = self.form_class(
+            request=self.request, initial={"email": self.request.POST.get("email", "")[:254]}
+        )
+        context = self.get_context_data(form=form, service_error={"title": title, "detail": detail})
+        return self.render_to_response(context, status=status)
+
+    def form_valid(self, form):
+        response = super().form_valid(form)
+        cookies.relay(self.request, response)
+        return response
+
+
+class LogoutView(auth_views.LogoutView):
+    """POST-only sign-out: revoke at the backend (best effort), flush, drop the tokens.
+
+    A backend that cannot be reached does not keep anyone signed in here: the
+    session ends and the cookies go regardless.
+    """
+
+    def post(self, request, *args, **kwargs):
+        tokens = Tokens.from_cookies(request.COOKIES)
+        if tokens.access or tokens.refresh:
+            try:
+                get_client().logout(tokens)
+            except BackendError as exc:
+                logger.warning("Sign-out could not revoke the tokens at the backend: %s", exc)
+        response = super().post(request, *args, **kwargs)
+        cookies.delete_token_cookies(response)
+        messages.info(request, _("You have been signed out."))
+        return response
+
+
+@never_cache
+def healthz(request: HttpRequest) -> JsonResponse:
+    """Readiness: 200 when the database and the auth backend answer, else 503."""
+    checks = {}
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        checks["database"] = "ok"
+    except DatabaseError:
+        logger.exception("Health check: database unavailable")
+        checks["database"] = "unavailable"
+    try:
+        get_client().ping()
+        checks["backend"] = "ok"
+    except BackendError as exc:
+        logger.warning("Health check: auth backend unavailable: %s", exc)
+        checks["backend"] = "unavailable"
+    healthy = all(value == "ok" for value in checks.values())
+    return JsonResponse(
+        {"status": "ok" if healthy else "unavailable", **checks}, status=200 if healthy else 503
+    )

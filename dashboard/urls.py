@@ -1,0 +1,10 @@
+from django.urls import path
+
+from . import views
+
+app_name = "dashboard"
+urlpatterns = [
+    path("", views.index, name="index"),
+    path("admin/", views.admin_page, name="admin"),
+    path("evaluations/", views.evaluations, name="evaluations"),
+]

@@ -1,0 +1,228 @@
+"""Sign-out, role gates, navigation, the dashboard and /healthz."""
+
+import time
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+from django.contrib.auth import SESSION_KEY
+from django.core.exceptions import ImproperlyConfigured, PermissionDenied
+from django.http import HttpResponse
+from django.test import RequestFactory
+from django.views import View
+
+from accounts.models import User, UserProfile
+from accounts.roles import RoleRequiredMixin, missing_role_message, role_required, user_has_role
+from tests import fakes
+
+
+def make_user(who: str) -> User:
+    profile = fakes.PROFILES[who]
+    return User.objects.sync_from_profile(
+        UserProfile(
+            id=str(profile["id"]),
+            email=profile["email"],
+            first_name=profile["firstName"],
+            last_name=profile["lastName"],
+            roles=tuple(profile["roles"]),
+        )
+    )
+
+
+@pytest.fixture
+def as_user(client, db):
+    def sign_in(who: str, access: str | None = None):
+        client.force_login(make_user(who))
+        client.cookies["access_token"] = access or fakes.access_jwt()
+        client.cookies["refresh_token"] = "refresh-1"
+        return client
+
+    return sign_in
+
+
+class TestLogout:
+    def test_revokes_at_backend_flushes_session_and_deletes_cookies(self, as_user, backend):
+        client = as_user("admin", access="acc-1")
+        logout = fakes.stub_logout(backend)
+
+        response = client.post("/accounts/logout/")
+
+        assert response.status_code == 302
+        assert response["Location"] == "/"
+        assert SESSION_KEY not in client.session
+        for name in ("access_token", "refresh_token"):
+            assert response.cookies[name].value == ""
+            assert response.cookies[name]["max-age"] == 0
+        assert logout.calls[0].request.headers["Cookie"] == (
+            "access_token=acc-1; refresh_token=refresh-1"
+        )
+        assert "You have been signed out." in client.get("/").content.decode()
+
+    def test_signs_out_even_when_the_backend_is_down(self, as_user, backend):
+        client = as_user("admin")
+        backend.post(f"{fakes.BASE}/auth/logout", body=requests.ConnectionError())
+        response = client.post("/accounts/logout/")
+        assert response.status_code == 302
+        assert SESSION_KEY not in client.session
+        assert response.cookies["refresh_token"].value == ""
+
+    def test_get_answers_405(self, as_user, backend):
+        client = as_user("admin")
+        assert client.get("/accounts/logout/").status_code == 405
+        assert SESSION_KEY in client.session
+        assert len(backend.calls) == 0
+
+    def test_requires_csrf(self, csrf_client, backend):
+        csrf_client.force_login(make_user("admin"))
+        assert csrf_client.post("/accounts/logout/").status_code == 403
+        assert SESSION_KEY in csrf_client.session
+
+
+class TestRoleGates:
+    @pytest.mark.parametrize(
+        ("who", "path", "status"),
+        [
+            ("admin", "/dashboard/", 200),
+            ("admin", "/dashboard/admin/", 200),
+            ("admin", "/dashboard/evaluations/", 200),
+            ("evaluator", "/dashboard/", 200),
+            ("evaluator", "/dashboard/admin/", 403),
+            ("evaluator", "/dashboard/evaluations/", 200),
+        ],
+    )
+    def test_status_by_role(self, as_user, who, path, status):
+        assert as_user(who).get(path).status_code == status
+
+    def test_403_page_names_the_role_needed(self, as_user):
+        response = as_user("evaluator").get("/dashboard/admin/")
+        assert "This page needs the role “admin”." in response.content.decode()
+
+    @pytest.mark.parametrize(
+        "path", ["/dashboard/", "/dashboard/admin/", "/dashboard/evaluations/"]
+    )
+    def test_anonymous_goes_to_login_with_next(self, client, db, path):
+        response = client.get(path)
+        location = urlsplit(response["Location"])
+        assert (response.status_code, location.path) == (302, "/accounts/login/")
+        assert parse_qs(location.query)["next"] == [path]
+
+    def test_mixin_matches_the_decorator(self, db):
+        class Evaluations(RoleRequiredMixin, View):
+            required_roles = ("evaluator", "admin")
+
+            def get(self, request):
+                return HttpResponse("ok")
+
+        request = RequestFactory().get("/x/")
+        request.user = make_user("evaluator")
+        assert Evaluations.as_view()(request).status_code == 200
+        request.user = make_user("viewer")
+        with pytest.raises(PermissionDenied) as info:
+            Evaluations.as_view()(request)
+        assert str(info.value) == "This page needs one of the roles “evaluator” or “admin”."
+
+    def test_mixin_and_decorator_need_roles(self):
+        with pytest.raises(ImproperlyConfigured):
+            role_required()
+
+    def test_user_has_role(self, db):
+        admin = make_user("admin")
+        assert user_has_role(admin, "admin")
+        assert user_has_role(admin, "evaluator", "admin")
+        assert not user_has_role(admin, "evaluator")
+        assert str(missing_role_message(["a", "b", "c"])) == (
+            "This page needs one of the roles “a”, “b”, “c”."
+        )
+
+
+class TestNavigation:
+    def nav(self, client) -> str:
+        body = client.get("/").content.decode()
+        return body[body.index("<nav") : body.index("</nav>")]
+
+    def test_admin_sees_every_page(self, as_user):
+        nav = self.nav(as_user("admin"))
+        assert all(
+            p in nav for p in ("/dashboard/", "/dashboard/evaluations/", "/dashboard/admin/")
+        )
+
+    def test_evaluator_does_not_see_admin(self, as_user):
+        nav = self.nav(as_user("evaluator"))
+        assert "/dashboard/evaluations/" in nav
+        assert "/dashboard/admin/" not in nav
+
+    def test_anonymous_sees_sign_in(self, client, db):
+        body = client.get("/").content.decode()
+        assert "/dashboard/" not in self.nav(client)
+        assert 'href="/accounts/login/"' in body
+        assert "Sign out" not in body
+
+    def test_signed_in_sees_name_and_sign_out_form(self, as_user):
+        body = as_user("evaluator").get("/").content.decode()
+        assert "Eve Evaluator" in body
+        assert 'action="/accounts/logout/"' in body
+        assert "csrfmiddlewaretoken" in body
+
+
+class TestDashboard:
+    def test_shows_profile_roles_and_access_expiry(self, as_user):
+        access = fakes.access_jwt(ttl=900)
+        body = as_user("admin", access=access).get("/dashboard/").content.decode()
+        assert "Ada Admin" in body
+        assert "admin@example.com" in body
+        assert '<dd id="profile-roles">admin</dd>' in body
+        expected = time.strftime("%Y-%m-%dT%H:%M", time.gmtime(time.time() + 900))
+        assert f'id="access-expiry" class="expiry" datetime="{expected}' in body
+        assert "js/countdown.js" in body
+
+    def test_never_renders_token_values(self, as_user):
+        access = fakes.access_jwt()
+        body = as_user("admin", access=access).get("/dashboard/").content.decode()
+        assert access not in body
+        assert "refresh-1" not in body
+
+    def test_non_jwt_access_token_shows_unknown_expiry(self, as_user):
+        body = as_user("admin", access="opaque-token").get("/dashboard/").content.decode()
+        assert '<span id="access-expiry">unknown</span>' in body
+
+
+class TestHealthz:
+    def test_ok(self, client, db, backend):
+        fakes.stub_me(backend, status=401)
+        response = client.get("/healthz")
+        assert response.status_code == 200
+        assert response.json() == {"status": "ok", "database": "ok", "backend": "ok"}
+
+    @pytest.mark.parametrize(
+        "failure", [requests.ConnectionError(), requests.ReadTimeout()], ids=["refused", "timeout"]
+    )
+    def test_backend_down_is_503(self, client, db, backend, failure):
+        backend.get(f"{fakes.BASE}/users/me", body=failure)
+        response = client.get("/healthz")
+        assert response.status_code == 503
+        assert response.json()["backend"] == "unavailable"
+        assert response.json()["database"] == "ok"
+
+
+class TestSystemChecks:
+    def ids(self):
+        from accounts.checks import check_auth_settings
+
+        return [error.id for error in check_auth_settings()]
+
+    def test_default_configuration_is_clean(self):
+        assert self.ids() == []
+
+    @pytest.mark.parametrize(
+        ("setting", "value", "error"),
+        [
+            ("AUTH_ACCESS_COOKIE", "sessionid", "accounts.E001"),
+            ("AUTH_REFRESH_COOKIE", "access_token", "accounts.E002"),
+            ("AUTH_BACKEND_TOKEN_TRANSPORT", "header", "accounts.E003"),
+            ("API_BASEURL", "127.0.0.1:8001", "accounts.E004"),
+            ("AUTH_COOKIE_SAMESITE", "lax-ish", "accounts.E005"),
+        ],
+    )
+    def test_misconfiguration_is_reported(self, settings, setting, value, error):
+        setattr(settings, setting, value)
+        assert error in self.ids()
