@@ -1,13 +1,14 @@
 """Start the project's real server processes for tests, on free ports.
 
-Each server gets its own temporary SQLite database, is migrated and seeded
-before it starts, announces the port it bound (port 0: the kernel picks a free
-one, so parallel runs never collide) and is stopped by whoever started it.
+Each server gets its own temporary SQLite database (unless told otherwise), is
+migrated (and seeded) before it starts, announces the port it bound (port 0:
+the kernel picks a free one, so parallel runs never collide) and is stopped by
+whoever started it.
 """
 
 import contextlib
 import os
-import select
+import re
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 MANAGE = str(ROOT / "manage.py")
+GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
 
 
 def server_env(database_path: Path, **overrides: str) -> dict[str, str]:
@@ -27,6 +29,7 @@ def server_env(database_path: Path, **overrides: str) -> dict[str, str]:
         key: value
         for key, value in os.environ.items()
         if not key.startswith(("AUTH_", "AUTHAPI_", "DJANGO_", "API_BASEURL", "DATABASE_URL"))
+        and key != "REDIS_URL"
     }
     env.update(
         DJANGO_SETTINGS_MODULE="config.settings.test",
@@ -55,15 +58,10 @@ def manage(*args: str, env: dict[str, str], timeout: float = 120) -> str:
 
 
 @dataclass
-class AuthApiProcess:
+class ServerProcess:
     url: str
     process: subprocess.Popen
     log_path: Path
-
-    def stats(self) -> dict[str, int]:
-        response = requests.get(f"{self.url}/_stats", timeout=5)
-        response.raise_for_status()
-        return response.json()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -75,17 +73,39 @@ class AuthApiProcess:
         self.process.send_signal(signal.SIGCONT)
 
 
-def _read_announced_port(process: subprocess.Popen, log_path: Path, deadline: float) -> int:
-    prefix = "Reference auth API listening on http://"
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"runauthapi exited early:\n{log_path.read_text()[-3000:]}")
-        ready, _, _ = select.select([process.stdout], [], [], 0.2)
-        if ready:
-            line = process.stdout.readline()
-            if line.startswith(prefix):
-                return int(line[len(prefix) :].rstrip("/\n").rsplit(":", 1)[1])
-    raise RuntimeError(f"runauthapi did not start in time:\n{log_path.read_text()[-3000:]}")
+class AuthApiProcess(ServerProcess):
+    def stats(self) -> dict[str, int]:
+        response = requests.get(f"{self.url}/_stats", timeout=5)
+        response.raise_for_status()
+        return response.json()
+
+
+@contextlib.contextmanager
+def _serve(command: list[str], env: dict[str, str], log_path: Path, announce: str, cls):
+    """Start `command`, wait for `announce` (a regex with a `port` group) in its log."""
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            match = re.search(announce, log_path.read_text(errors="replace"))
+            if match:
+                break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{command[1:3]} did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.05)
+        yield cls(url=f"http://127.0.0.1:{match['port']}", process=process, log_path=log_path)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGCONT)
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 @contextlib.contextmanager
@@ -94,25 +114,39 @@ def running_authapi(workdir: Path, **env_overrides: str):
     env = server_env(workdir / "authapi.sqlite3", AUTHAPI_EXPOSE_STATS="1", **env_overrides)
     manage("migrate", "--noinput", "-v", "0", env=env)
     manage("seed_demo_users", "--quiet", env=env)
-    log_path = workdir / "authapi.log"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            [sys.executable, MANAGE, "runauthapi", "127.0.0.1:0"],
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-        )
-    try:
-        port = _read_announced_port(process, log_path, time.monotonic() + 30)
-        yield AuthApiProcess(url=f"http://127.0.0.1:{port}", process=process, log_path=log_path)
-    finally:
-        process.send_signal(signal.SIGCONT)
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        process.stdout.close()
+    with _serve(
+        [sys.executable, MANAGE, "runauthapi", "127.0.0.1:0"],
+        env,
+        workdir / "authapi.log",
+        r"listening on http://127\.0\.0\.1:(?P<port>\d+)/",
+        AuthApiProcess,
+    ) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def running_app(
+    workdir: Path, *, api_url: str, workers: int = 2, name: str = "app", **env_overrides
+):
+    """Migrate and serve the web app under gunicorn; yield a ServerProcess."""
+    env = server_env(workdir / f"{name}.sqlite3", API_BASEURL=api_url, **env_overrides)
+    manage("migrate", "--noinput", "-v", "0", env=env)
+    manage("createcachetable", env=env)
+    with _serve(
+        [
+            GUNICORN,
+            "config.wsgi",
+            "--bind",
+            "127.0.0.1:0",
+            "--workers",
+            str(workers),
+            "--no-control-socket",
+            "--graceful-timeout",
+            "5",
+        ],
+        env,
+        workdir / f"{name}.log",
+        r"Listening at: http://127\.0\.0\.1:(?P<port>\d+)",
+        ServerProcess,
+    ) as server:
+        yield server

@@ -1,0 +1,112 @@
+"""The sign-in path in a real browser: headless Chromium driven by Playwright,
+against the app under gunicorn and the reference API, both real processes."""
+
+import re
+
+import pytest
+
+from authapi.demo import DEMO_USERS
+from tests.servers import running_app, running_authapi
+from tests.services import require_chromium
+
+ADMIN, EVALUATOR, VIEWER = DEMO_USERS
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("browser-signin")
+    with running_authapi(workdir) as api, running_app(workdir, api_url=api.url) as app:
+        yield app, api
+
+
+@pytest.fixture(scope="module")
+def browser():
+    executable = require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, servers):
+    app, _ = servers
+    context = browser.new_context(base_url=app.url)
+    context.set_default_timeout(15_000)
+    yield context.new_page()
+    context.close()
+
+
+def sign_in(page, user, path="/accounts/login/"):
+    page.goto(path)
+    page.get_by_label("Email").fill(user.email)
+    page.get_by_label("Password").fill(user.password)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def test_admin_signs_in_sees_dashboard_opens_admin_and_signs_out(page, tmp_path):
+    page.goto("/")
+    page.get_by_role("link", name="Sign in").first.click()
+    sign_in(page, ADMIN, path=page.url)
+
+    page.wait_for_url(re.compile(r"/dashboard/$"))
+    assert page.locator("#profile-name").inner_text() == "Ada Admin"
+    assert page.locator("#profile-roles").inner_text() == "admin"
+    # The countdown script turned the expiry into a local time and a live count.
+    assert re.match(
+        r"\(in \d+m \d+s\)", page.locator('.countdown[data-for="access-expiry"]').inner_text()
+    )
+    # The browser holds both tokens, and page scripts can read neither.
+    jar = {c["name"]: c for c in page.context.cookies()}
+    assert jar["access_token"]["httpOnly"] and jar["refresh_token"]["httpOnly"]
+    visible = page.evaluate("document.cookie")
+    assert "access_token" not in visible and "refresh_token" not in visible
+    page.screenshot(path=tmp_path / "dashboard.png")
+
+    page.get_by_role("link", name="Admin", exact=True).click()
+    assert page.get_by_role("heading", name="Admin").is_visible()
+
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(re.compile(r"/$"))
+    assert page.get_by_text("You have been signed out.").is_visible()
+    page.goto("/dashboard/")
+    assert "/accounts/login/?next=/dashboard/" in page.url
+
+
+def test_evaluator_gets_a_403_that_says_why(page):
+    sign_in(page, EVALUATOR)
+    page.wait_for_url(re.compile(r"/dashboard/$"))
+    nav = page.get_by_role("navigation", name="Main")
+    assert nav.get_by_role("link", name="Evaluations").is_visible()
+    assert nav.get_by_role("link", name="Admin", exact=True).count() == 0
+
+    response = page.goto("/dashboard/admin/")
+    assert response.status == 403
+    assert page.locator("#denied-reason").inner_text() == "This page needs the role “admin”."
+
+
+def test_viewer_is_refused(page):
+    sign_in(page, VIEWER)
+    assert page.get_by_role("alert").inner_text() == "This account does not have access"
+    assert "/accounts/login/" in page.url
+    assert not [c for c in page.context.cookies() if c["name"].endswith("_token")]
+
+
+def test_next_is_carried_through_sign_in(page):
+    page.goto("/dashboard/evaluations/")
+    assert "next=/dashboard/evaluations/" in page.url
+    sign_in(page, EVALUATOR, path=page.url)
+    page.wait_for_url(re.compile(r"/dashboard/evaluations/$"))
+    assert page.get_by_role("heading", name="Evaluations").is_visible()
