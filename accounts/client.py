@@ -7,10 +7,12 @@ they meet the network, chained with `raise … from`.
 """
 
 import functools
+import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from http.cookiejar import DefaultCookiePolicy
-from typing import Any
+from typing import Any, Protocol
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -21,6 +23,7 @@ from .exceptions import (
     BackendProtocolError,
     BackendUnavailable,
     InvalidCredentials,
+    RefreshRejected,
     SessionExpired,
     Throttled,
 )
@@ -57,11 +60,34 @@ class Tokens:
 
 @dataclass(frozen=True)
 class BackendAnswer:
-    """A backend response reduced to what callers use: status, JSON, cookies."""
+    """A backend response reduced to what callers use."""
 
     status: int
-    data: Any
+    content: bytes
+    headers: Mapping[str, str]
     cookies: list[BackendCookie]
+
+    @property
+    def data(self) -> Any:
+        """The body as JSON, or None when it is not JSON (or too large to be)."""
+        if len(self.content) > MAX_JSON_BYTES:
+            return None
+        try:
+            return json.loads(self.content)
+        except ValueError:
+            return None
+
+
+class TokenSource(Protocol):
+    """Where authenticated calls get tokens, and how they renew them on a 401.
+
+    `accounts.session.RequestAuth` is the one a request uses; a plain `Tokens`
+    (no renewal) serves sign-in, which has just received its tokens.
+    """
+
+    tokens: Tokens
+
+    def refresh(self) -> Tokens: ...
 
 
 class _NoCookies(DefaultCookiePolicy):
@@ -114,21 +140,85 @@ class AuthApiClient:
             raise BackendProtocolError(f"POST {conf.login_path} set no {conf.access_cookie} cookie")
         return answer.cookies
 
-    def me(self, tokens: Tokens) -> UserProfile:
+    def me(self, auth: "Tokens | TokenSource") -> UserProfile:
         """Return the profile the access token belongs to.
 
-        :raises SessionExpired: 401/403.
+        With a TokenSource a 401 refreshes and replays once (see `request`).
+
+        :raises SessionExpired: 401/403 that a refresh did not cure.
         """
-        answer = self._call("GET", conf.me_path, tokens=tokens, attach="access")
-        if answer.status in (401, 403):
-            raise SessionExpired(f"GET {conf.me_path} answered {answer.status}")
+        answer = self.request("GET", conf.me_path, auth=auth)
+        if answer.status == 403:
+            raise SessionExpired(f"GET {conf.me_path} answered 403")
         self._expect_success(answer, conf.me_path)
         return _profile(answer.data, conf.me_path)
+
+    def refresh(self, refresh_token: str) -> list[BackendCookie]:
+        """Spend `refresh_token`; return the cookies of the new pair.
+
+        Runs with AUTH_REFRESH_TIMEOUT, longer than a request's wait budget:
+        the single-flight service keeps the answer even when nobody waits.
+
+        :raises RefreshRejected: 401/403, the token is no good (sign out).
+        :raises BackendUnavailable: transient (never sign out for it).
+        """
+        try:
+            answer = self._call(
+                "POST",
+                conf.refresh_path,
+                tokens=Tokens(refresh=refresh_token),
+                attach="refresh",
+                timeout=(conf.backend_timeout[0], conf.refresh_timeout),
+            )
+        except Throttled as exc:
+            raise BackendUnavailable(f"POST {conf.refresh_path} was throttled") from exc
+        if answer.status in (400, 401, 403):
+            raise RefreshRejected(f"POST {conf.refresh_path} answered {answer.status}")
+        self._expect_success(answer, conf.refresh_path)
+        if not any(c.name == conf.access_cookie and not c.deletes for c in answer.cookies):
+            raise BackendProtocolError(
+                f"POST {conf.refresh_path} set no {conf.access_cookie} cookie"
+            )
+        return answer.cookies
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        auth: "Tokens | TokenSource",
+        params: str | Mapping | None = None,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> BackendAnswer:
+        """Make an authenticated call; on 401 refresh once and replay it, body included.
+
+        The article's request wrapper and axios interceptor in one place.
+
+        :raises SessionExpired: the replay answered 401 too, or the refresh was refused.
+        """
+        source = auth if not isinstance(auth, Tokens) else None
+        tokens = auth if isinstance(auth, Tokens) else auth.tokens
+        call = functools.partial(
+            self._call, method, path, attach="access", params=params, data=body, headers=headers
+        )
+        answer = call(tokens=tokens)
+        if answer.status != 401:
+            return answer
+        if source is None or not tokens.refresh:
+            raise SessionExpired(f"{method} {path} answered 401")
+        logger.debug("%s %s answered 401; refreshing and replaying once", method, path)
+        answer = call(tokens=source.refresh())
+        if answer.status == 401:
+            raise SessionExpired(f"{method} {path} answered 401 after a refresh")
+        return answer
 
     def logout(self, tokens: Tokens) -> list[BackendCookie]:
         """Revoke the tokens at the backend; return its (clearing) cookies."""
         answer = self._call("POST", conf.logout_path, tokens=tokens, attach="both")
-        self._expect_success(answer, conf.logout_path, allowed=(200, 201, 204, 401))
+        if answer.status == 401:
+            return answer.cookies
+        self._expect_success(answer, conf.logout_path)
         return answer.cookies
 
     def ping(self) -> int:
@@ -161,7 +251,9 @@ class AuthApiClient:
         tokens: Tokens | None = None,
         attach: str = "access",
         json: Any = None,
-        headers: dict[str, str] | None = None,
+        data: bytes | None = None,
+        params: str | Mapping | None = None,
+        headers: Mapping[str, str] | None = None,
         timeout: float | tuple[float, float] | None = None,
     ) -> BackendAnswer:
         url = f"{conf.api_baseurl}{path}"
@@ -170,6 +262,8 @@ class AuthApiClient:
                 method,
                 url,
                 json=json,
+                data=data,
+                params=params,
                 headers={
                     "Accept": "application/json",
                     **(headers or {}),
@@ -192,7 +286,8 @@ class AuthApiClient:
             )
         return BackendAnswer(
             status=response.status_code,
-            data=_json_or_none(response),
+            content=response.content,
+            headers=response.headers,
             cookies=parse_set_cookies(response.raw.headers.getlist("Set-Cookie")),
         )
 
@@ -200,15 +295,6 @@ class AuthApiClient:
     def _expect_success(answer: BackendAnswer, path: str, allowed=(200, 201, 204)) -> None:
         if answer.status not in allowed:
             raise BackendProtocolError(f"{path} answered {answer.status}")
-
-
-def _json_or_none(response: requests.Response) -> Any:
-    if len(response.content) > MAX_JSON_BYTES:
-        return None
-    try:
-        return response.json()
-    except ValueError:
-        return None
 
 
 def _profile(data: Any, path: str) -> UserProfile:

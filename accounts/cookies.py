@@ -154,6 +154,15 @@ def delete_token_cookies(response: HttpResponseBase) -> None:
         )
 
 
+def forget(request: HttpRequest) -> None:
+    """Queue the deletion of both token cookies, replacing anything queued."""
+    setattr(
+        request,
+        REQUEST_ATTR,
+        [BackendCookie(name=name, value="", max_age=0) for name in conf.token_cookies],
+    )
+
+
 def remember(request: HttpRequest, cookies: Iterable[BackendCookie]) -> None:
     """Queue cookies for the response to this request (see `relay`)."""
     queued = getattr(request, REQUEST_ATTR, [])
@@ -174,9 +183,11 @@ def relay(request: HttpRequest, response: HttpResponseBase) -> None:
     write(response, queued)
     session = getattr(request, "session", None)
     for cookie in queued:
-        if cookie.name == conf.refresh_cookie and session is not None:
-            expires_at = None if cookie.deletes else cookie.expires_at
-            session[REFRESH_EXPIRY_SESSION_KEY] = expires_at.timestamp() if expires_at else None
-            if expires_at is not None:
-                session.set_expiry(expires_at)
+        if cookie.name != conf.refresh_cookie or session is None:
+            continue
+        if cookie.deletes or cookie.expires_at is None:
+            session.pop(REFRESH_EXPIRY_SESSION_KEY, None)
+        else:
+            session[REFRESH_EXPIRY_SESSION_KEY] = cookie.expires_at.timestamp()
+            session.set_expiry(cookie.expires_at)
     setattr(request, REQUEST_ATTR, [])

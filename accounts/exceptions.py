@@ -32,5 +32,16 @@ class SessionExpired(BackendError):
     """The tokens no longer work: the user must sign in again."""
 
 
+class RefreshRejected(BackendError):
+    """The backend refused the refresh token (401/403): the session is over."""
+
+
+class RefreshPending(BackendUnavailable):
+    """Another request's refresh did not finish within this request's wait budget.
+
+    The refresh goes on; the next request gets its result. Answer 503, "try again".
+    """
+
+
 class AccessRefused(Exception):
     """A valid account whose roles share nothing with AUTH_ALLOWED_ROLES."""

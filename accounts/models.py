@@ -35,14 +35,24 @@ class MirroredUserManager(UserManager):
         if user is None:
             user = self.model(backend_id=profile.id, username=f"api-{profile.id}"[:150])
             user.set_unusable_password()
-        user.email = profile.email
-        user.first_name = profile.first_name[:150]
-        user.last_name = profile.last_name[:150]
-        user.roles = list(profile.roles)
-        user.is_staff = user.is_superuser = bool(conf.superuser_roles & set(profile.roles))
+        is_super = bool(conf.superuser_roles & set(profile.roles))
+        wanted = {
+            "email": profile.email,
+            "first_name": profile.first_name[:150],
+            "last_name": profile.last_name[:150],
+            "roles": list(profile.roles),
+            "is_staff": is_super,
+            "is_superuser": is_super,
+        }
+        if user.pk and all(getattr(user, field) == value for field, value in wanted.items()):
+            return user  # the common case at refresh: nothing to write
+        roles_changed = not user.pk or user.roles != wanted["roles"]
+        for field, value in wanted.items():
+            setattr(user, field, value)
         user.save()
-        groups = [Group.objects.get_or_create(name=role[:150])[0] for role in profile.roles]
-        user.groups.set(groups)
+        if roles_changed:
+            groups = [Group.objects.get_or_create(name=role[:150])[0] for role in profile.roles]
+            user.groups.set(groups)
         return user
 
 

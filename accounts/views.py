@@ -9,12 +9,16 @@ from django.db import DatabaseError, connection
 from django.http import HttpRequest, JsonResponse
 from django.template.response import TemplateResponse
 from django.utils.translation import gettext as _
+from django.views import csrf
 from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_POST
 
 from . import cookies
 from .client import Tokens, get_client
-from .exceptions import BackendError, BackendUnavailable, Throttled
+from .exceptions import BackendError, BackendUnavailable, SessionExpired, Throttled
 from .forms import LoginForm
+from .session import json_error, wants_json
+from .tokens import access_token_expiry
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +90,37 @@ class LogoutView(auth_views.LogoutView):
         cookies.delete_token_cookies(response)
         messages.info(request, _("You have been signed out."))
         return response
+
+
+@never_cache
+@require_POST
+def refresh(request: HttpRequest) -> JsonResponse:
+    """The browser's refresh: `POST /accounts/refresh/` (CSRF, same origin).
+
+    Renews the tokens through the same single flight as the middleware (once
+    per request: if the middleware just refreshed, that result is the answer)
+    and reports when the new access token expires.
+    """
+    if not request.user.is_authenticated:
+        return json_error(401, "signed_out", "Your session has ended; please sign in again.")
+    try:
+        tokens = request.auth.refresh()
+    except SessionExpired:
+        return json_error(401, "signed_out", "Your session has ended; please sign in again.")
+    except BackendError as exc:
+        logger.warning("Browser refresh failed transiently: %s", exc)
+        return json_error(
+            503, "backend_unavailable", "The sign-in service did not answer; try again."
+        )
+    expires = access_token_expiry(tokens.access)
+    return JsonResponse({"ok": True, "access_expires_at": expires.isoformat() if expires else None})
+
+
+def csrf_failure(request: HttpRequest, reason: str = ""):
+    """CSRF refusals as JSON for scripts, Django's page for everyone else."""
+    if wants_json(request):
+        return json_error(403, "csrf", "CSRF verification failed; reload the page and try again.")
+    return csrf.csrf_failure(request, reason=reason)
 
 
 @never_cache

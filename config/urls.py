@@ -1,9 +1,10 @@
 """The web app's URLconf. The reference auth API has its own (authapi.urls)."""
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
+from accounts import proxy
 from accounts import views as accounts_views
 from dashboard import views as dashboard_views
 
@@ -12,6 +13,7 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("dashboard/", include("dashboard.urls")),
     path("healthz", accounts_views.healthz, name="healthz"),
+    re_path(r"^api/(?P<path>.*)$", proxy.api_proxy, name="api-proxy"),
     # Django's admin signs in through the auth API like every other page.
     path("admin/login/", RedirectView.as_view(pattern_name="login", query_string=True)),
     path("admin/", admin.site.urls),

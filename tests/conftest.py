@@ -30,3 +30,33 @@ def backend(settings):
 def csrf_client(db):
     """A test client that enforces CSRF like a browser session would be checked."""
     return Client(enforce_csrf_checks=True)
+
+
+@pytest.fixture
+def locmem_cache(settings, request):
+    """A private in-process cache: refresh pool threads see it without the test DB."""
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": request.node.nodeid,
+        }
+    }
+    from django.core.cache import cache
+
+    cache.clear()
+    return cache
+
+
+@pytest.fixture
+def signed_in(client, db, locmem_cache, backend):
+    """Sign a test client in as a PROFILES user holding the given token cookies."""
+
+    def sign_in(who="admin", access=None, refresh="refresh-1"):
+        client.force_login(fakes.make_user(who))
+        if access is not None:
+            client.cookies["access_token"] = access
+        if refresh is not None:
+            client.cookies["refresh_token"] = refresh
+        return client
+
+    return sign_in

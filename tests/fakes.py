@@ -34,9 +34,11 @@ PROFILES = {
 }
 
 
-def access_jwt(ttl: int = 1800, sub: str = "1") -> str:
+def access_jwt(ttl: int = 1800, sub: str = "1", lifetime: int = 1800) -> str:
+    """Return a JWT expiring in `ttl` seconds out of a `lifetime`-second life."""
     now = int(time.time())
-    return jwt.encode({"sub": sub, "iat": now, "exp": now + ttl}, JWT_KEY, algorithm="HS256")
+    claims = {"sub": sub, "iat": now + ttl - lifetime, "exp": now + ttl}
+    return jwt.encode(claims, JWT_KEY, algorithm="HS256")
 
 
 def express_cookie(name: str, value: str, max_age: int, **attrs: str) -> str:
@@ -73,3 +75,42 @@ def stub_logout(rsps: responses.RequestsMock, *, status=200):
         ("Set-Cookie", "refresh_token=; Max-Age=0; Path=/; Expires=Thu, 01 Jan 1970 00:00:00 GMT"),
     ]
     return rsps.post(f"{BASE}/auth/logout", status=status, json={"ok": True}, headers=headers)
+
+
+def stub_refresh(
+    rsps: responses.RequestsMock, *, access=None, refresh="refresh-2", status=200, **kw
+):
+    """Register one /auth/refresh answer (several calls register a sequence)."""
+    if status in (200, 201) and "headers" not in kw:
+        kw["headers"] = token_headers(access or access_jwt(), refresh)
+    return rsps.post(f"{BASE}/auth/refresh", status=status, **kw)
+
+
+def sent_cookie(call, name: str) -> str | None:
+    """Return the value of cookie `name` in a recorded call's Cookie header."""
+    for part in call.request.headers.get("Cookie", "").split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name:
+            return value
+    return None
+
+
+def calls_to(rsps, path: str) -> list:
+    """Return the recorded calls whose URL path ends with `path`."""
+    return [c for c in rsps.calls if c.request.url.split("?")[0].endswith(path)]
+
+
+def make_user(who: str):
+    """Mirror one of PROFILES into the user table, as a sign-in would."""
+    from accounts.models import User, UserProfile
+
+    profile = PROFILES[who]
+    return User.objects.sync_from_profile(
+        UserProfile(
+            id=str(profile["id"]),
+            email=profile["email"],
+            first_name=profile["firstName"],
+            last_name=profile["lastName"],
+            roles=tuple(profile["roles"]),
+        )
+    )

@@ -11,22 +11,9 @@ from django.http import HttpResponse
 from django.test import RequestFactory
 from django.views import View
 
-from accounts.models import User, UserProfile
 from accounts.roles import RoleRequiredMixin, missing_role_message, role_required, user_has_role
 from tests import fakes
-
-
-def make_user(who: str) -> User:
-    profile = fakes.PROFILES[who]
-    return User.objects.sync_from_profile(
-        UserProfile(
-            id=str(profile["id"]),
-            email=profile["email"],
-            first_name=profile["firstName"],
-            last_name=profile["lastName"],
-            roles=tuple(profile["roles"]),
-        )
-    )
+from tests.fakes import make_user
 
 
 @pytest.fixture
