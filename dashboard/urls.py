@@ -5,6 +5,8 @@ from . import views
 app_name = "dashboard"
 urlpatterns = [
     path("", views.index, name="index"),
+    path("refresh/", views.refresh_on_server, name="refresh"),
+    path("profile/", views.profile, name="profile"),
     path("admin/", views.admin_page, name="admin"),
     path("evaluations/", views.evaluations, name="evaluations"),
 ]

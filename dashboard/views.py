@@ -2,12 +2,17 @@
 
 from datetime import UTC, datetime
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_POST
 
+from accounts.client import get_client
 from accounts.conf import conf
 from accounts.cookies import REFRESH_EXPIRY_SESSION_KEY
+from accounts.exceptions import BackendError, SessionExpired
 from accounts.roles import role_required
 from accounts.tokens import access_token_expiry
 
@@ -30,6 +35,41 @@ def index(request: HttpRequest) -> HttpResponse:
         "refresh_expires_at": _refresh_expiry(request),
     }
     return render(request, "dashboard/index.html", context)
+
+
+@require_POST
+@login_required
+def refresh_on_server(request: HttpRequest) -> HttpResponse:
+    """The article's `refreshServer()` server action: refresh, then back to the dashboard."""
+    try:
+        request.auth.refresh()
+    except SessionExpired:
+        return redirect("login")
+    except BackendError:
+        messages.error(request, "The sign-in service did not answer; your session is unchanged.")
+    else:
+        messages.success(request, "Tokens refreshed on the server.")
+    return redirect("dashboard:index")
+
+
+@never_cache
+@login_required
+def profile(request: HttpRequest) -> JsonResponse:
+    """The article's `getRequest('users/me')`: the profile read server-side by the client.
+
+    A 401 refreshes and replays inside the client; what it cannot cure ends up
+    in the middleware's `process_exception` (401 JSON or 503).
+    """
+    me = get_client().me(request.auth)
+    return JsonResponse(
+        {
+            "id": me.id,
+            "firstName": me.first_name,
+            "lastName": me.last_name,
+            "email": me.email,
+            "roles": list(me.roles),
+        }
+    )
 
 
 @role_required("admin")

@@ -109,13 +109,17 @@ def _serve(command: list[str], env: dict[str, str], log_path: Path, announce: st
 
 
 @contextlib.contextmanager
-def running_authapi(workdir: Path, **env_overrides: str):
-    """Migrate, seed and serve the reference API; yield an AuthApiProcess."""
+def running_authapi(workdir: Path, *, port: int = 0, **env_overrides: str):
+    """Migrate, seed and serve the reference API; yield an AuthApiProcess.
+
+    Started again with the same `workdir` and `port`, it is the same API with
+    the same tokens: a backend that went down and came back.
+    """
     env = server_env(workdir / "authapi.sqlite3", AUTHAPI_EXPOSE_STATS="1", **env_overrides)
     manage("migrate", "--noinput", "-v", "0", env=env)
     manage("seed_demo_users", "--quiet", env=env)
     with _serve(
-        [sys.executable, MANAGE, "runauthapi", "127.0.0.1:0"],
+        [sys.executable, MANAGE, "runauthapi", f"127.0.0.1:{port}"],
         env,
         workdir / "authapi.log",
         r"listening on http://127\.0\.0\.1:(?P<port>\d+)/",
@@ -126,10 +130,21 @@ def running_authapi(workdir: Path, **env_overrides: str):
 
 @contextlib.contextmanager
 def running_app(
-    workdir: Path, *, api_url: str, workers: int = 2, name: str = "app", **env_overrides
+    workdir: Path,
+    *,
+    api_url: str,
+    workers: int = 2,
+    name: str = "app",
+    database: str = "app",
+    gunicorn_args: tuple[str, ...] = (),
+    **env_overrides: str,
 ):
-    """Migrate and serve the web app under gunicorn; yield a ServerProcess."""
-    env = server_env(workdir / f"{name}.sqlite3", API_BASEURL=api_url, **env_overrides)
+    """Migrate and serve the web app under gunicorn; yield a ServerProcess.
+
+    Servers given the same `database` name share one SQLite file (sessions);
+    pass REDIS_URL to share the cache across them too.
+    """
+    env = server_env(workdir / f"{database}.sqlite3", API_BASEURL=api_url, **env_overrides)
     manage("migrate", "--noinput", "-v", "0", env=env)
     manage("createcachetable", env=env)
     with _serve(
@@ -143,6 +158,7 @@ def running_app(
             "--no-control-socket",
             "--graceful-timeout",
             "5",
+            *gunicorn_args,
         ],
         env,
         workdir / f"{name}.log",

@@ -160,7 +160,7 @@ class TestDashboard:
         assert '<dd id="profile-roles">admin</dd>' in body
         expected = time.strftime("%Y-%m-%dT%H:%M", time.gmtime(time.time() + 900))
         assert f'id="access-expiry" class="expiry" datetime="{expected}' in body
-        assert "js/countdown.js" in body
+        assert "js/dashboard.js" in body
 
     def test_never_renders_token_values(self, as_user):
         access = fakes.access_jwt()
@@ -213,3 +213,41 @@ class TestSystemChecks:
     def test_misconfiguration_is_reported(self, settings, setting, value, error):
         setattr(settings, setting, value)
         assert error in self.ids()
+
+
+class TestDemoActions:
+    def test_refresh_on_the_server_redirects_back_with_new_cookies(self, signed_in, backend):
+        client = signed_in(access=fakes.access_jwt())
+        fakes.stub_refresh(backend, refresh="refresh-2")
+        fakes.stub_me(backend, "admin")
+        response = client.post("/dashboard/refresh/")
+        assert response.status_code == 302
+        assert response["Location"] == "/dashboard/"
+        assert response.cookies["refresh_token"].value == "refresh-2"
+        assert "Tokens refreshed on the server." in client.get("/dashboard/").content.decode()
+
+    def test_refresh_on_the_server_when_the_backend_is_down(self, signed_in, backend):
+        client = signed_in(access=fakes.access_jwt())
+        backend.post(f"{fakes.BASE}/auth/refresh", body=requests.ConnectionError())
+        response = client.post("/dashboard/refresh/", follow=True)
+        assert "did not answer; your session is unchanged" in response.content.decode()
+        assert SESSION_KEY in client.session
+
+    def test_profile_through_the_client(self, signed_in, backend):
+        client = signed_in(access=fakes.access_jwt())
+        fakes.stub_me(backend, "admin")
+        response = client.get("/dashboard/profile/")
+        assert response.json()["email"] == "admin@example.com"
+
+    def test_profile_through_the_client_when_the_backend_is_down(self, signed_in, backend):
+        client = signed_in(access=fakes.access_jwt())
+        backend.get(f"{fakes.BASE}/users/me", body=requests.ConnectionError())
+        response = client.get("/dashboard/profile/", HTTP_ACCEPT="application/json")
+        assert response.status_code == 503
+        assert SESSION_KEY in client.session
+
+    def test_dashboard_has_the_demo_buttons_and_no_inline_script(self, signed_in):
+        body = signed_in(access=fakes.access_jwt()).get("/dashboard/").content.decode()
+        for button in ("refresh-browser", "refresh-server", "profile-server", "profile-browser"):
+            assert f'id="{button}"' in body
+        assert "<script>" not in body

@@ -1,0 +1,102 @@
+// The dashboard's script: expiry times in local time with a live countdown, a
+// refresh from the browser shortly before the access token runs out (the
+// article's client-side /auth/refresh, here same-origin /accounts/refresh/),
+// and the demo buttons. No token is ever visible here: they are HttpOnly.
+(function () {
+  "use strict";
+
+  var demo = document.getElementById("demo");
+  var output = document.getElementById("demo-output");
+  var csrf = demo && demo.querySelector("input[name=csrfmiddlewaretoken]");
+  var REFRESH_BEFORE = 5; // seconds before expiry the page refreshes by itself
+  var refreshing = null;
+
+  function format(seconds) {
+    if (seconds <= 0) return "(expired)";
+    var d = Math.floor(seconds / 86400), h = Math.floor((seconds % 86400) / 3600);
+    var m = Math.floor((seconds % 3600) / 60), s = seconds % 60, parts = [];
+    if (d) parts.push(d + "d");
+    if (d || h) parts.push(h + "h");
+    if (d || h || m) parts.push(m + "m");
+    parts.push(s + "s");
+    return "(in " + parts.join(" ") + ")";
+  }
+
+  function secondsLeft(id) {
+    var el = document.getElementById(id);
+    if (!el || !el.getAttribute("datetime")) return null;
+    return Math.round((new Date(el.getAttribute("datetime")) - Date.now()) / 1000);
+  }
+
+  function tick() {
+    document.querySelectorAll("time.expiry").forEach(function (el) {
+      var at = new Date(el.getAttribute("datetime"));
+      if (isNaN(at)) return;
+      el.textContent = at.toLocaleString();
+      var counter = document.querySelector('.countdown[data-for="' + el.id + '"]');
+      if (counter) counter.textContent = format(Math.round((at - Date.now()) / 1000));
+    });
+    var left = secondsLeft("access-expiry");
+    if (left !== null && left <= REFRESH_BEFORE && !refreshing) refreshFromBrowser(false);
+  }
+
+  function signIn() {
+    var next = encodeURIComponent(window.location.pathname + window.location.search);
+    window.location.assign(demo.dataset.loginUrl + "?next=" + next);
+  }
+
+  function show(label, value) {
+    if (output) output.textContent = label + "\n" + JSON.stringify(value, null, 2);
+  }
+
+  function refreshFromBrowser(report) {
+    refreshing = fetch(demo.dataset.refreshUrl, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "X-CSRFToken": csrf ? csrf.value : "", Accept: "application/json" },
+    })
+      .then(function (response) {
+        if (response.status === 401) return signIn();
+        return response.json().then(function (body) {
+          if (body.ok && body.access_expires_at) {
+            var el = document.getElementById("access-expiry");
+            if (el) el.setAttribute("datetime", body.access_expires_at);
+          }
+          if (report) show("POST " + demo.dataset.refreshUrl + " → " + response.status, body);
+        });
+      })
+      .catch(function (error) {
+        if (report) show("Refresh failed", String(error));
+      })
+      .finally(function () {
+        // After a failure, wait a little before the countdown tries again.
+        window.setTimeout(function () { refreshing = null; }, 2000);
+      });
+    return refreshing;
+  }
+
+  function getJSON(url) {
+    return fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (response) {
+        if (response.status === 401) return signIn();
+        return response.json().then(function (body) {
+          show("GET " + url + " → " + response.status, body);
+        });
+      })
+      .catch(function (error) { show("GET " + url + " failed", String(error)); });
+  }
+
+  if (demo) {
+    document.getElementById("refresh-browser").addEventListener("click", function () {
+      refreshFromBrowser(true);
+    });
+    document.getElementById("profile-server").addEventListener("click", function () {
+      getJSON(demo.dataset.profileUrl);
+    });
+    document.getElementById("profile-browser").addEventListener("click", function () {
+      getJSON(demo.dataset.apiUrl);
+    });
+  }
+  tick();
+  window.setInterval(tick, 1000);
+})();

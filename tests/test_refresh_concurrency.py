@@ -1,0 +1,164 @@
+"""Single flight over real HTTP: many requests, one expired access token, one refresh.
+
+The reference API runs as a process with a 3-second access token and a
+half-second stall in every refresh (to widen the race); the app runs under
+gunicorn. Every variant sends 30 concurrent requests holding the same expired
+access token and the same refresh token, and counts what reached the API.
+"""
+
+import re
+import socket
+import threading
+import time
+import uuid
+
+import pytest
+import redis
+import requests
+
+from accounts.tokens import access_token_expiry
+from authapi.demo import DEMO_USERS
+from tests.servers import running_app, running_authapi
+from tests.services import require
+
+ADMIN = DEMO_USERS[0]
+ACCESS_TTL = "3"
+THREADS = 30
+API_ENV = {"AUTHAPI_ACCESS_TTL": ACCESS_TTL, "AUTHAPI_REFRESH_DELAY": "0.5"}
+
+
+@pytest.fixture(scope="module")
+def authapi(tmp_path_factory):
+    with running_authapi(tmp_path_factory.mktemp("concurrency-api"), **API_ENV) as server:
+        yield server
+
+
+def sign_in(base_url: str) -> requests.Session:
+    """Sign in through the app's form, as a browser would; return the cookie jar."""
+    browser = requests.Session()
+    form = browser.get(f"{base_url}/accounts/login/", timeout=10)
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text)[1]
+    response = browser.post(
+        f"{base_url}/accounts/login/",
+        data={"email": ADMIN.email, "password": ADMIN.password, "csrfmiddlewaretoken": token},
+        headers={"Referer": f"{base_url}/accounts/login/"},
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert response.status_code == 302, response.text[:500]
+    assert browser.cookies.get("refresh_token")
+    return browser
+
+
+def wait_until_access_expired(browser: requests.Session) -> None:
+    expiry = access_token_expiry(browser.cookies.get("access_token"))
+    time.sleep(max(0.0, expiry.timestamp() - time.time()) + 0.3)
+
+
+def burst(urls: list[str], browser: requests.Session) -> list[requests.Response]:
+    """Send one request per URL at the same moment, each with a copy of the same cookies."""
+    barrier = threading.Barrier(len(urls))
+    results: list = [None] * len(urls)
+
+    def worker(index: int, url: str) -> None:
+        session = requests.Session()
+        session.cookies.update(browser.cookies)
+        barrier.wait()
+        try:
+            results[index] = session.get(url, timeout=30, allow_redirects=False)
+        except requests.RequestException as exc:
+            results[index] = exc
+
+    threads = [threading.Thread(target=worker, args=(i, u)) for i, u in enumerate(urls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def assert_one_refresh_for_a_burst(app_urls: list[str], authapi) -> None:
+    browser = sign_in(app_urls[0])
+    wait_until_access_expired(browser)
+    before = authapi.stats()
+
+    paths = ["/api/users/me", "/dashboard/", "/dashboard/profile/"]
+    urls = [f"{app_urls[i % len(app_urls)]}{paths[i % len(paths)]}" for i in range(THREADS)]
+    responses = burst(urls, browser)
+
+    after = authapi.stats()
+    statuses = [getattr(r, "status_code", repr(r)) for r in responses]
+    assert statuses == [200] * THREADS, statuses
+    assert after["refresh"] - before["refresh"] == 1
+    assert after["reuse_detected"] - before["reuse_detected"] == 0
+    assert after["refresh_rejected"] - before["refresh_rejected"] == 0
+    new_tokens = {r.cookies.get("refresh_token") for r in responses} - {None}
+    assert len(new_tokens) == 1, "every request was handed the same new refresh token"
+
+    # The browser takes the new cookies; they work, with no further refresh.
+    browser.cookies.set("refresh_token", new_tokens.pop())
+    browser.cookies.set("access_token", responses[0].cookies.get("access_token"))
+    assert browser.get(f"{app_urls[-1]}/api/users/me", timeout=10).status_code == 200
+    assert authapi.stats()["refresh"] == after["refresh"]
+
+
+def test_threads_of_one_worker(tmp_path, authapi):
+    with running_app(
+        tmp_path, api_url=authapi.url, workers=1, gunicorn_args=("--threads", "16")
+    ) as app:
+        assert_one_refresh_for_a_burst([app.url], authapi)
+
+
+def test_four_worker_processes_sharing_the_database_cache(tmp_path, authapi):
+    with running_app(tmp_path, api_url=authapi.url, workers=4) as app:
+        assert_one_refresh_for_a_burst([app.url], authapi)
+
+
+def redis_available() -> bool:
+    try:
+        return redis.Redis(host="127.0.0.1", port=6379, socket_timeout=1).ping()
+    except redis.RedisError:
+        return False
+
+
+def test_two_servers_sharing_redis(tmp_path, authapi):
+    require(redis_available(), "Redis is not running on 127.0.0.1:6379")
+    shared = {
+        "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "CACHE_KEY_PREFIX": f"test-{uuid.uuid4().hex[:8]}",
+    }
+    with (
+        running_app(tmp_path, api_url=authapi.url, workers=2, name="one", **shared) as one,
+        running_app(tmp_path, api_url=authapi.url, workers=2, name="two", **shared) as two,
+    ):
+        assert_one_refresh_for_a_burst([one.url, two.url], authapi)
+
+
+def test_backend_down_at_expiry_keeps_the_session(tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    api_dir = tmp_path / "api"
+    api_dir.mkdir()
+    with running_authapi(api_dir, port=port, **API_ENV) as api:
+        with running_app(tmp_path, api_url=api.url, workers=1) as app:
+            browser = sign_in(app.url)
+            # The API goes away; the access token expires meanwhile.
+            api.process.terminate()
+            api.process.wait(timeout=10)
+            wait_until_access_expired(browser)
+
+            down = browser.get(f"{app.url}/api/users/me", timeout=30)
+            page = browser.get(f"{app.url}/dashboard/", timeout=30, allow_redirects=False)
+
+            assert down.status_code == 503
+            assert down.json()["error"] == "backend_unavailable"
+            assert page.status_code == 200, "still signed in: the dashboard renders"
+            assert "Ada Admin" in page.text
+
+            with running_authapi(api_dir, port=port, **API_ENV) as api_again:
+                back = browser.get(f"{app.url}/api/users/me", timeout=30)
+                assert back.status_code == 200
+                assert back.json()["email"] == ADMIN.email
+                assert api_again.stats()["refresh"] == 1
+                assert api_again.stats()["reuse_detected"] == 0
