@@ -6,20 +6,10 @@ import re
 import pytest
 
 from authapi.demo import DEMO_USERS
+from tests.browser import chromium, sign_in
 from tests.servers import running_app, running_authapi
-from tests.services import require_chromium
 
 ADMIN, EVALUATOR, VIEWER = DEMO_USERS
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture(scope="module")
@@ -31,13 +21,8 @@ def servers(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    executable = require_chromium()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture
@@ -47,13 +32,6 @@ def page(browser, servers):
     context.set_default_timeout(15_000)
     yield context.new_page()
     context.close()
-
-
-def sign_in(page, user, path="/accounts/login/"):
-    page.goto(path)
-    page.get_by_label("Email").fill(user.email)
-    page.get_by_label("Password").fill(user.password)
-    page.get_by_role("button", name="Sign in").click()
 
 
 def test_admin_signs_in_sees_dashboard_opens_admin_and_signs_out(page, tmp_path):

@@ -140,25 +140,27 @@ def test_backend_down_at_expiry_keeps_the_session(tmp_path):
         port = probe.getsockname()[1]
     api_dir = tmp_path / "api"
     api_dir.mkdir()
-    with running_authapi(api_dir, port=port, **API_ENV) as api:
-        with running_app(tmp_path, api_url=api.url, workers=1) as app:
-            browser = sign_in(app.url)
-            # The API goes away; the access token expires meanwhile.
-            api.process.terminate()
-            api.process.wait(timeout=10)
-            wait_until_access_expired(browser)
+    with (
+        running_authapi(api_dir, port=port, **API_ENV) as api,
+        running_app(tmp_path, api_url=api.url, workers=1) as app,
+    ):
+        browser = sign_in(app.url)
+        # The API goes away; the access token expires meanwhile.
+        api.process.terminate()
+        api.process.wait(timeout=10)
+        wait_until_access_expired(browser)
 
-            down = browser.get(f"{app.url}/api/users/me", timeout=30)
-            page = browser.get(f"{app.url}/dashboard/", timeout=30, allow_redirects=False)
+        down = browser.get(f"{app.url}/api/users/me", timeout=30)
+        page = browser.get(f"{app.url}/dashboard/", timeout=30, allow_redirects=False)
 
-            assert down.status_code == 503
-            assert down.json()["error"] == "backend_unavailable"
-            assert page.status_code == 200, "still signed in: the dashboard renders"
-            assert "Ada Admin" in page.text
+        assert down.status_code == 503
+        assert down.json()["error"] == "backend_unavailable"
+        assert page.status_code == 200, "still signed in: the dashboard renders"
+        assert "Ada Admin" in page.text
 
-            with running_authapi(api_dir, port=port, **API_ENV) as api_again:
-                back = browser.get(f"{app.url}/api/users/me", timeout=30)
-                assert back.status_code == 200
-                assert back.json()["email"] == ADMIN.email
-                assert api_again.stats()["refresh"] == 1
-                assert api_again.stats()["reuse_detected"] == 0
+        with running_authapi(api_dir, port=port, **API_ENV) as api_again:
+            back = browser.get(f"{app.url}/api/users/me", timeout=30)
+            assert back.status_code == 200
+            assert back.json()["email"] == ADMIN.email
+            assert api_again.stats()["refresh"] == 1
+            assert api_again.stats()["reuse_detected"] == 0

@@ -1,0 +1,105 @@
+"""Token expiry is not a user-visible event: a real browser, 3-second access tokens.
+
+Two tabs of one browser (one cookie jar) click around while the tokens expire
+again and again; the dashboard's own script refreshes through
+/accounts/refresh/ and reads /api/users/me. Nobody is signed out, no page or
+call fails, and the reference API never sees a refresh token twice.
+"""
+
+import re
+import time
+
+import pytest
+
+from authapi.demo import DEMO_USERS
+from tests.browser import chromium, sign_in
+from tests.servers import running_app, running_authapi
+
+ADMIN = DEMO_USERS[0]
+PAGES = ["/dashboard/", "/dashboard/evaluations/", "/dashboard/admin/", "/"]
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("browser-refresh")
+    with (
+        running_authapi(workdir, AUTHAPI_ACCESS_TTL="3", AUTHAPI_REFRESH_DELAY="0.2") as api,
+        running_app(workdir, api_url=api.url, workers=2, gunicorn_args=("--threads", "4")) as app,
+    ):
+        yield app, api
+
+
+@pytest.fixture
+def context(servers):
+    app, _ = servers
+    with chromium() as browser:
+        context = browser.new_context(base_url=app.url)
+        context.set_default_timeout(20_000)
+        yield context
+        context.close()
+
+
+def test_two_tabs_click_around_through_many_expiries(context, servers):
+    _, api = servers
+    first = context.new_page()
+    sign_in(first, ADMIN)
+    first.wait_for_url(re.compile(r"/dashboard/$"))
+    second = context.new_page()
+    before = api.stats()
+    failures = []
+    for page in (first, second):
+        page.on(
+            "response",
+            lambda r: failures.append((r.status, r.url)) if r.status >= 400 else None,
+        )
+
+    deadline = time.monotonic() + 15  # five access-token lifetimes
+    step = 0
+    while time.monotonic() < deadline:
+        for tab in (first, second):
+            response = tab.goto(PAGES[step % len(PAGES)])
+            assert response.status == 200, (tab.url, response.status)
+            assert "/accounts/login/" not in tab.url
+            if tab.url.endswith("/dashboard/"):
+                tab.locator("#profile-browser").click()
+                tab.wait_for_function(
+                    "document.getElementById('demo-output').textContent.includes('→ 200')"
+                )
+        step += 1
+        time.sleep(0.4)
+    # The dashboard's script keeps its tab fresh on its own while it sits open.
+    first.goto("/dashboard/")
+    first.wait_for_timeout(7000)
+    first.locator("#profile-server").click()
+    first.wait_for_function("document.getElementById('demo-output').textContent.includes('→ 200')")
+
+    after = api.stats()
+    assert failures == []
+    assert after["refresh"] - before["refresh"] >= 4
+    assert after["reuse_detected"] == before["reuse_detected"]
+    assert after["refresh_rejected"] == before["refresh_rejected"]
+    assert first.locator("#profile-name").inner_text() == "Ada Admin"
+
+
+def test_both_tabs_hit_pages_at_the_moment_of_expiry(context, servers):
+    _, api = servers
+    first = context.new_page()
+    # Land on the home page: no dashboard script refreshing on its own meanwhile.
+    sign_in(first, ADMIN, path="/accounts/login/?next=/")
+    first.wait_for_url(re.compile(r"/$"))
+    second = context.new_page()
+    second.goto("/")
+    before = api.stats()
+    time.sleep(3.2)  # the access token has expired in both tabs' shared jar
+
+    # Fire both navigations at once from the page side, then wait for both.
+    first.evaluate("location.assign('/dashboard/evaluations/')")
+    second.evaluate("location.assign('/dashboard/admin/')")
+    first.wait_for_url(re.compile(r"/dashboard/evaluations/$"))
+    second.wait_for_url(re.compile(r"/dashboard/admin/$"))
+
+    assert first.get_by_role("heading", name="Evaluations").is_visible()
+    assert second.get_by_role("heading", name="Admin").is_visible()
+    after = api.stats()
+    assert after["refresh"] - before["refresh"] == 1
+    assert after["reuse_detected"] == before["reuse_detected"]
