@@ -1,0 +1,82 @@
+"""The production shape: settings pass `check --deploy`, gunicorn's config, static files."""
+
+import os
+import re
+import runpy
+import secrets
+import subprocess
+import sys
+
+import requests
+
+from tests.servers import GUNICORN, ROOT, ServerProcess, _serve, manage, server_env
+
+PRODUCTION = {
+    "DJANGO_SETTINGS_MODULE": "config.settings.production",
+    "SECRET_KEY": secrets.token_urlsafe(50),
+    "ALLOWED_HOSTS": "127.0.0.1,app.example.com",
+}
+
+
+def test_check_deploy_is_clean_with_production_settings(tmp_path):
+    env = server_env(tmp_path / "db.sqlite3", **PRODUCTION)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues" in result.stdout
+
+
+def test_gunicorn_config_reads_the_environment(monkeypatch):
+    monkeypatch.setenv("WEB_CONCURRENCY", "7")
+    monkeypatch.setenv("GUNICORN_THREADS", "3")
+    monkeypatch.setenv("GUNICORN_BIND", "0.0.0.0:9000")
+    config = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    assert (config["workers"], config["threads"], config["worker_class"]) == (7, 3, "gthread")
+    assert config["bind"] == "0.0.0.0:9000"
+    assert config["control_socket_disable"] is True
+
+
+def test_gunicorn_config_defaults_to_loopback_and_cores(monkeypatch):
+    for name in ("WEB_CONCURRENCY", "GUNICORN_THREADS", "GUNICORN_BIND"):
+        monkeypatch.delenv(name, raising=False)
+    config = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    assert config["bind"] == "127.0.0.1:8000"
+    assert config["workers"] == os.cpu_count() * 2 + 1
+
+
+def test_production_serves_collected_static_files_with_whitenoise(tmp_path):
+    static_root = tmp_path / "static"
+    env = server_env(tmp_path / "db.sqlite3", STATIC_ROOT=str(static_root), **PRODUCTION)
+    manage("migrate", "--noinput", "-v", "0", env=env)
+    manage("createcachetable", env=env)
+    manage("collectstatic", "--noinput", "-v", "0", env=env)
+    command = [GUNICORN, "config.wsgi", "--bind", "127.0.0.1:0", "--workers", "1"]
+    with _serve(
+        command,
+        env,
+        tmp_path / "gunicorn.log",
+        r"Listening at: http://127\.0\.0\.1:(?P<port>\d+)",
+        ServerProcess,
+    ) as app:
+        https = {"X-Forwarded-Proto": "https"}
+        plain = requests.get(f"{app.url}/", allow_redirects=False, timeout=10)
+        assert plain.status_code == 301
+        assert plain.headers["Location"].startswith("https://")
+
+        home = requests.get(f"{app.url}/", headers=https, timeout=10)
+        assert home.status_code == 200
+        assert "Strict-Transport-Security" in home.headers
+        stylesheet = re.search(r'href="(/static/css/site\.[0-9a-f]+\.css)"', home.text)
+        assert stylesheet, "the page links the hashed, collected stylesheet"
+
+        css = requests.get(f"{app.url}{stylesheet[1]}", headers=https, timeout=10)
+        assert css.status_code == 200
+        assert "max-age=315360000" in css.headers["Cache-Control"]
+        assert ".site-header" in css.text
