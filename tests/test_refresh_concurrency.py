@@ -6,18 +6,19 @@ gunicorn. Every variant sends 30 concurrent requests holding the same expired
 access token and the same refresh token, and counts what reached the API.
 """
 
-import re
 import socket
-import threading
-import time
 import uuid
 
 import pytest
-import redis
-import requests
 
-from accounts.tokens import access_token_expiry
 from authapi.demo import DEMO_USERS
+from tests.flows import (
+    adopt_cookies,
+    burst,
+    redis_available,
+    sign_in,
+    wait_until_access_expired,
+)
 from tests.servers import running_app, running_authapi
 from tests.services import require
 
@@ -31,50 +32,6 @@ API_ENV = {"AUTHAPI_ACCESS_TTL": ACCESS_TTL, "AUTHAPI_REFRESH_DELAY": "0.5"}
 def authapi(tmp_path_factory):
     with running_authapi(tmp_path_factory.mktemp("concurrency-api"), **API_ENV) as server:
         yield server
-
-
-def sign_in(base_url: str) -> requests.Session:
-    """Sign in through the app's form, as a browser would; return the cookie jar."""
-    browser = requests.Session()
-    form = browser.get(f"{base_url}/accounts/login/", timeout=10)
-    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text)[1]
-    response = browser.post(
-        f"{base_url}/accounts/login/",
-        data={"email": ADMIN.email, "password": ADMIN.password, "csrfmiddlewaretoken": token},
-        headers={"Referer": f"{base_url}/accounts/login/"},
-        allow_redirects=False,
-        timeout=10,
-    )
-    assert response.status_code == 302, response.text[:500]
-    assert browser.cookies.get("refresh_token")
-    return browser
-
-
-def wait_until_access_expired(browser: requests.Session) -> None:
-    expiry = access_token_expiry(browser.cookies.get("access_token"))
-    time.sleep(max(0.0, expiry.timestamp() - time.time()) + 0.3)
-
-
-def burst(urls: list[str], browser: requests.Session) -> list[requests.Response]:
-    """Send one request per URL at the same moment, each with a copy of the same cookies."""
-    barrier = threading.Barrier(len(urls))
-    results: list = [None] * len(urls)
-
-    def worker(index: int, url: str) -> None:
-        session = requests.Session()
-        session.cookies.update(browser.cookies)
-        barrier.wait()
-        try:
-            results[index] = session.get(url, timeout=30, allow_redirects=False)
-        except requests.RequestException as exc:
-            results[index] = exc
-
-    threads = [threading.Thread(target=worker, args=(i, u)) for i, u in enumerate(urls)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results
 
 
 def assert_one_refresh_for_a_burst(app_urls: list[str], authapi) -> None:
@@ -96,8 +53,7 @@ def assert_one_refresh_for_a_burst(app_urls: list[str], authapi) -> None:
     assert len(new_tokens) == 1, "every request was handed the same new refresh token"
 
     # The browser takes the new cookies; they work, with no further refresh.
-    browser.cookies.set("refresh_token", new_tokens.pop())
-    browser.cookies.set("access_token", responses[0].cookies.get("access_token"))
+    adopt_cookies(browser, responses[0])
     assert browser.get(f"{app_urls[-1]}/api/users/me", timeout=10).status_code == 200
     assert authapi.stats()["refresh"] == after["refresh"]
 
@@ -112,13 +68,6 @@ def test_threads_of_one_worker(tmp_path, authapi):
 def test_four_worker_processes_sharing_the_database_cache(tmp_path, authapi):
     with running_app(tmp_path, api_url=authapi.url, workers=4) as app:
         assert_one_refresh_for_a_burst([app.url], authapi)
-
-
-def redis_available() -> bool:
-    try:
-        return redis.Redis(host="127.0.0.1", port=6379, socket_timeout=1).ping()
-    except redis.RedisError:
-        return False
 
 
 def test_two_servers_sharing_redis(tmp_path, authapi):

@@ -1,0 +1,127 @@
+"""Scale-out: two gunicorn servers (2 workers each) behind a round-robin client,
+sharing PostgreSQL (a throwaway database) and Redis, the reference API a third
+process. Sign in on one server, browse on both, let the access token expire
+across them: nobody is signed out, each expiry costs exactly one refresh, and
+the API never detects a reused token."""
+
+import contextlib
+import itertools
+import time
+import uuid
+
+import psycopg
+import pytest
+import requests
+
+from accounts.tokens import access_token_expiry
+from tests.flows import (
+    adopt_cookies,
+    burst,
+    redis_available,
+    sign_in,
+    wait_until_access_expired,
+)
+from tests.servers import running_app, running_authapi
+from tests.services import require
+
+PG = "postgresql://postgres@127.0.0.1:5432"
+EXPIRIES = 3
+PAGES = ["/dashboard/", "/api/users/me", "/dashboard/evaluations/", "/dashboard/profile/"]
+
+
+def postgres_available() -> bool:
+    try:
+        with psycopg.connect(f"{PG}/test", connect_timeout=2):
+            return True
+    except psycopg.Error:
+        return False
+
+
+@contextlib.contextmanager
+def throwaway_database():
+    name = f"tokenauth_scale_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(f"{PG}/test", autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{PG}/{name}"
+    finally:
+        with psycopg.connect(f"{PG}/test", autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    require(postgres_available(), "PostgreSQL is not running on 127.0.0.1:5432")
+    require(redis_available(), "Redis is not running on 127.0.0.1:6379")
+    workdir = tmp_path_factory.mktemp("scale-out")
+    with throwaway_database() as database_url:
+        shared = {
+            "DATABASE_URL": database_url,
+            "REDIS_URL": "redis://127.0.0.1:6379/0",
+            "CACHE_KEY_PREFIX": f"scale-{uuid.uuid4().hex[:8]}",
+        }
+        with (
+            running_authapi(workdir, AUTHAPI_ACCESS_TTL="4", AUTHAPI_REFRESH_DELAY="0.3") as api,
+            running_app(workdir, api_url=api.url, workers=2, name="a", **shared) as a,
+            running_app(workdir, api_url=api.url, workers=2, name="b", **shared) as b,
+        ):
+            yield a, b, api
+
+
+def test_round_robin_across_two_servers_through_several_expiries(cluster):
+    a, b, api = cluster
+    balancer = itertools.cycle([a.url, b.url])
+    browser = sign_in(a.url)
+    before = api.stats()
+    statuses = []
+
+    for _ in range(EXPIRIES):
+        # While the token is fresh: request by request, alternating servers.
+        fresh_until = access_token_expiry(browser.cookies.get("access_token")).timestamp() - 2.2
+        for path in itertools.cycle(PAGES):
+            if time.time() >= fresh_until:
+                break
+            response = browser.get(f"{next(balancer)}{path}", allow_redirects=False, timeout=30)
+            statuses.append(response.status_code)
+        # The token expires; a burst lands on both servers at once.
+        wait_until_access_expired(browser)
+        urls = [f"{next(balancer)}{PAGES[i % len(PAGES)]}" for i in range(12)]
+        responses = burst(urls, browser)
+        statuses += [getattr(r, "status_code", repr(r)) for r in responses]
+        renewed = {r.cookies.get("refresh_token") for r in responses} - {None}
+        assert len(renewed) == 1
+        adopt_cookies(browser, responses[0])
+
+    after = api.stats()
+    assert set(statuses) == {200}, statuses
+    assert after["refresh"] - before["refresh"] == EXPIRIES
+    assert after["reuse_detected"] - before["reuse_detected"] == 0
+    assert after["refresh_rejected"] - before["refresh_rejected"] == 0
+    # Still signed in on both servers with the last cookies.
+    for server in (a, b):
+        page = browser.get(f"{server.url}/dashboard/", allow_redirects=False, timeout=10)
+        assert page.status_code == 200
+        assert "Ada Admin" in page.text
+
+
+def test_sign_out_on_one_server_is_sign_out_on_both(cluster):
+    a, b, api = cluster
+    browser = sign_in(b.url)
+    refresh_token = browser.cookies.get("refresh_token")
+    form = browser.get(f"{a.url}/dashboard/", timeout=10)
+    csrf = browser.cookies.get("csrftoken")
+    assert form.status_code == 200
+
+    out = browser.post(
+        f"{a.url}/accounts/logout/",
+        headers={"X-CSRFToken": csrf, "Referer": f"{a.url}/dashboard/"},
+        allow_redirects=False,
+        timeout=10,
+    )
+
+    assert out.status_code == 302
+    assert browser.get(f"{b.url}/dashboard/", allow_redirects=False, timeout=10).status_code == 302
+    direct = requests.post(
+        f"{api.url}/auth/refresh", cookies={"refresh_token": refresh_token}, timeout=10
+    )
+    assert direct.status_code == 401
