@@ -7,10 +7,12 @@ access token and the same refresh token, and counts what reached the API.
 """
 
 import socket
+import time
 import uuid
 
 import pytest
 
+from accounts.tokens import access_token_expiry
 from authapi.demo import DEMO_USERS
 from tests.flows import (
     adopt_cookies,
@@ -52,10 +54,15 @@ def assert_one_refresh_for_a_burst(app_urls: list[str], authapi) -> None:
     new_tokens = {r.cookies.get("refresh_token") for r in responses} - {None}
     assert len(new_tokens) == 1, "every request was handed the same new refresh token"
 
-    # The browser takes the new cookies; they work, with no further refresh.
+    # The browser takes the new cookies; they work, and while the new access
+    # token is outside its leeway (half of 3 s) they cause no further refresh.
     adopt_cookies(browser, responses[0])
+    fresh = access_token_expiry(browser.cookies.get("access_token")).timestamp() - time.time() > 1.7
     assert browser.get(f"{app_urls[-1]}/api/users/me", timeout=10).status_code == 200
-    assert authapi.stats()["refresh"] == after["refresh"]
+    final = authapi.stats()
+    if fresh:
+        assert final["refresh"] == after["refresh"]
+    assert final["reuse_detected"] == before["reuse_detected"]
 
 
 def test_threads_of_one_worker(tmp_path, authapi):
