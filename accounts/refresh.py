@@ -23,7 +23,10 @@ backend call, keyed by k = sha256(refresh token):
 4. A 401/403 is stored as a short negative result, so every waiter signs out
    consistently instead of presenting the token again.
 
-AUTH_REFRESH_LOCK_TTL > AUTH_REFRESH_TIMEOUT > AUTH_REFRESH_WAIT.
+The lock lives AUTH_REFRESH_LOCK_TTL seconds and its holder renews it every
+third of that while the backend call runs (up to AUTH_REFRESH_TIMEOUT): a
+worker killed mid-refresh frees its token within seconds, not after the
+longest possible call.
 """
 
 import base64
@@ -190,8 +193,23 @@ def _merge(first: list[BackendCookie], later: list[BackendCookie]) -> list[Backe
 # --- the call --------------------------------------------------------------------
 
 
+def _keep_lock(lock_key: str, owner: str, done: threading.Event) -> None:
+    """Renew the lock while its call runs; stop if someone else holds it."""
+    try:
+        while not done.wait(conf.refresh_lock_ttl / 3):
+            if cache.get(lock_key) != owner:
+                return
+            cache.touch(lock_key, conf.refresh_lock_ttl)
+    finally:
+        close_old_connections()
+
+
 def _call_backend(refresh_token: str, lock_key: str, owner: str) -> RefreshOutcome:
     """Run in the pool: refresh, read the profile, store the result, release the lock."""
+    done = threading.Event()
+    threading.Thread(
+        target=_keep_lock, args=(lock_key, owner, done), name="token-refresh-lock", daemon=True
+    ).start()
     try:
         client = get_client()
         try:
@@ -203,6 +221,7 @@ def _call_backend(refresh_token: str, lock_key: str, owner: str) -> RefreshOutco
         _store(refresh_token, outcome)
         return outcome
     finally:
+        done.set()
         if cache.get(lock_key) == owner:
             cache.delete(lock_key)
         close_old_connections()

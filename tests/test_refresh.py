@@ -181,3 +181,25 @@ def test_an_access_only_answer_keeps_the_refresh_cookie_out(service):
     )
     outcome = refresh.refresh_tokens("refresh-1")
     assert set(values(outcome)) == {"access_token"}
+
+
+def test_the_lock_is_renewed_while_a_slow_call_runs(service, locmem_cache, settings):
+    settings.AUTH_REFRESH_LOCK_TTL = 0.6
+    settings.AUTH_REFRESH_WAIT = 3.0
+    slow_refresh(service, 1.5)  # longer than the lock's lifetime
+    lock = f"{refresh.CACHE_PREFIX}:lock:{refresh.token_key('refresh-1')}"
+    seen = []
+
+    def watch():
+        for _ in range(10):
+            time.sleep(0.12)
+            seen.append(locmem_cache.get(lock))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    refresh.refresh_tokens("refresh-1")
+    watcher.join()
+
+    assert all(seen[:9]), "the lock never lapsed while its holder was alive"
+    assert locmem_cache.get(lock) is None, "released once the call returned"
+    assert len(refresh_calls(service)) == 1
