@@ -2,7 +2,8 @@
 
 Everything comes from the environment so one image serves every box:
 
-    GUNICORN_BIND          address to listen on (default 127.0.0.1:8000; 0.0.0.0:8000 behind a balancer)
+    GUNICORN_BIND          address to listen on (default 127.0.0.1:8000;
+                           0.0.0.0:8000 behind a balancer)
     WEB_CONCURRENCY        worker processes (default 2 × CPU cores + 1)
     GUNICORN_THREADS       threads per worker (default 4): a request waiting for a
                            token refresh (up to AUTH_REFRESH_WAIT) does not hold a whole process
