@@ -9,7 +9,7 @@ APP_ADDR ?= 127.0.0.1:8000
 API_ADDR ?= 127.0.0.1:8001
 PYTEST_ARGS ?=
 
-.PHONY: run test setup lint clean
+.PHONY: run test setup lint clean soak bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,15 @@ run: setup
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Soak with faults and the benchmark (bench/README.md); SOAK_ARGS / BENCH_ARGS to tune.
+SOAK_ARGS ?= --users 50 --seconds 120
+BENCH_ARGS ?=
+soak: setup
+	$(PY) bench/soak.py $(SOAK_ARGS)
+
+bench: setup
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

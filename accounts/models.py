@@ -1,5 +1,6 @@
 from dataclasses import dataclass
 
+from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import AbstractUser, Group, UserManager
 from django.db import models, transaction
 
@@ -31,10 +32,12 @@ class MirroredUserManager(UserManager):
         admin follows the backend. The password stays unusable: this database
         can never sign anyone in on its own.
         """
-        user = self.select_for_update().filter(backend_id=profile.id).first()
-        if user is None:
-            user = self.model(backend_id=profile.id, username=f"api-{profile.id}"[:150])
-            user.set_unusable_password()
+        # get_or_create absorbs the race of two first sign-ins of one person
+        # (the losing INSERT hits the unique key and reads the winner's row).
+        user, created = self.select_for_update().get_or_create(
+            backend_id=profile.id,
+            defaults={"username": f"api-{profile.id}"[:150], "password": make_password(None)},
+        )
         is_super = bool(conf.superuser_roles & set(profile.roles))
         wanted = {
             "email": profile.email,
@@ -44,9 +47,9 @@ class MirroredUserManager(UserManager):
             "is_staff": is_super,
             "is_superuser": is_super,
         }
-        if user.pk and all(getattr(user, field) == value for field, value in wanted.items()):
+        if not created and all(getattr(user, f) == value for f, value in wanted.items()):
             return user  # the common case at refresh: nothing to write
-        roles_changed = not user.pk or user.roles != wanted["roles"]
+        roles_changed = created or user.roles != wanted["roles"]
         for field, value in wanted.items():
             setattr(user, field, value)
         user.save()

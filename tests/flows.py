@@ -4,7 +4,6 @@ import re
 import threading
 import time
 
-import redis
 import requests
 
 from accounts.tokens import access_token_expiry
@@ -14,13 +13,18 @@ ADMIN = DEMO_USERS[0]
 
 
 def sign_in(base_url: str) -> requests.Session:
+    """Sign in as the demo admin through the app's form; return the cookie jar."""
+    return sign_in_as(base_url, ADMIN)
+
+
+def sign_in_as(base_url: str, user) -> requests.Session:
     """Sign in through the app's form, as a browser would; return the cookie jar."""
     browser = requests.Session()
     form = browser.get(f"{base_url}/accounts/login/", timeout=10)
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text)[1]
     response = browser.post(
         f"{base_url}/accounts/login/",
-        data={"email": ADMIN.email, "password": ADMIN.password, "csrfmiddlewaretoken": token},
+        data={"email": user.email, "password": user.password, "csrfmiddlewaretoken": token},
         headers={"Referer": f"{base_url}/accounts/login/"},
         allow_redirects=False,
         timeout=10,
@@ -55,13 +59,6 @@ def burst(urls: list[str], browser: requests.Session) -> list[requests.Response]
     for thread in threads:
         thread.join()
     return results
-
-
-def redis_available() -> bool:
-    try:
-        return bool(redis.Redis(host="127.0.0.1", port=6379, socket_timeout=1).ping())
-    except redis.RedisError:
-        return False
 
 
 def adopt_cookies(browser: requests.Session, response: requests.Response) -> None:

@@ -13,9 +13,12 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
+import redis
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -166,3 +169,47 @@ def running_app(
         ServerProcess,
     ) as server:
         yield server
+
+
+PG = "postgresql://postgres@127.0.0.1:5432"
+
+
+def postgres_available() -> bool:
+    try:
+        with psycopg.connect(f"{PG}/test", connect_timeout=2):
+            return True
+    except psycopg.Error:
+        return False
+
+
+def redis_available() -> bool:
+    try:
+        return bool(redis.Redis(host="127.0.0.1", port=6379, socket_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+@contextlib.contextmanager
+def throwaway_database(prefix: str = "tokenauth"):
+    """Create a PostgreSQL database for one run; yield its URL; drop it after."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(f"{PG}/test", autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{PG}/{name}"
+    finally:
+        with psycopg.connect(f"{PG}/test", autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def worker_pids(master_pid: int) -> list[int]:
+    """Return the pids of a gunicorn master's workers."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == master_pid:
+            pids.append(int(stat.parent.name))
+    return pids

@@ -17,11 +17,14 @@ from authapi.demo import DEMO_USERS
 from tests.flows import (
     adopt_cookies,
     burst,
-    redis_available,
     sign_in,
     wait_until_access_expired,
 )
-from tests.servers import running_app, running_authapi
+from tests.servers import (
+    redis_available,
+    running_app,
+    running_authapi,
+)
 from tests.services import require
 
 ADMIN = DEMO_USERS[0]

@@ -4,49 +4,35 @@ process. Sign in on one server, browse on both, let the access token expire
 across them: nobody is signed out, each expiry costs exactly one refresh, and
 the API never detects a reused token."""
 
-import contextlib
 import itertools
+import threading
 import time
 import uuid
 
-import psycopg
 import pytest
 import requests
 
 from accounts.tokens import access_token_expiry
+from authapi.demo import DEMO_USERS
 from tests.flows import (
     adopt_cookies,
     burst,
-    redis_available,
     sign_in,
+    sign_in_as,
     wait_until_access_expired,
 )
-from tests.servers import running_app, running_authapi
+from tests.servers import (
+    postgres_available,
+    redis_available,
+    running_app,
+    running_authapi,
+    throwaway_database,
+)
 from tests.services import require
 
-PG = "postgresql://postgres@127.0.0.1:5432"
+EVALUATOR = DEMO_USERS[1]
 EXPIRIES = 3
 PAGES = ["/dashboard/", "/api/users/me", "/dashboard/evaluations/", "/dashboard/profile/"]
-
-
-def postgres_available() -> bool:
-    try:
-        with psycopg.connect(f"{PG}/test", connect_timeout=2):
-            return True
-    except psycopg.Error:
-        return False
-
-
-@contextlib.contextmanager
-def throwaway_database():
-    name = f"tokenauth_scale_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(f"{PG}/test", autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{PG}/{name}"
-    finally:
-        with psycopg.connect(f"{PG}/test", autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +40,7 @@ def cluster(tmp_path_factory):
     require(postgres_available(), "PostgreSQL is not running on 127.0.0.1:5432")
     require(redis_available(), "Redis is not running on 127.0.0.1:6379")
     workdir = tmp_path_factory.mktemp("scale-out")
-    with throwaway_database() as database_url:
+    with throwaway_database("tokenauth_scale") as database_url:
         shared = {
             "DATABASE_URL": database_url,
             "REDIS_URL": "redis://127.0.0.1:6379/0",
@@ -125,3 +111,23 @@ def test_sign_out_on_one_server_is_sign_out_on_both(cluster):
         f"{api.url}/auth/refresh", cookies={"refresh_token": refresh_token}, timeout=10
     )
     assert direct.status_code == 401
+
+
+def test_simultaneous_first_sign_ins_of_one_person(cluster):
+    """Two tabs (or two people sharing an account) signing in at once, on two
+    servers, both creating the user's mirror row: no IntegrityError, no 500."""
+    a, b, _ = cluster
+    results = [None] * 8
+
+    def one(index: int) -> None:
+        browser = sign_in_as([a.url, b.url][index % 2], EVALUATOR)
+        results[index] = browser.get(
+            f"{[a.url, b.url][index % 2]}/dashboard/evaluations/", allow_redirects=False, timeout=10
+        ).status_code
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(results))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [200] * len(results)
