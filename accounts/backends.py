@@ -4,6 +4,7 @@ import contextlib
 import logging
 
 from django.contrib.auth.backends import BaseBackend
+from django.core.cache import cache
 from django.http import HttpRequest
 from django.views.decorators.debug import sensitive_variables
 
@@ -11,7 +12,7 @@ from . import cookies
 from .client import Tokens, get_client
 from .conf import conf
 from .exceptions import AccessRefused, BackendError, InvalidCredentials
-from .models import User
+from .models import USER_CACHE_SECONDS, User, user_cache_key
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +73,15 @@ class AuthApiBackend(BaseBackend):
         return user
 
     def get_user(self, user_id):
-        user = User.objects.filter(pk=user_id).first()
-        return user if user is not None and self.user_can_authenticate(user) else None
+        # Every request loads its user; the shared cache spares the database
+        # that query. User.save()/delete() drop the entry (see accounts.models).
+        user = cache.get(user_cache_key(user_id))
+        if user is None:
+            user = User.objects.filter(pk=user_id).first()
+            if user is None:
+                return None
+            cache.set(user_cache_key(user_id), user, USER_CACHE_SECONDS)
+        return user if self.user_can_authenticate(user) else None
 
     @staticmethod
     def user_can_authenticate(user) -> bool:

@@ -114,6 +114,9 @@ class AuthApiClient:
 
     def __init__(self, session: requests.Session | None = None):
         self.session = session or requests.Session()
+        # The backend is a peer service, not the open web: no HTTP(S)_PROXY or
+        # ~/.netrc look-ups on every call (requests reads both per request).
+        self.session.trust_env = False
         self.session.cookies.set_policy(_NoCookies())
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=conf.pool_size)
         self.session.mount("http://", adapter)

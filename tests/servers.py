@@ -140,6 +140,7 @@ def running_app(
     name: str = "app",
     database: str = "app",
     gunicorn_args: tuple[str, ...] = (),
+    collectstatic: bool = False,
     **env_overrides: str,
 ):
     """Migrate and serve the web app under gunicorn; yield a ServerProcess.
@@ -150,6 +151,9 @@ def running_app(
     env = server_env(workdir / f"{database}.sqlite3", API_BASEURL=api_url, **env_overrides)
     manage("migrate", "--noinput", "-v", "0", env=env)
     manage("createcachetable", env=env)
+    if collectstatic:  # production settings serve hashed files from STATIC_ROOT
+        env.setdefault("STATIC_ROOT", str(workdir / f"static-{name}"))
+        manage("collectstatic", "--noinput", "-v", "0", env=env)
     with _serve(
         [
             GUNICORN,
