@@ -251,3 +251,21 @@ class TestDemoActions:
         for button in ("refresh-browser", "refresh-server", "profile-server", "profile-browser"):
             assert f'id="{button}"' in body
         assert "<script>" not in body
+
+
+class TestUserCache:
+    def test_a_deactivated_user_is_signed_out_at_the_next_request(self, signed_in):
+        client = signed_in(access=fakes.access_jwt())
+        assert client.get("/dashboard/").status_code == 200  # the user is cached now
+        user = make_user("admin")
+        user.is_active = False
+        user.save()
+        assert client.get("/dashboard/").status_code == 302
+
+    def test_a_renamed_user_shows_at_once(self, signed_in):
+        client = signed_in(access=fakes.access_jwt())
+        client.get("/dashboard/")
+        user = make_user("admin")
+        user.first_name = "Adele"
+        user.save()
+        assert "Adele Admin" in client.get("/dashboard/").content.decode()
