@@ -88,3 +88,37 @@ def test_next_is_carried_through_sign_in(page):
     sign_in(page, EVALUATOR, path=page.url)
     page.wait_for_url(re.compile(r"/dashboard/evaluations/$"))
     assert page.get_by_role("heading", name="Evaluations").is_visible()
+
+
+def test_a_signed_out_tab_lands_on_login_with_next(page):
+    sign_in(page, ADMIN)
+    page.wait_for_url(re.compile(r"/dashboard/$"))
+    other = page.context.new_page()
+    other.goto("/dashboard/")
+
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(re.compile(r"/$"))
+
+    # The other tab still shows the dashboard; its next click finds the session over.
+    other.get_by_role("link", name="Evaluations").click()
+    other.wait_for_url(re.compile(r"/accounts/login/\?next="))
+    assert other.url.endswith("/accounts/login/?next=/dashboard/evaluations/")
+    # Signing in again from there goes where the click meant to go.
+    other.get_by_label("Email").fill(ADMIN.email)
+    other.get_by_label("Password").fill(ADMIN.password)
+    other.get_by_role("button", name="Sign in").click()
+    other.wait_for_url(re.compile(r"/dashboard/evaluations/$"))
+
+
+def test_the_dashboard_script_sends_a_signed_out_tab_to_login(page):
+    sign_in(page, ADMIN)
+    page.wait_for_url(re.compile(r"/dashboard/$"))
+    other = page.context.new_page()
+    other.goto("/dashboard/")
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(re.compile(r"/$"))
+
+    other.locator("#profile-browser").click()  # fetch /api/users/me → 401 JSON
+
+    other.wait_for_url(re.compile(r"/accounts/login/\?next="))
+    assert other.url.endswith("/accounts/login/?next=%2Fdashboard%2F")
