@@ -217,8 +217,13 @@ def _call_backend(refresh_token: str, lock_key: str, owner: str) -> RefreshOutco
         except RefreshRejected:
             _store(refresh_token, None)
             raise
+        # Store the new pair before anything else: the backend has spent the
+        # old token, and if this process died now the pair would be lost and
+        # the next request would present a spent token (a reuse: sign-out).
+        _store(refresh_token, RefreshOutcome(cookies=cookies))
         outcome = RefreshOutcome(cookies=cookies, profile=_profile_with(cookies))
-        _store(refresh_token, outcome)
+        if outcome.profile is not None:
+            _store(refresh_token, outcome)
         return outcome
     finally:
         done.set()

@@ -75,6 +75,10 @@ class Sample:
     status: int | str
     latency: float
     signed_out: bool
+    url: str = ""
+
+    def overlaps(self, start: float, end: float) -> bool:
+        return self.at <= end and self.at + self.latency >= start
 
 
 @dataclass
@@ -98,7 +102,9 @@ def fetch(session: requests.Session, url: str, started: float, report: Report):
     try:
         response = session.get(url, allow_redirects=False, timeout=30)
     except requests.RequestException as exc:
-        report.add(Sample(begin - started, type(exc).__name__, time.monotonic() - begin, False))
+        report.add(
+            Sample(begin - started, type(exc).__name__, time.monotonic() - begin, False, url)
+        )
         return None
     report.add(
         Sample(
@@ -237,11 +243,18 @@ def main() -> int:
             for thread in [*threads, fault_thread]:
                 thread.join()
             after = api.stats()
+            notable = [
+                line
+                for server in (app, api)
+                for line in server.log().splitlines()
+                if any(w in line for w in ("signing out", "Traceback", "ERROR", "Error", "reuse"))
+            ]
 
     window = (events["pause_start"], events["pause_end"] + BACKEND_TIMEOUT + 1)
     statuses = Counter(str(s.status) for s in report.samples)
     five_xx = [s for s in report.samples if isinstance(s.status, int) and s.status >= 500]
-    outside = [s for s in five_xx if not window[0] <= s.at <= window[1]]
+    # A 5xx belongs to the pause when the request was in flight during it.
+    outside = [s for s in five_xx if not s.overlaps(*window)]
     latencies = [s.latency * 1000 for s in report.samples if isinstance(s.status, int)]
     summary = {
         "users": args.users,
@@ -281,6 +294,17 @@ def main() -> int:
     print("\n| bar | met |\n|---|---|")
     for bar, met in bars.items():
         print(f"| {bar} | {'yes' if met else 'NO'} |")
+    if notable:
+        print(f"\nServer log lines worth a look ({len(notable)}; first 40):")
+        print("\n".join(notable[:40]))
+    for label_, picked in (
+        ("first sign-outs", [s for s in report.samples if s.signed_out]),
+        ("5xx outside the pause window", outside),
+    ):
+        for sample in sorted(picked, key=lambda s: s.at)[:5]:
+            print(
+                f"{label_}: at {sample.at:.2f}s for {sample.latency:.2f}s {sample.status} {sample.url}"
+            )
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "soak.json").write_text(json.dumps({"summary": summary, "bars": bars}, indent=2))
