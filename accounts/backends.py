@@ -13,6 +13,7 @@ from .client import Tokens, get_client
 from .conf import conf
 from .exceptions import AccessRefused, BackendError, InvalidCredentials
 from .models import USER_CACHE_SECONDS, User, user_cache_key
+from .throttle import client_ip
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class AuthApiBackend(BaseBackend):
         if email is None or password is None:
             return None
         client = get_client()
-        ip = request.META.get("REMOTE_ADDR") if request is not None else None
+        ip = client_ip(request) if request is not None else None
         try:
             issued = client.login(email, password, client_ip=ip)
         except InvalidCredentials:

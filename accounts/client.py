@@ -35,12 +35,19 @@ DEFAULT_RETRY_AFTER = 60
 MAX_JSON_BYTES = 1024 * 1024
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Tokens:
-    """The token values one request holds (either may be missing)."""
+    """The token values one request holds (either may be missing).
+
+    Its repr never shows them: not in logs, not in Django's debug page.
+    """
 
     access: str | None = None
     refresh: str | None = None
+
+    def __repr__(self) -> str:
+        shown = {k: "<hidden>" if v else None for k, v in self.__dict__.items()}
+        return f"Tokens(access={shown['access']}, refresh={shown['refresh']})"
 
     @classmethod
     def from_cookies(cls, cookies: dict[str, str]) -> "Tokens":
@@ -274,7 +281,9 @@ class AuthApiClient:
                 },
                 timeout=timeout or conf.backend_timeout,
                 allow_redirects=False,
+                stream=True,
             )
+            content = _read_capped(response, conf.max_response_bytes, f"{method} {path}")
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise BackendUnavailable(f"{method} {path}: {type(exc).__name__}") from exc
         except requests.RequestException as exc:
@@ -289,7 +298,7 @@ class AuthApiClient:
             )
         return BackendAnswer(
             status=response.status_code,
-            content=response.content,
+            content=content,
             headers=response.headers,
             cookies=parse_set_cookies(response.raw.headers.getlist("Set-Cookie")),
         )
@@ -298,6 +307,22 @@ class AuthApiClient:
     def _expect_success(answer: BackendAnswer, path: str, allowed=(200, 201, 204)) -> None:
         if answer.status not in allowed:
             raise BackendProtocolError(f"{path} answered {answer.status}")
+
+
+def _read_capped(response: requests.Response, limit: int, what: str) -> bytes:
+    """Read the body, refusing more than `limit` bytes (a backend gone wrong, not a DoS on us)."""
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > limit:
+        response.close()
+        raise BackendProtocolError(f"{what} answered {declared} bytes (limit {limit})")
+    chunks, size = [], 0
+    for chunk in response.iter_content(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            response.close()
+            raise BackendProtocolError(f"{what} answered more than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _profile(data: Any, path: str) -> UserProfile:

@@ -32,6 +32,12 @@ DEFAULTS = {
     "AUTH_REFRESH_WAIT": 5.0,
     "AUTH_REFRESH_TIMEOUT": 15.0,
     "AUTH_REFRESH_LOCK_TTL": 5,
+    "AUTH_LOGIN_THROTTLE_WINDOW": 300,
+    "AUTH_LOGIN_MAX_FAILURES_PER_IP": 20,
+    "AUTH_LOGIN_MAX_FAILURES_PER_EMAIL": 5,
+    "AUTH_TRUSTED_PROXY_COUNT": 0,
+    "AUTH_BACKEND_MAX_RESPONSE_BYTES": 2 * 1024 * 1024,
+    "AUTH_PROXY_MAX_BODY_BYTES": 1024 * 1024,
 }
 
 
@@ -138,6 +144,30 @@ class AccountsSettings:
     @property
     def refresh_lock_ttl(self) -> int:
         return _get("AUTH_REFRESH_LOCK_TTL")
+
+    @property
+    def login_throttle_window(self) -> int:
+        return _get("AUTH_LOGIN_THROTTLE_WINDOW")
+
+    @property
+    def login_max_failures_per_ip(self) -> int:
+        return _get("AUTH_LOGIN_MAX_FAILURES_PER_IP")
+
+    @property
+    def login_max_failures_per_email(self) -> int:
+        return _get("AUTH_LOGIN_MAX_FAILURES_PER_EMAIL")
+
+    @property
+    def trusted_proxy_count(self) -> int:
+        return _get("AUTH_TRUSTED_PROXY_COUNT")
+
+    @property
+    def max_response_bytes(self) -> int:
+        return _get("AUTH_BACKEND_MAX_RESPONSE_BYTES")
+
+    @property
+    def proxy_max_body_bytes(self) -> int:
+        return _get("AUTH_PROXY_MAX_BODY_BYTES")
 
 
 conf = AccountsSettings()

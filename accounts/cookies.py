@@ -37,9 +37,9 @@ class CookieParseError(ValueError):
     """A Set-Cookie header that cannot be used; the message never holds its value."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class BackendCookie:
-    """One parsed `Set-Cookie` header of the auth backend."""
+    """One parsed `Set-Cookie` header of the auth backend (its repr hides the value)."""
 
     name: str
     value: str
@@ -47,6 +47,9 @@ class BackendCookie:
     expires: datetime | None = None
     path: str = "/"
     httponly: bool = False
+
+    def __repr__(self) -> str:
+        return f"BackendCookie(name={self.name!r}, value=<hidden>, max_age={self.max_age!r})"
 
     @property
     def deletes(self) -> bool:

@@ -65,6 +65,9 @@ def api_proxy(request: HttpRequest, path: str) -> HttpResponse:
         return response
     if not request.user.is_authenticated:
         return json_error(401, "signed_out", "Sign in to use the API.")
+    declared = request.META.get("CONTENT_LENGTH") or "0"
+    if not declared.isdigit() or int(declared) > conf.proxy_max_body_bytes:
+        return json_error(413, "too_large", "The request body is too large.")
     try:
         body = request.body if request.method in ("POST", "PUT", "PATCH", "DELETE") else None
     except RequestDataTooBig:

@@ -13,7 +13,7 @@ from django.views import csrf
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from . import cookies
+from . import cookies, throttle
 from .client import Tokens, get_client
 from .exceptions import BackendError, BackendUnavailable, SessionExpired, Throttled
 from .forms import LoginForm
@@ -36,17 +36,14 @@ class LoginView(auth_views.LoginView):
     template_name = "registration/login.html"
 
     def post(self, request, *args, **kwargs):
+        email = request.POST.get("email", "")[:254]
+        wait = throttle.retry_after(request, email)
+        if wait is not None:
+            return self._throttled(wait)
         try:
             return super().post(request, *args, **kwargs)
         except Throttled as exc:
-            seconds = max(1, math.ceil(exc.retry_after))
-            response = self._service_error(
-                429,
-                _("Too many sign-in attempts"),
-                _("Please wait %(seconds)s seconds before you try again.") % {"seconds": seconds},
-            )
-            response["Retry-After"] = str(seconds)
-            return response
+            return self._throttled(exc.retry_after)
         except BackendError as exc:
             logger.warning("Sign-in service unavailable: %s", exc)
             response = self._service_error(
@@ -58,6 +55,16 @@ class LoginView(auth_views.LoginView):
                 response["Retry-After"] = "5"
             return response
 
+    def _throttled(self, retry_after: float) -> TemplateResponse:
+        seconds = max(1, math.ceil(retry_after))
+        response = self._service_error(
+            429,
+            _("Too many sign-in attempts"),
+            _("Please wait %(seconds)s seconds before you try again.") % {"seconds": seconds},
+        )
+        response["Retry-After"] = str(seconds)
+        return response
+
     def _service_error(self, status: int, title: str, detail: str) -> TemplateResponse:
         # Nothing was set: no session change, no cookies. The form keeps the email.
         form = self.form_class(
@@ -67,9 +74,18 @@ class LoginView(auth_views.LoginView):
         return self.render_to_response(context, status=status)
 
     def form_valid(self, form):
+        throttle.clear_email(self.request, form.cleaned_data["email"])
         response = super().form_valid(form)
         cookies.relay(self.request, response)
         return response
+
+    def form_invalid(self, form):
+        # Wrong credentials and refused accounts count; a malformed form does not.
+        if form.has_error("__all__", "invalid_login") or form.has_error(
+            "__all__", "access_refused"
+        ):
+            throttle.record_failure(self.request, form.cleaned_data.get("email", ""))
+        return super().form_invalid(form)
 
 
 class LogoutView(auth_views.LogoutView):

@@ -8,6 +8,7 @@ demands the secrets.
 from pathlib import Path
 
 import environ
+from csp.constants import NONE, SELF
 
 from accounts.conf import DEFAULTS as AUTH
 
@@ -30,6 +31,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "csp",
     "accounts",
     "dashboard",
     "authapi",
@@ -45,6 +47,7 @@ MIDDLEWARE = [
     "accounts.middleware.TokenRefreshMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
 ]
 
 AUTH_USER_MODEL = "accounts.User"
@@ -125,6 +128,21 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 CSRF_FAILURE_VIEW = "accounts.views.csrf_failure"
+# No inline script or style anywhere: the page's JavaScript and CSS are static
+# files, so an injected <script> has nowhere to run (and tokens are HttpOnly).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+        "base-uri": [NONE],
+        "object-src": [NONE],
+    }
+}
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard:index"
@@ -182,6 +200,24 @@ AUTH_REFRESH_GRACE = env.int("AUTH_REFRESH_GRACE", default=AUTH["AUTH_REFRESH_GR
 AUTH_REFRESH_WAIT = env.float("AUTH_REFRESH_WAIT", default=AUTH["AUTH_REFRESH_WAIT"])
 AUTH_REFRESH_TIMEOUT = env.float("AUTH_REFRESH_TIMEOUT", default=AUTH["AUTH_REFRESH_TIMEOUT"])
 AUTH_REFRESH_LOCK_TTL = env.int("AUTH_REFRESH_LOCK_TTL", default=AUTH["AUTH_REFRESH_LOCK_TTL"])
+AUTH_LOGIN_THROTTLE_WINDOW = env.int(
+    "AUTH_LOGIN_THROTTLE_WINDOW", default=AUTH["AUTH_LOGIN_THROTTLE_WINDOW"]
+)
+AUTH_LOGIN_MAX_FAILURES_PER_IP = env.int(
+    "AUTH_LOGIN_MAX_FAILURES_PER_IP", default=AUTH["AUTH_LOGIN_MAX_FAILURES_PER_IP"]
+)
+AUTH_LOGIN_MAX_FAILURES_PER_EMAIL = env.int(
+    "AUTH_LOGIN_MAX_FAILURES_PER_EMAIL", default=AUTH["AUTH_LOGIN_MAX_FAILURES_PER_EMAIL"]
+)
+AUTH_TRUSTED_PROXY_COUNT = env.int(
+    "AUTH_TRUSTED_PROXY_COUNT", default=AUTH["AUTH_TRUSTED_PROXY_COUNT"]
+)
+AUTH_BACKEND_MAX_RESPONSE_BYTES = env.int(
+    "AUTH_BACKEND_MAX_RESPONSE_BYTES", default=AUTH["AUTH_BACKEND_MAX_RESPONSE_BYTES"]
+)
+AUTH_PROXY_MAX_BODY_BYTES = env.int(
+    "AUTH_PROXY_MAX_BODY_BYTES", default=AUTH["AUTH_PROXY_MAX_BODY_BYTES"]
+)
 
 # --- The reference auth API (authapi/, served by `manage.py runauthapi`) ----
 AUTHAPI_JWT_SECRET = env("AUTHAPI_JWT_SECRET", default="")
