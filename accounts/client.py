@@ -15,6 +15,7 @@ from http.cookiejar import DefaultCookiePolicy
 from typing import Any, Protocol
 
 import requests
+from django.views.decorators.debug import sensitive_variables
 from requests.adapters import HTTPAdapter
 
 from .conf import conf
@@ -163,6 +164,7 @@ class AuthApiClient:
         self._expect_success(answer, conf.me_path)
         return _profile(answer.data, conf.me_path)
 
+    @sensitive_variables()
     def refresh(self, refresh_token: str) -> list[BackendCookie]:
         """Spend `refresh_token`; return the cookies of the new pair.
 
@@ -191,6 +193,7 @@ class AuthApiClient:
             )
         return answer.cookies
 
+    @sensitive_variables()
     def request(
         self,
         method: str,
@@ -223,6 +226,7 @@ class AuthApiClient:
             raise SessionExpired(f"{method} {path} answered 401 after a refresh")
         return answer
 
+    @sensitive_variables()
     def logout(self, tokens: Tokens) -> list[BackendCookie]:
         """Revoke the tokens at the backend; return its (clearing) cookies."""
         answer = self._call("POST", conf.logout_path, tokens=tokens, attach="both")
@@ -237,6 +241,7 @@ class AuthApiClient:
 
     # --- plumbing ----------------------------------------------------------
 
+    @sensitive_variables()
     def _headers(self, tokens: Tokens | None, attach: str) -> dict[str, str]:
         if tokens is None:
             return {}
@@ -253,6 +258,7 @@ class AuthApiClient:
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
         return headers
 
+    @sensitive_variables()
     def _call(
         self,
         method: str,

@@ -20,6 +20,7 @@ from email.utils import parsedate_to_datetime
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase
+from django.views.decorators.debug import sensitive_variables
 
 from .conf import conf
 
@@ -74,6 +75,7 @@ def _parse_expires(raw: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+@sensitive_variables()
 def parse_set_cookie(header: str) -> BackendCookie:
     """Return the cookie one `Set-Cookie` header sets.
 
@@ -125,6 +127,7 @@ def _relayable(cookie: BackendCookie) -> bool:
     return True
 
 
+@sensitive_variables()
 def write(response: HttpResponseBase, cookies: Iterable[BackendCookie]) -> None:
     """Set or delete each relayable cookie on `response`."""
     for cookie in filter(_relayable, cookies):

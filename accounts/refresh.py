@@ -47,6 +47,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 from django.core.cache import cache
 from django.db import close_old_connections
+from django.views.decorators.debug import sensitive_variables
 
 from .client import Tokens, get_client
 from .conf import conf
@@ -78,6 +79,7 @@ def token_key(refresh_token: str) -> str:
     return hashlib.sha256(refresh_token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+@sensitive_variables()
 def _fernet(refresh_token: str) -> Fernet:
     # Only a holder of the refresh token (and of SECRET_KEY) can read what is
     # cached for it: the cache never holds a readable token.
@@ -148,6 +150,7 @@ def _deserialize(raw: bytes) -> RefreshOutcome | None:
     return RefreshOutcome(cookies=cookies, profile=profile)
 
 
+@sensitive_variables()
 def _store(refresh_token: str, outcome: RefreshOutcome | None) -> None:
     sealed = _fernet(refresh_token).encrypt(_serialize(outcome))
     cache.set(f"{CACHE_PREFIX}:result:{token_key(refresh_token)}", sealed, conf.refresh_grace)
@@ -157,6 +160,7 @@ class _Rejected:
     """Marker: the cached answer for this token is a refusal."""
 
 
+@sensitive_variables()
 def _load(refresh_token: str) -> RefreshOutcome | type[_Rejected] | None:
     sealed = cache.get(f"{CACHE_PREFIX}:result:{token_key(refresh_token)}")
     if sealed is None:
@@ -204,6 +208,7 @@ def _keep_lock(lock_key: str, owner: str, done: threading.Event) -> None:
         close_old_connections()
 
 
+@sensitive_variables()
 def _call_backend(refresh_token: str, lock_key: str, owner: str) -> RefreshOutcome:
     """Run in the pool: refresh, read the profile, store the result, release the lock."""
     done = threading.Event()
@@ -232,6 +237,7 @@ def _call_backend(refresh_token: str, lock_key: str, owner: str) -> RefreshOutco
         close_old_connections()
 
 
+@sensitive_variables()
 def _profile_with(cookies: list[BackendCookie]) -> UserProfile | None:
     try:
         return get_client().me(Tokens().updated_by(cookies))
@@ -241,6 +247,7 @@ def _profile_with(cookies: list[BackendCookie]) -> UserProfile | None:
         return None
 
 
+@sensitive_variables()
 def refresh_tokens(refresh_token: str, *, _depth: int = 0) -> RefreshOutcome:
     """Return new cookies for `refresh_token`, with one backend call per token.
 
@@ -270,6 +277,7 @@ def refresh_tokens(refresh_token: str, *, _depth: int = 0) -> RefreshOutcome:
         delay = min(delay * 1.5, 0.25)
 
 
+@sensitive_variables()
 def _reuse(refresh_token: str, cached: RefreshOutcome, depth: int) -> RefreshOutcome | None:
     """Return what a stored result gives this caller, or None to refresh anew."""
     if _access_valid(cached):
@@ -285,6 +293,7 @@ def _reuse(refresh_token: str, cached: RefreshOutcome, depth: int) -> RefreshOut
     return None
 
 
+@sensitive_variables()
 def _lead(refresh_token: str, lock_key: str, owner: str, deadline: float) -> RefreshOutcome:
     # Between our look-up and the lock another holder may have finished.
     cached = _load(refresh_token)

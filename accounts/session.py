@@ -4,6 +4,7 @@ import logging
 
 from django.contrib.auth import logout
 from django.http import HttpRequest, JsonResponse
+from django.views.decorators.debug import sensitive_variables
 
 from . import cookies
 from .backends import roles_allowed
@@ -29,6 +30,7 @@ class RequestAuth:
         self.refreshed = False
         self.failure: BackendError | None = None
 
+    @sensitive_variables()
     def refresh(self) -> Tokens:
         """Renew the tokens, re-read the profile, queue the cookies; return the new tokens.
 
@@ -64,6 +66,7 @@ class RequestAuth:
         self._revalidate(outcome.profile)
         return self.tokens
 
+    @sensitive_variables()
     def _revalidate(self, profile: UserProfile | None) -> None:
         if profile is None:
             try:

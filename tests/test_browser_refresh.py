@@ -10,6 +10,7 @@ import re
 import time
 
 import pytest
+from playwright.sync_api import expect
 
 from authapi.demo import DEMO_USERS
 from tests.browser import chromium, sign_in
@@ -62,16 +63,14 @@ def test_two_tabs_click_around_through_many_expiries(context, servers):
             assert "/accounts/login/" not in tab.url
             if tab.url.endswith("/dashboard/"):
                 tab.locator("#profile-browser").click()
-                tab.wait_for_function(
-                    "document.getElementById('demo-output').textContent.includes('→ 200')"
-                )
+                expect(tab.locator("#demo-output")).to_contain_text("→ 200")
         step += 1
         time.sleep(0.4)
     # The dashboard's script keeps its tab fresh on its own while it sits open.
     first.goto("/dashboard/")
     first.wait_for_timeout(7000)
     first.locator("#profile-server").click()
-    first.wait_for_function("document.getElementById('demo-output').textContent.includes('→ 200')")
+    expect(first.locator("#demo-output")).to_contain_text("→ 200")
 
     after = api.stats()
     assert failures == []

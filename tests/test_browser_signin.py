@@ -1,9 +1,11 @@
 """The sign-in path in a real browser: headless Chromium driven by Playwright,
 against the app under gunicorn and the reference API, both real processes."""
 
+import contextlib
 import re
 
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 
 from authapi.demo import DEMO_USERS
 from tests.browser import chromium, sign_in
@@ -122,3 +124,16 @@ def test_the_dashboard_script_sends_a_signed_out_tab_to_login(page):
 
     other.wait_for_url(re.compile(r"/accounts/login/\?next="))
     assert other.url.endswith("/accounts/login/?next=%2Fdashboard%2F")
+
+
+def test_the_browser_enforces_the_content_security_policy(page):
+    """An injected inline script does not run: the CSP in a real browser, not only a header."""
+    sign_in(page, ADMIN)
+    page.wait_for_url(re.compile(r"/dashboard/$"))
+    violations = []
+    page.on("console", lambda message: violations.append(message.text))
+    # Playwright may also report the blocked tag as an error; either way it must not run.
+    with contextlib.suppress(PlaywrightError):
+        page.add_script_tag(content="window.__injected = document.cookie;")
+    assert page.evaluate("typeof window.__injected") == "undefined"
+    assert any("Content Security Policy" in text for text in violations)

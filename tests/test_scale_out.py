@@ -5,6 +5,7 @@ across them: nobody is signed out, each expiry costs exactly one refresh, and
 the API never detects a reused token."""
 
 import itertools
+import re
 import threading
 import time
 import uuid
@@ -131,3 +132,35 @@ def test_simultaneous_first_sign_ins_of_one_person(cluster):
     for thread in threads:
         thread.join()
     assert results == [200] * len(results)
+
+
+def test_sign_in_throttling_is_shared_by_both_servers(cluster):
+    """Failures counted on one server stop the next attempt on the other, before the API."""
+    a, b, api = cluster
+    victim = "throttle-target@example.com"
+    for server in (a, b, a, b, a):  # AUTH_LOGIN_MAX_FAILURES_PER_EMAIL = 5, alternating servers
+        browser = requests.Session()
+        form = browser.get(f"{server.url}/accounts/login/", timeout=10)
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text)[1]
+        response = browser.post(
+            f"{server.url}/accounts/login/",
+            data={"email": victim, "password": "guess", "csrfmiddlewaretoken": token},
+            timeout=10,
+        )
+        assert response.status_code == 200
+    before = api.stats()
+
+    browser = requests.Session()
+    form = browser.get(f"{b.url}/accounts/login/", timeout=10)
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text)[1]
+    response = browser.post(
+        f"{b.url}/accounts/login/",
+        data={"email": victim, "password": "guess", "csrfmiddlewaretoken": token},
+        timeout=10,
+    )
+
+    assert response.status_code == 429
+    assert int(response.headers["Retry-After"]) >= 1
+    after = api.stats()
+    assert after["login_failed"] == before["login_failed"], "the API never saw the attempt"
+    assert after["login_throttled"] == before["login_throttled"]

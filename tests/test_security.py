@@ -1,0 +1,467 @@
+"""Hostile and broken input: never a 500, never a token leaked, never a session lost
+to somebody else's garbage. Property-based where it fits (hypothesis)."""
+
+import logging
+import re
+import secrets
+import sys
+from urllib.parse import urljoin, urlsplit
+
+import pytest
+import requests
+import responses
+from django.contrib.auth import SESSION_KEY
+from django.http import HttpResponse
+from django.test import Client, RequestFactory
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from accounts import cookies
+from accounts.cookies import parse_set_cookies
+from tests import fakes
+from tests.fakes import calls_to, make_user
+
+EXAMPLES = 300
+PROPERTY = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+PAGES = ["/", "/accounts/login/", "/dashboard/", "/dashboard/admin/", "/dashboard/evaluations/"]
+
+
+class TestHeaders:
+    @pytest.mark.parametrize("path", PAGES)
+    def test_every_page_has_the_security_headers(self, signed_in, path):
+        response = signed_in(access=fakes.access_jwt()).get(path)
+        policy = response["Content-Security-Policy"]
+        for directive in (
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "frame-ancestors 'none'",
+            "object-src 'none'",
+        ):
+            assert directive in policy
+        assert "unsafe-inline" not in policy
+        assert response["X-Content-Type-Options"] == "nosniff"
+        assert response["Referrer-Policy"] == "same-origin"
+        assert response["X-Frame-Options"] == "DENY"
+
+    @pytest.mark.parametrize("path", [*PAGES, "/nowhere/"])
+    def test_no_page_has_inline_script_or_style(self, signed_in, path):
+        body = signed_in("evaluator", access=fakes.access_jwt()).get(path).content.decode()
+        assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", body)
+        assert "<style" not in body
+        assert not re.search(r"\son[a-z]+=", body), "no inline event handlers"
+
+    def test_token_cookies_are_httponly_and_secure_in_production(self, settings, db, backend):
+        settings.AUTH_COOKIE_SECURE = True
+        fakes.stub_login(backend)
+        fakes.stub_me(backend)
+        response = Client().post("/accounts/login/", {"email": "a@example.com", "password": "x"})
+        for name in ("access_token", "refresh_token"):
+            assert response.cookies[name]["httponly"] is True
+            assert response.cookies[name]["secure"] is True
+
+
+class TestCsrf:
+    @pytest.mark.parametrize(
+        "path", ["/accounts/login/", "/accounts/logout/", "/accounts/refresh/", "/api/users/me"]
+    )
+    def test_posts_without_csrf_are_refused(self, csrf_client, locmem_cache, backend, path):
+        csrf_client.force_login(make_user("admin"))
+        csrf_client.cookies["access_token"] = fakes.access_jwt()
+        csrf_client.cookies["refresh_token"] = "refresh-1"
+        response = csrf_client.post(path, {"email": "admin@example.com", "password": "x"})
+        assert response.status_code == 403
+        assert len(backend.calls) == 0
+        assert SESSION_KEY in csrf_client.session
+
+
+class TestThrottling:
+    def wrong(self, client, email="admin@example.com", **extra):
+        return client.post("/accounts/login/", {"email": email, "password": "nope"}, **extra)
+
+    def test_per_email_failures_get_a_429_before_the_backend(self, client, db, backend, settings):
+        settings.AUTH_LOGIN_MAX_FAILURES_PER_EMAIL = 3
+        fakes.stub_login(backend, status=401)
+        for _ in range(3):
+            assert self.wrong(client).status_code == 200
+
+        response = self.wrong(client)
+
+        assert response.status_code == 429
+        assert 1 <= int(response["Retry-After"]) <= 300
+        assert "Too many sign-in attempts" in response.content.decode()
+        assert len(calls_to(backend, "/auth/login")) == 3
+        # Another email from the same place may still try.
+        assert self.wrong(client, "evaluator@example.com").status_code == 200
+
+    def test_per_ip_failures_across_emails(self, client, db, backend, settings):
+        settings.AUTH_LOGIN_MAX_FAILURES_PER_IP = 4
+        fakes.stub_login(backend, status=401)
+        for n in range(4):
+            self.wrong(client, f"guess{n}@example.com")
+        assert self.wrong(client, "fresh@example.com").status_code == 429
+        other = Client(REMOTE_ADDR="198.51.100.20")
+        assert self.wrong(other, "fresh@example.com").status_code == 200
+
+    def test_a_success_clears_the_email(self, client, db, backend, settings):
+        settings.AUTH_LOGIN_MAX_FAILURES_PER_EMAIL = 3
+        backend.post(f"{fakes.BASE}/auth/login", status=401)
+        backend.post(f"{fakes.BASE}/auth/login", status=401)
+        fakes.stub_login(backend)
+        fakes.stub_me(backend)
+        self.wrong(client)
+        self.wrong(client)
+        assert (
+            client.post(
+                "/accounts/login/", {"email": "admin@example.com", "password": "right"}
+            ).status_code
+            == 302
+        )
+        backend.replace(responses.POST, f"{fakes.BASE}/auth/login", status=401)
+        client.post("/accounts/logout/")
+        assert self.wrong(client).status_code == 200
+        assert self.wrong(client).status_code == 200
+
+    def test_forwarded_for_counts_only_behind_trusted_proxies(self, client, db, backend, settings):
+        settings.AUTH_LOGIN_MAX_FAILURES_PER_IP = 2
+        fakes.stub_login(backend, status=401)
+        # No trusted proxy: the header is the client's invention and changes nothing.
+        for n in range(2):
+            self.wrong(client, f"g{n}@example.com", HTTP_X_FORWARDED_FOR=f"192.0.2.{n}")
+        assert (
+            self.wrong(client, "x@example.com", HTTP_X_FORWARDED_FOR="192.0.2.9").status_code == 429
+        )
+        # One trusted proxy: its view of the client counts, per client.
+        settings.AUTH_TRUSTED_PROXY_COUNT = 1
+        response = self.wrong(
+            client, "x@example.com", HTTP_X_FORWARDED_FOR="203.0.113.1, 192.0.2.50"
+        )
+        assert response.status_code == 200
+        assert (
+            calls_to(backend, "/auth/login")[-1].request.headers["X-Forwarded-For"] == "192.0.2.50"
+        )
+
+
+class TestSecretsHygiene:
+    ACCESS = fakes.access_jwt()
+    REFRESHED = fakes.access_jwt(ttl=1800, sub="1")
+
+    def test_no_token_value_reaches_any_log(self, client, db, locmem_cache, backend, caplog):
+        caplog.set_level(logging.DEBUG)
+        fakes.stub_login(backend, headers=fakes.token_headers(self.ACCESS, "refresh-secret-1"))
+        fakes.stub_me(backend)
+        client.post("/accounts/login/", {"email": "admin@example.com", "password": "pw-secret"})
+        # An expired access token: refresh before the view, then the proxy.
+        client.cookies["access_token"] = fakes.access_jwt(ttl=-5)
+        fakes.stub_refresh(backend, access=self.REFRESHED, refresh="refresh-secret-2")
+        client.get("/api/users/me")
+        # A 401 from the backend, a refused refresh, garbage, and a dead backend.
+        backend.replace(responses.GET, f"{fakes.BASE}/users/me", status=401)
+        backend.replace(responses.POST, f"{fakes.BASE}/auth/refresh", status=401)
+        client.get("/api/users/me")
+        client.cookies["sessionid"] = ""
+        fakes.stub_login(backend, headers=[("Set-Cookie", "access_token=bad value-secret")])
+        client.post("/accounts/login/", {"email": "admin@example.com", "password": "pw-secret"})
+        backend.replace(responses.POST, f"{fakes.BASE}/auth/login", body=requests.ConnectionError())
+        client.post("/accounts/login/", {"email": "admin@example.com", "password": "pw-secret"})
+
+        logged = caplog.text
+        assert "Refresh" in logged or "refresh" in logged  # the flow was logged at all
+        for secret in (
+            self.ACCESS,
+            self.REFRESHED,
+            "refresh-secret-1",
+            "refresh-secret-2",
+            "pw-secret",
+            "value-secret",
+        ):
+            assert secret not in logged
+
+    def test_the_debug_page_hides_tokens(self, signed_in, backend, settings):
+        """An unexpected crash deep in a proxied call, with DEBUG on: the page shows no token."""
+        settings.DEBUG = True
+        access = fakes.access_jwt()
+        refresh = secrets.token_urlsafe(16)  # made at run time: not in any source excerpt
+        client = signed_in(access=access, refresh=refresh)
+        client.raise_request_exception = False
+
+        def crash(request):
+            raise RuntimeError("backend adapter exploded")
+
+        backend.add_callback(responses.GET, f"{fakes.BASE}/users/me", callback=crash)
+        response = client.get("/api/users/me", HTTP_ACCEPT="text/html")
+
+        page = response.content.decode()
+        assert response.status_code == 500
+        assert "backend adapter exploded" in page  # it is the debug page
+        assert access not in page
+        assert refresh not in page
+
+    def test_the_debug_page_hides_renamed_token_cookies(self, settings, rf):
+        from django.views.debug import technical_500_response
+
+        settings.DEBUG = True
+        settings.AUTH_ACCESS_COOKIE, settings.AUTH_REFRESH_COOKIE = "at", "rt"
+        value = secrets.token_urlsafe(16)
+
+        def crash_page(request):  # its frame holds no token, only the request
+            try:
+                raise RuntimeError("boom")
+            except RuntimeError:
+                return technical_500_response(request, *sys.exc_info()).content.decode()
+
+        page = crash_page(rf.get("/", HTTP_COOKIE=f"at={value}; rt={value}"))
+        assert "boom" in page
+        assert value not in page
+
+    def test_reprs_hide_values(self):
+        from accounts.client import Tokens
+
+        assert "abc" not in repr(Tokens(access="abc", refresh="abc"))
+        assert "abc" not in repr(parse_set_cookies(["access_token=abc; Path=/"])[0])
+
+
+# --- property-based ----------------------------------------------------------------
+
+COOKIE_NAMES = st.sampled_from(["access_token", "refresh_token", "sessionid", "csrftoken", "x", ""])
+HEADER = st.one_of(
+    st.text(max_size=300),
+    st.builds(
+        lambda name, value, attrs: f"{name}={value}" + "".join(f"; {a}" for a in attrs),
+        COOKIE_NAMES,
+        st.text(max_size=80),
+        st.lists(
+            st.one_of(
+                st.sampled_from(
+                    [
+                        "Max-Age=0",
+                        "max-age=-1",
+                        "Max-Age=99999999999999",
+                        "Expires=Thu, 01 Jan 1970 00:00:00 GMT",
+                        "Domain=evil.example",
+                        "Path=/",
+                        "Path=relative",
+                        "HttpOnly",
+                        "Secure",
+                        "SameSite=None",
+                    ]
+                ),
+                st.text(max_size=40),
+            ),
+            max_size=6,
+        ),
+    ),
+)
+
+
+@PROPERTY
+@given(headers=st.lists(HEADER, max_size=5))
+def test_relay_of_arbitrary_set_cookie_headers_never_raises_nor_sets_the_apps_cookies(headers):
+    request = RequestFactory().get("/")
+    cookies.remember(request, parse_set_cookies(headers))
+    response = HttpResponse()
+    cookies.relay(request, response)
+    assert set(response.cookies) <= {"access_token", "refresh_token"}
+    for morsel in response.cookies.values():
+        assert morsel["domain"] == ""
+        if morsel["max-age"] != 0:  # a deletion needs no flags; a set cookie always has them
+            assert morsel["httponly"] is True
+
+
+COOKIE_VALUE = st.one_of(
+    st.text(
+        alphabet=st.characters(min_codepoint=0x21, max_codepoint=0xFF, exclude_characters=";"),
+        max_size=200,
+    ),
+    st.just("x" * 9000),
+    st.just(fakes.jwt.encode({"sub": "1", "exp": 4102444800}, None, algorithm="none")),
+    st.just(fakes.access_jwt(ttl=-60)),
+    st.just(fakes.access_jwt()[:-20]),
+    st.just("eyJ.eyJ.sig"),
+)
+
+
+@PROPERTY
+@given(
+    access=COOKIE_VALUE,
+    refresh=COOKIE_VALUE,
+    session=COOKIE_VALUE,
+    path=st.sampled_from(
+        ["/dashboard/", "/api/users/me", "/dashboard/profile/", "/", "/accounts/refresh/"]
+    ),
+)
+def test_arbitrary_cookies_never_500_and_never_sign_anyone_in(
+    db, settings, access, refresh, session, path
+):
+    settings.API_BASEURL = fakes.BASE
+    client = Client(
+        HTTP_COOKIE=f"access_token={access}; refresh_token={refresh}; sessionid={session}"
+    )
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as backend:
+        response = client.post(path) if path.startswith("/accounts/") else client.get(path)
+        assert len(backend.calls) == 0, "an anonymous request never spends a token"
+    assert response.status_code < 500
+    assert response.status_code in (200, 302, 401, 403)
+    assert response.wsgi_request.user.is_authenticated is False
+
+
+NEXT = st.one_of(
+    st.text(max_size=80),
+    st.builds(
+        lambda prefix, host, rest: f"{prefix}{host}{rest}",
+        st.sampled_from(
+            [
+                "//",
+                "https://",
+                "http:",
+                "\\\\",
+                "/\\",
+                "\r\n//",
+                " //",
+                "%2F%2F",
+                "/%09/",
+                "javascript:",
+                "JaVaScRiPt:",
+                "data:text/html,",
+                "/\t/",
+                "///",
+                "https:/",
+                "\x00//",
+            ]
+        ),
+        st.sampled_from(["evil.example", "testserver@evil.example", "evil.example:443", ""]),
+        st.text(max_size=20),
+    ),
+)
+
+
+@PROPERTY
+@given(target=NEXT)
+def test_no_next_value_redirects_off_host(db, settings, target):
+    settings.API_BASEURL = fakes.BASE
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as backend:
+        fakes.stub_login(backend)
+        fakes.stub_me(backend)
+        response = Client().post(
+            "/accounts/login/", {"email": "admin@example.com", "password": "pw", "next": target}
+        )
+    assert response.status_code == 302
+    location = response["Location"]
+    parts = urlsplit(location)
+    assert parts.scheme == "" and parts.netloc == ""
+    assert not any(ord(c) < 0x20 for c in location)
+    # Resolve it as a browser would (which also reads "\\" as "/"): still this host.
+    resolved = urlsplit(urljoin("http://testserver/accounts/login/", location.replace("\\", "/")))
+    assert (resolved.scheme, resolved.netloc) == ("http", "testserver")
+
+
+class TestBadForms:
+    def test_missing_fields(self, client, db, backend):
+        response = client.post("/accounts/login/", {})
+        assert response.status_code == 200
+        assert "This field is required." in response.content.decode()
+
+    def test_duplicated_fields_use_one_value(self, client, db, backend):
+        fakes.stub_login(backend, status=401)
+        response = client.post(
+            "/accounts/login/",
+            "email=a%40example.com&email=b%40example.com&password=x&password=y",
+            content_type="application/x-www-form-urlencoded",
+        )
+        assert response.status_code == 200
+        assert len(calls_to(backend, "/auth/login")) == 1
+
+    def test_non_utf8_fields(self, client, db, backend):
+        response = client.post(
+            "/accounts/login/",
+            b"email=\xff\xfe%40example.com&password=\xc3\x28",
+            content_type="application/x-www-form-urlencoded",
+        )
+        assert response.status_code == 200
+        assert len(backend.calls) == 0
+
+    def test_oversized_body_is_a_400_page(self, client, db, backend, settings):
+        settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
+        response = client.post(
+            "/accounts/login/", {"email": "a@example.com", "password": "p" * 20_000}
+        )
+        assert response.status_code == 400
+        assert "Bad request" in response.content.decode()
+        assert len(backend.calls) == 0
+
+    def test_too_many_fields_is_a_400_page(self, client, db, backend):
+        body = "&".join(f"f{i}=1" for i in range(1500))
+        response = client.post(
+            "/accounts/login/", body, content_type="application/x-www-form-urlencoded"
+        )
+        assert response.status_code == 400
+
+
+# --- a backend answering garbage at each of its four endpoints ----------------------
+
+TEN_MB = b"x" * (10 * 1024 * 1024)
+GARBAGE = {
+    "bad-json": {"body": b"{not json", "content_type": "application/json"},
+    "html": {"body": b"<html><body>Bad gateway</body></html>", "content_type": "text/html"},
+    "ok-without-cookies": {"json": {"ok": True}},
+    "redirect": {"status": 302, "headers": {"Location": "https://evil.example/"}},
+    "ten-megabytes": {"body": TEN_MB},
+    "timeout": {"body": requests.ReadTimeout()},
+}
+
+
+def answer(backend, method, path, kind):
+    spec = dict(GARBAGE[kind])
+    backend.add(method, f"{fakes.BASE}{path}", status=spec.pop("status", 200), **spec)
+
+
+@pytest.mark.parametrize("kind", GARBAGE)
+class TestGarbageFromTheBackend:
+    def test_at_login_nothing_is_half_set(self, client, db, backend, kind):
+        fakes.stub_logout(backend)
+        answer(backend, "POST", "/auth/login", kind)
+        response = client.post("/accounts/login/", {"email": "a@example.com", "password": "x"})
+        assert response.status_code == 503
+        assert "Sign-in service unavailable" in response.content.decode()
+        assert SESSION_KEY not in client.session
+        assert not {"access_token", "refresh_token"} & set(response.cookies)
+
+    def test_at_users_me_during_login(self, client, db, backend, kind):
+        fakes.stub_login(backend)
+        logout = fakes.stub_logout(backend)
+        answer(backend, "GET", "/users/me", kind)
+        response = client.post("/accounts/login/", {"email": "a@example.com", "password": "x"})
+        assert response.status_code == 503
+        assert SESSION_KEY not in client.session
+        assert not {"access_token", "refresh_token"} & set(response.cookies)
+        assert len(logout.calls) == 1, "the tokens it did issue are revoked"
+
+    def test_at_refresh_the_session_is_kept(self, signed_in, backend, kind):
+        client = signed_in(access=fakes.access_jwt(ttl=-5))
+        answer(backend, "POST", "/auth/refresh", kind)
+        page = client.get("/dashboard/")
+        api = client.get("/api/users/me")
+        assert page.status_code == 200
+        assert api.status_code == 503
+        assert api.json()["error"] == "backend_unavailable"
+        assert SESSION_KEY in client.session
+        assert "refresh_token" not in page.cookies and "refresh_token" not in api.cookies
+
+    def test_at_logout_the_user_is_signed_out_anyway(self, signed_in, backend, kind):
+        client = signed_in(access=fakes.access_jwt())
+        answer(backend, "POST", "/auth/logout", kind)
+        response = client.post("/accounts/logout/")
+        assert response.status_code == 302
+        assert SESSION_KEY not in client.session
+        assert response.cookies["refresh_token"].value == ""
+
+    def test_at_users_me_through_the_client(self, signed_in, backend, kind):
+        client = signed_in(access=fakes.access_jwt())
+        answer(backend, "GET", "/users/me", kind)
+        response = client.get("/dashboard/profile/", HTTP_ACCEPT="application/json")
+        assert response.status_code == 503
+        assert SESSION_KEY in client.session
