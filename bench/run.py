@@ -21,7 +21,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,11 +28,9 @@ sys.path.insert(0, str(ROOT))
 
 from tests.flows import burst, sign_in, wait_until_access_expired
 from tests.servers import (
-    postgres_available,
-    redis_available,
     running_app,
     running_authapi,
-    throwaway_database,
+    shared_storage,
 )
 
 UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -90,24 +87,6 @@ def backend_calls(stats: dict) -> int:
     return sum(stats[k] for k in ("login", "refresh", "logout", "me", "me_rejected"))
 
 
-@contextlib.contextmanager
-def storage(mode: str):
-    if mode == "auto":
-        mode = "postgres" if postgres_available() and redis_available() else "sqlite"
-    if mode == "sqlite":
-        yield "SQLite + database cache", {}
-        return
-    with throwaway_database("tokenauth_bench") as url:
-        yield (
-            "PostgreSQL + Redis",
-            {
-                "DATABASE_URL": url,
-                "REDIS_URL": "redis://127.0.0.1:6379/0",
-                "CACHE_KEY_PREFIX": f"bench-{uuid.uuid4().hex[:8]}",
-            },
-        )
-
-
 def machine() -> dict:
     cpu = "unknown"
     with contextlib.suppress(OSError):
@@ -130,7 +109,7 @@ def main() -> int:
 
     with (
         tempfile.TemporaryDirectory(prefix="bench-") as tmp,
-        storage(args.storage) as (
+        shared_storage(args.storage, "bench") as (
             label,
             shared,
         ),

@@ -17,7 +17,6 @@ bench/results/soak.json; exits 1 if a bar is missed:
 """
 
 import argparse
-import contextlib
 import json
 import os
 import random
@@ -27,7 +26,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,11 +38,9 @@ import requests
 from authapi.demo import DEMO_USERS
 from tests.flows import adopt_cookies, sign_in_as
 from tests.servers import (
-    postgres_available,
-    redis_available,
     running_app,
     running_authapi,
-    throwaway_database,
+    shared_storage,
     worker_pids,
 )
 
@@ -175,24 +171,6 @@ def faults(app, api, started: float, seconds: float, pause: float, events: dict)
         events["worker_killed"] = time.monotonic() - started
 
 
-@contextlib.contextmanager
-def storage(workdir: Path, mode: str):
-    if mode == "auto":
-        mode = "postgres" if postgres_available() and redis_available() else "sqlite"
-    if mode == "sqlite":
-        yield "SQLite + database cache", {}
-        return
-    with throwaway_database("tokenauth_soak") as url:
-        yield (
-            "PostgreSQL + Redis",
-            {
-                "DATABASE_URL": url,
-                "REDIS_URL": "redis://127.0.0.1:6379/0",
-                "CACHE_KEY_PREFIX": f"soak-{uuid.uuid4().hex[:8]}",
-            },
-        )
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=50)
@@ -205,7 +183,7 @@ def main() -> int:
 
     with (
         tempfile.TemporaryDirectory(prefix="soak-") as tmp,
-        storage(Path(tmp), args.storage) as (
+        shared_storage(args.storage, "soak") as (
             label,
             shared,
         ),

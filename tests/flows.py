@@ -17,18 +17,26 @@ def sign_in(base_url: str) -> requests.Session:
     return sign_in_as(base_url, ADMIN)
 
 
-def sign_in_as(base_url: str, user) -> requests.Session:
-    """Sign in through the app's form, as a browser would; return the cookie jar."""
+def post_login(
+    base_url: str, email: str, password: str
+) -> tuple[requests.Session, requests.Response]:
+    """Fill in the app's sign-in form as a browser would; return the jar and the answer."""
     browser = requests.Session()
     form = browser.get(f"{base_url}/accounts/login/", timeout=10)
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text)[1]
     response = browser.post(
         f"{base_url}/accounts/login/",
-        data={"email": user.email, "password": user.password, "csrfmiddlewaretoken": token},
+        data={"email": email, "password": password, "csrfmiddlewaretoken": token},
         headers={"Referer": f"{base_url}/accounts/login/"},
         allow_redirects=False,
         timeout=10,
     )
+    return browser, response
+
+
+def sign_in_as(base_url: str, user) -> requests.Session:
+    """Sign in through the app's form, as a browser would; return the cookie jar."""
+    browser, response = post_login(base_url, user.email, user.password)
     assert response.status_code == 302, response.text[:500]
     assert browser.cookies.get("refresh_token")
     return browser

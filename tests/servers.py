@@ -217,3 +217,26 @@ def worker_pids(master_pid: int) -> list[int]:
         if int(fields[1]) == master_pid:
             pids.append(int(stat.parent.name))
     return pids
+
+
+@contextlib.contextmanager
+def shared_storage(mode: str, label: str):
+    """Yield (description, env) for app servers: PostgreSQL + Redis, or SQLite.
+
+    `mode` "auto" picks PostgreSQL and Redis when both run here (the
+    production path), else SQLite and the database cache.
+    """
+    if mode == "auto":
+        mode = "postgres" if postgres_available() and redis_available() else "sqlite"
+    if mode == "sqlite":
+        yield "SQLite + database cache", {}
+        return
+    with throwaway_database(f"tokenauth_{label}") as url:
+        yield (
+            "PostgreSQL + Redis",
+            {
+                "DATABASE_URL": url,
+                "REDIS_URL": "redis://127.0.0.1:6379/0",
+                "CACHE_KEY_PREFIX": f"{label}-{uuid.uuid4().hex[:8]}",
+            },
+        )

@@ -5,7 +5,6 @@ across them: nobody is signed out, each expiry costs exactly one refresh, and
 the API never detects a reused token."""
 
 import itertools
-import re
 import threading
 import time
 import uuid
@@ -18,6 +17,7 @@ from authapi.demo import DEMO_USERS
 from tests.flows import (
     adopt_cookies,
     burst,
+    post_login,
     sign_in,
     sign_in_as,
     wait_until_access_expired,
@@ -139,25 +139,10 @@ def test_sign_in_throttling_is_shared_by_both_servers(cluster):
     a, b, api = cluster
     victim = "throttle-target@example.com"
     for server in (a, b, a, b, a):  # AUTH_LOGIN_MAX_FAILURES_PER_EMAIL = 5, alternating servers
-        browser = requests.Session()
-        form = browser.get(f"{server.url}/accounts/login/", timeout=10)
-        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text)[1]
-        response = browser.post(
-            f"{server.url}/accounts/login/",
-            data={"email": victim, "password": "guess", "csrfmiddlewaretoken": token},
-            timeout=10,
-        )
-        assert response.status_code == 200
+        assert post_login(server.url, victim, "guess")[1].status_code == 200
     before = api.stats()
 
-    browser = requests.Session()
-    form = browser.get(f"{b.url}/accounts/login/", timeout=10)
-    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text)[1]
-    response = browser.post(
-        f"{b.url}/accounts/login/",
-        data={"email": victim, "password": "guess", "csrfmiddlewaretoken": token},
-        timeout=10,
-    )
+    response = post_login(b.url, victim, "guess")[1]
 
     assert response.status_code == 429
     assert int(response.headers["Retry-After"]) >= 1
