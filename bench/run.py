@@ -54,7 +54,7 @@ def wrk(url: str, cookie: str, *, seconds: float, connections: int, threads: int
             ensure_wrk(),
             f"-t{threads}",
             f"-c{connections}",
-            f"-d{seconds}s",
+            f"-d{seconds:g}s",
             "--latency",
             "-H",
             f"Cookie: {cookie}",
