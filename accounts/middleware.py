@@ -114,7 +114,11 @@ class TokenRefreshMiddleware:
                 sign_out(request)
             return self.signed_out_response(request) or redirect_to_login(request.get_full_path())
         if isinstance(exception, Throttled):
-            response = json_error(429, "throttled", "Too many requests; try again later.")
+            if wants_json(request):
+                response = json_error(429, "throttled", "Too many requests; try again later.")
+            else:
+                context = {"retry_after": exception.retry_after}
+                response = render(request, "429.html", context, status=429)
             response["Retry-After"] = str(exception.retry_after)
             return response
         if isinstance(exception, BackendError):

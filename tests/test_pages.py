@@ -269,3 +269,21 @@ class TestUserCache:
         user.first_name = "Adele"
         user.save()
         assert "Adele Admin" in client.get("/dashboard/").content.decode()
+
+
+class TestBackendThrottlingInViews:
+    def test_a_page_gets_a_429_page(self, signed_in, backend):
+        client = signed_in(access=fakes.access_jwt())
+        backend.get(f"{fakes.BASE}/users/me", status=429, headers={"Retry-After": "12"})
+        response = client.get("/dashboard/profile/", HTTP_ACCEPT="text/html")
+        assert response.status_code == 429
+        assert response["Retry-After"] == "12"
+        assert "try again in 12 seconds" in response.content.decode()
+        assert SESSION_KEY in client.session
+
+    def test_a_script_gets_429_json(self, signed_in, backend):
+        client = signed_in(access=fakes.access_jwt())
+        backend.get(f"{fakes.BASE}/users/me", status=429, headers={"Retry-After": "12"})
+        response = client.get("/dashboard/profile/", HTTP_ACCEPT="application/json")
+        assert response.status_code == 429
+        assert response.json()["error"] == "throttled"
