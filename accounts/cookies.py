@@ -152,14 +152,6 @@ def write(response: HttpResponseBase, cookies: Iterable[BackendCookie]) -> None:
         )
 
 
-def delete_token_cookies(response: HttpResponseBase) -> None:
-    """Remove both token cookies from the browser."""
-    for name in conf.token_cookies:
-        response.delete_cookie(
-            name, path="/", domain=conf.cookie_domain, samesite=conf.cookie_samesite
-        )
-
-
 def forget(request: HttpRequest) -> None:
     """Queue the deletion of both token cookies, replacing anything queued."""
     setattr(

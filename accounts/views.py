@@ -103,7 +103,8 @@ class LogoutView(auth_views.LogoutView):
             except BackendError as exc:
                 logger.warning("Sign-out could not revoke the tokens at the backend: %s", exc)
         response = super().post(request, *args, **kwargs)
-        cookies.delete_token_cookies(response)
+        cookies.forget(request)
+        cookies.relay(request, response)
         messages.info(request, _("You have been signed out."))
         return response
 

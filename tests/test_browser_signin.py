@@ -92,14 +92,19 @@ def test_next_is_carried_through_sign_in(page):
     assert page.get_by_role("heading", name="Evaluations").is_visible()
 
 
-def test_a_signed_out_tab_lands_on_login_with_next(page):
+def dashboard_tab_signed_out_elsewhere(page):
+    """Sign in, open the dashboard in a second tab, sign out in the first; return the second."""
     sign_in(page, ADMIN)
     page.wait_for_url(re.compile(r"/dashboard/$"))
     other = page.context.new_page()
     other.goto("/dashboard/")
-
     page.get_by_role("button", name="Sign out").click()
     page.wait_for_url(re.compile(r"/$"))
+    return other
+
+
+def test_a_signed_out_tab_lands_on_login_with_next(page):
+    other = dashboard_tab_signed_out_elsewhere(page)
 
     # The other tab still shows the dashboard; its next click finds the session over.
     other.get_by_role("link", name="Evaluations").click()
@@ -113,12 +118,7 @@ def test_a_signed_out_tab_lands_on_login_with_next(page):
 
 
 def test_the_dashboard_script_sends_a_signed_out_tab_to_login(page):
-    sign_in(page, ADMIN)
-    page.wait_for_url(re.compile(r"/dashboard/$"))
-    other = page.context.new_page()
-    other.goto("/dashboard/")
-    page.get_by_role("button", name="Sign out").click()
-    page.wait_for_url(re.compile(r"/$"))
+    other = dashboard_tab_signed_out_elsewhere(page)
 
     other.locator("#profile-browser").click()  # fetch /api/users/me → 401 JSON
 
