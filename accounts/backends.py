@@ -8,11 +8,11 @@ from django.core.cache import cache
 from django.http import HttpRequest
 from django.views.decorators.debug import sensitive_variables
 
-from . import cookies
 from .client import Tokens, get_client
 from .conf import conf
-from .exceptions import AccessRefused, BackendError, InvalidCredentials
+from .exceptions import AccessRefused, BackendError, BackendProtocolError, InvalidCredentials
 from .models import USER_CACHE_SECONDS, User, user_cache_key
+from .state import TokenState
 from .throttle import client_ip
 
 logger = logging.getLogger(__name__)
@@ -35,7 +35,8 @@ class AuthApiBackend(BaseBackend):
 
     POST the credentials to the login endpoint, read the profile with the new
     cookies, apply AUTH_ALLOWED_ROLES, mirror the user (accounts.User) and
-    queue the token cookies for the response (`accounts.cookies.relay`).
+    hand the pair to the request's `TokenState`, which records it in the
+    session and relays the cookies with the response.
 
     Returns None for wrong credentials, so Django may try another backend.
     Raises `AccessRefused` for a valid account without an allowed role (its
@@ -56,6 +57,9 @@ class AuthApiBackend(BaseBackend):
             logger.info("Sign-in refused by the auth backend")
             return None
         tokens = Tokens().updated_by(issued)
+        if not tokens.refresh:
+            _revoke(tokens)
+            raise BackendProtocolError(f"POST {conf.login_path} set no usable refresh cookie")
         try:
             profile = client.me(tokens)
         except BackendError:
@@ -70,7 +74,7 @@ class AuthApiBackend(BaseBackend):
             _revoke(tokens)
             return None
         if request is not None:
-            cookies.remember(request, issued)
+            TokenState.of(request).signed_in(profile, issued)
         return user
 
     def get_user(self, user_id):

@@ -1,31 +1,33 @@
 """The one module that talks HTTP to the auth backend.
 
-Everything server-side goes through `AuthApiClient`: a pooled
-`requests.Session` (per process), a (connect, read) timeout on every call,
-paths from settings, and failures translated into `accounts.exceptions` where
-they meet the network, chained with `raise … from`.
+Everything server-side goes through `AuthApiClient` (or the subclass named by
+AUTH_CLIENT_CLASS): a pooled `requests.Session` per process, a (connect, read)
+timeout on every call, paths from settings, and failures translated into
+`accounts.exceptions` where they meet the network, chained with `raise … from`.
 """
 
 import functools
 import json
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from http.cookiejar import DefaultCookiePolicy
 from typing import Any, Protocol
 
 import requests
+from django.utils.module_loading import import_string
 from django.views.decorators.debug import sensitive_variables
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from .conf import conf
 from .cookies import BackendCookie, parse_set_cookies
 from .exceptions import (
+    BackendError,
     BackendProtocolError,
     BackendUnavailable,
     InvalidCredentials,
-    RefreshRejected,
-    SessionExpired,
     Throttled,
 )
 from .models import UserProfile
@@ -34,14 +36,21 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_RETRY_AFTER = 60
 MAX_JSON_BYTES = 1024 * 1024
+# RFC 6265 §4.1.1 cookie-octets: what may go into a Cookie header (and what
+# `requests` can encode). Anything else is treated as no token at all.
+TOKEN_VALUE = re.compile(r"^[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]{1,8192}$")
+
+
+def usable_token(value: str | None) -> str | None:
+    """Return `value` if it can be a token in a Cookie or Authorization header, else None."""
+    if value and TOKEN_VALUE.match(value):
+        return value
+    return None
 
 
 @dataclass(frozen=True, repr=False)
 class Tokens:
-    """The token values one request holds (either may be missing).
-
-    Its repr never shows them: not in logs, not in Django's debug page.
-    """
+    """A pair of token values (either may be missing). Its repr never shows them."""
 
     access: str | None = None
     refresh: str | None = None
@@ -50,20 +59,20 @@ class Tokens:
         shown = {k: "<hidden>" if v else None for k, v in self.__dict__.items()}
         return f"Tokens(access={shown['access']}, refresh={shown['refresh']})"
 
-    @classmethod
-    def from_cookies(cls, cookies: dict[str, str]) -> "Tokens":
-        return cls(
-            access=cookies.get(conf.access_cookie) or None,
-            refresh=cookies.get(conf.refresh_cookie) or None,
-        )
-
     def updated_by(self, cookies: list[BackendCookie]) -> "Tokens":
         """Return these tokens with whatever `cookies` set or delete applied."""
-        values = {conf.access_cookie: self.access, conf.refresh_cookie: self.refresh}
+        access, refresh = self.access, self.refresh
         for cookie in cookies:
-            if cookie.name in values:
-                values[cookie.name] = None if cookie.deletes else cookie.value
-        return Tokens.from_cookies({k: v for k, v in values.items() if v})
+            value = None if cookie.deletes else usable_token(cookie.value)
+            if cookie.name == conf.access_cookie:
+                access = value
+            elif cookie.name == conf.refresh_cookie:
+                refresh = value
+        return Tokens(access=access, refresh=refresh)
+
+
+class RefreshRefused(Exception):
+    """The backend refused a refresh token (400/401/403): that sign-in is over."""
 
 
 @dataclass(frozen=True)
@@ -87,15 +96,18 @@ class BackendAnswer:
 
 
 class TokenSource(Protocol):
-    """Where authenticated calls get tokens, and how they renew them on a 401.
+    """Where an authenticated call gets its tokens, and renews them after a 401.
 
-    `accounts.session.RequestAuth` is the one a request uses; a plain `Tokens`
+    `accounts.state.TokenState` is the one a request uses; a plain `Tokens`
     (no renewal) serves sign-in, which has just received its tokens.
     """
 
-    tokens: Tokens
+    def tokens_for_call(self) -> Tokens: ...
 
-    def refresh(self) -> Tokens: ...
+    def renew_after_rejection(self) -> Tokens: ...
+
+    def end(self, reason: str) -> None:
+        """End the sign-in and raise SessionEnded."""
 
 
 class _NoCookies(DefaultCookiePolicy):
@@ -112,26 +124,49 @@ def _retry_after(value: str | None) -> int:
         return DEFAULT_RETRY_AFTER
 
 
+def _never_sent(exc: requests.RequestException) -> bool:
+    """Return whether the request certainly never reached the backend."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(reason, NewConnectionError | ConnectTimeoutError)
+
+
+def _session() -> requests.Session:
+    session = requests.Session()
+    # The backend is a peer service, not the open web: no HTTP(S)_PROXY or
+    # ~/.netrc look-ups on every call (requests reads both per request).
+    session.trust_env = False
+    session.cookies.set_policy(_NoCookies())
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=conf.pool_size)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
 class AuthApiClient:
     """Calls the auth backend's four endpoints and maps failures to exceptions.
 
-    One instance per process (`get_client()`); it is thread-safe because it
-    holds no per-user state. Subclass and override `_headers` to add what your
-    backend needs (an API key, a tenant header).
+    One instance per process (`get_client()`), thread-safe because it holds no
+    per-user state. Subclass it and name the subclass in AUTH_CLIENT_CLASS to
+    change what every call sends: override `extra_headers` (an API key, a
+    tenant header).
     """
 
-    def __init__(self, session: requests.Session | None = None):
-        self.session = session or requests.Session()
-        # The backend is a peer service, not the open web: no HTTP(S)_PROXY or
-        # ~/.netrc look-ups on every call (requests reads both per request).
-        self.session.trust_env = False
-        self.session.cookies.set_policy(_NoCookies())
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=conf.pool_size)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+    def __init__(self):
+        self.session = _session()
+        # Refresh calls never reuse a pooled connection: one the backend closed
+        # while idle would fail *after* sending, and a refresh whose fate is
+        # unknown costs the user their session (accounts/refresh.py).
+        self.refresh_session = _session()
+
+    def extra_headers(self) -> dict[str, str]:
+        """Return headers added to every call (none by default)."""
+        return {}
 
     # --- the endpoints -----------------------------------------------------
 
+    @sensitive_variables("password")
     def login(
         self, email: str, password: str, *, client_ip: str | None = None
     ) -> list[BackendCookie]:
@@ -147,20 +182,20 @@ class AuthApiClient:
         if answer.status in (400, 401, 403):
             raise InvalidCredentials(f"POST {conf.login_path} answered {answer.status}")
         self._expect_success(answer, conf.login_path)
-        if not any(c.name == conf.access_cookie and not c.deletes for c in answer.cookies):
-            raise BackendProtocolError(f"POST {conf.login_path} set no {conf.access_cookie} cookie")
+        self._expect_access_cookie(answer, conf.login_path)
         return answer.cookies
 
     def me(self, auth: "Tokens | TokenSource") -> UserProfile:
-        """Return the profile the access token belongs to.
+        """Return the profile the access token belongs to (401: renew and replay once).
 
-        With a TokenSource a 401 refreshes and replays once (see `request`).
-
-        :raises SessionExpired: 401/403 that a refresh did not cure.
+        :raises AccessTokenRejected: with plain Tokens, the backend refused them.
+        :raises SessionEnded: with a TokenSource, the backend refused it for good.
         """
         answer = self.request("GET", conf.me_path, auth=auth)
-        if answer.status == 403:
-            raise SessionExpired(f"GET {conf.me_path} answered 403")
+        if answer.status == 403 and not isinstance(auth, Tokens):
+            auth.end("refused")
+        if answer.status in (401, 403):
+            raise AccessTokenRejected(f"GET {conf.me_path} answered {answer.status}")
         self._expect_success(answer, conf.me_path)
         return _profile(answer.data, conf.me_path)
 
@@ -168,11 +203,12 @@ class AuthApiClient:
     def refresh(self, refresh_token: str) -> list[BackendCookie]:
         """Spend `refresh_token`; return the cookies of the new pair.
 
-        Runs with AUTH_REFRESH_TIMEOUT, longer than a request's wait budget:
-        the single-flight service keeps the answer even when nobody waits.
+        Runs with AUTH_REFRESH_TIMEOUT, far longer than a request waits: the
+        single flight (accounts/refresh.py) keeps the answer when nobody waits.
 
-        :raises RefreshRejected: 401/403, the token is no good (sign out).
-        :raises BackendUnavailable: transient (never sign out for it).
+        :raises RefreshRefused: 400/401/403, the token is no good.
+        :raises BackendError: transient; `maybe_processed` says whether the
+            backend may have spent the token without our seeing the answer.
         """
         try:
             answer = self._call(
@@ -180,17 +216,21 @@ class AuthApiClient:
                 conf.refresh_path,
                 tokens=Tokens(refresh=refresh_token),
                 attach="refresh",
-                timeout=(conf.backend_timeout[0], conf.refresh_timeout),
+                timeout=(conf.backend_connect_timeout, conf.refresh_timeout),
+                session=self.refresh_session,
+                headers={"Connection": "close"},
             )
         except Throttled as exc:
             raise BackendUnavailable(f"POST {conf.refresh_path} was throttled") from exc
         if answer.status in (400, 401, 403):
-            raise RefreshRejected(f"POST {conf.refresh_path} answered {answer.status}")
-        self._expect_success(answer, conf.refresh_path)
-        if not any(c.name == conf.access_cookie and not c.deletes for c in answer.cookies):
-            raise BackendProtocolError(
-                f"POST {conf.refresh_path} set no {conf.access_cookie} cookie"
-            )
+            raise RefreshRefused(f"POST {conf.refresh_path} answered {answer.status}")
+        try:
+            self._expect_success(answer, conf.refresh_path)
+            self._expect_access_cookie(answer, conf.refresh_path)
+        except BackendProtocolError as exc:
+            # A 2xx without a usable pair: the token may be spent all the same.
+            exc.maybe_processed = True
+            raise
         return answer.cookies
 
     @sensitive_variables()
@@ -204,26 +244,23 @@ class AuthApiClient:
         body: bytes | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> BackendAnswer:
-        """Make an authenticated call; on 401 refresh once and replay it, body included.
+        """Make an authenticated call; on 401 renew the tokens once and replay, body included.
 
-        The article's request wrapper and axios interceptor in one place.
-
-        :raises SessionExpired: the replay answered 401 too, or the refresh was refused.
+        The article's request wrapper and axios interceptor in one place. A
+        plain `Tokens` is sent as is and its 401 returned to the caller.
         """
-        source = auth if not isinstance(auth, Tokens) else None
-        tokens = auth if isinstance(auth, Tokens) else auth.tokens
         call = functools.partial(
             self._call, method, path, attach="access", params=params, data=body, headers=headers
         )
-        answer = call(tokens=tokens)
+        if isinstance(auth, Tokens):
+            return call(tokens=auth)
+        answer = call(tokens=auth.tokens_for_call())
         if answer.status != 401:
             return answer
-        if source is None or not tokens.refresh:
-            raise SessionExpired(f"{method} {path} answered 401")
-        logger.debug("%s %s answered 401; refreshing and replaying once", method, path)
-        answer = call(tokens=source.refresh())
+        logger.debug("%s %s answered 401; renewing the tokens and replaying once", method, path)
+        answer = call(tokens=auth.renew_after_rejection())
         if answer.status == 401:
-            raise SessionExpired(f"{method} {path} answered 401 after a refresh")
+            auth.end("rejected_twice")
         return answer
 
     @sensitive_variables()
@@ -245,15 +282,16 @@ class AuthApiClient:
     def _headers(self, tokens: Tokens | None, attach: str) -> dict[str, str]:
         if tokens is None:
             return {}
+        access, refresh = usable_token(tokens.access), usable_token(tokens.refresh)
         cookies = {}
         headers = {}
-        if attach in ("access", "both") and tokens.access:
+        if attach in ("access", "both") and access:
             if conf.token_transport == "bearer":  # noqa: S105 - a transport name
-                headers["Authorization"] = f"Bearer {tokens.access}"
+                headers["Authorization"] = f"Bearer {access}"
             else:
-                cookies[conf.access_cookie] = tokens.access
-        if attach in ("refresh", "both") and tokens.refresh:
-            cookies[conf.refresh_cookie] = tokens.refresh
+                cookies[conf.access_cookie] = access
+        if attach in ("refresh", "both") and refresh:
+            cookies[conf.refresh_cookie] = refresh
         if cookies:
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
         return headers
@@ -271,10 +309,11 @@ class AuthApiClient:
         params: str | Mapping | None = None,
         headers: Mapping[str, str] | None = None,
         timeout: float | tuple[float, float] | None = None,
+        session: requests.Session | None = None,
     ) -> BackendAnswer:
         url = f"{conf.api_baseurl}{path}"
         try:
-            response = self.session.request(
+            response = (session or self.session).request(
                 method,
                 url,
                 json=json,
@@ -282,6 +321,7 @@ class AuthApiClient:
                 params=params,
                 headers={
                     "Accept": "application/json",
+                    **self.extra_headers(),
                     **(headers or {}),
                     **self._headers(tokens, attach),
                 },
@@ -291,12 +331,19 @@ class AuthApiClient:
             )
             content = _read_capped(response, conf.max_response_bytes, f"{method} {path}")
         except (requests.ConnectionError, requests.Timeout) as exc:
-            raise BackendUnavailable(f"{method} {path}: {type(exc).__name__}") from exc
+            failure = BackendUnavailable(f"{method} {path}: {type(exc).__name__}")
+            failure.maybe_processed = not _never_sent(exc)
+            raise failure from exc
         except requests.RequestException as exc:
-            raise BackendProtocolError(f"{method} {path}: {type(exc).__name__}") from exc
+            failure = BackendProtocolError(f"{method} {path}: {type(exc).__name__}")
+            failure.maybe_processed = True
+            raise failure from exc
         logger.debug("%s %s answered %s", method, path, response.status_code)
         if response.status_code >= 500:
-            raise BackendUnavailable(f"{method} {path} answered {response.status_code}")
+            failure = BackendUnavailable(f"{method} {path} answered {response.status_code}")
+            # A gateway that gave up may have left the call running behind it.
+            failure.maybe_processed = response.status_code == 504
+            raise failure
         if response.status_code == 429:
             raise Throttled(
                 f"{method} {path} answered 429",
@@ -313,6 +360,15 @@ class AuthApiClient:
     def _expect_success(answer: BackendAnswer, path: str, allowed=(200, 201, 204)) -> None:
         if answer.status not in allowed:
             raise BackendProtocolError(f"{path} answered {answer.status}")
+
+    @staticmethod
+    def _expect_access_cookie(answer: BackendAnswer, path: str) -> None:
+        if not Tokens().updated_by(answer.cookies).access:
+            raise BackendProtocolError(f"POST {path} set no usable {conf.access_cookie} cookie")
+
+
+class AccessTokenRejected(BackendError):
+    """`/users/me` refused plain Tokens (sign-in uses plain Tokens: nothing to renew)."""
 
 
 def _read_capped(response: requests.Response, limit: int, what: str) -> bytes:
@@ -353,6 +409,10 @@ def _profile(data: Any, path: str) -> UserProfile:
 
 
 @functools.cache
+def _client_for(dotted_path: str) -> AuthApiClient:
+    return import_string(dotted_path)()
+
+
 def get_client() -> AuthApiClient:
-    """Return this process's client (one connection pool per process)."""
-    return AuthApiClient()
+    """Return this process's client, of the class AUTH_CLIENT_CLASS names."""
+    return _client_for(conf.client_class)

@@ -1,84 +1,240 @@
-"""Every accounts setting, its default, read from django.conf.settings when used.
+"""Every accounts setting, defined once: its name, default, type and meaning.
 
-`config/settings/base.py` fills these from the environment with the defaults
-below; a project that does not name a setting gets the default. Reading at use
-time keeps `override_settings` and pytest's `settings` fixture working.
+`SETTINGS` is the one list. `config/settings/base.py` fills each from the
+environment (`Setting.from_env`); `conf.<attr>` reads `django.conf.settings`
+when used, falling back to the default, so `override_settings` and pytest's
+`settings` fixture just work. `tests/test_settings.py` checks that the
+README's settings table names exactly these, with these defaults.
 """
+
+from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 
-DEFAULTS = {
-    "API_BASEURL": "http://127.0.0.1:8001",
-    "AUTH_LOGIN_PATH": "/auth/login",
-    "AUTH_REFRESH_PATH": "/auth/refresh",
-    "AUTH_LOGOUT_PATH": "/auth/logout",
-    "AUTH_ME_PATH": "/users/me",
-    "AUTH_HEALTH_PATH": "/users/me",
-    "AUTH_ACCESS_COOKIE": "access_token",
-    "AUTH_REFRESH_COOKIE": "refresh_token",
-    "AUTH_ALLOWED_ROLES": ["admin", "evaluator"],
-    "AUTH_SUPERUSER_ROLES": ["admin"],
-    "AUTH_COOKIE_DOMAIN": None,
-    "AUTH_COOKIE_SECURE": True,
-    "AUTH_COOKIE_SAMESITE": "Lax",
-    "AUTH_REFRESH_LEEWAY": 60,
-    "AUTH_BACKEND_TIMEOUT": 5.0,
-    "AUTH_BACKEND_CONNECT_TIMEOUT": 2.0,
-    "AUTH_HEALTH_TIMEOUT": 2.0,
-    "AUTH_BACKEND_TOKEN_TRANSPORT": "cookie",
-    "AUTH_BACKEND_POOL_SIZE": 20,
-    "AUTH_PROXY_PREFIXES": ["users/"],
-    "AUTH_REFRESH_GRACE": 20,
-    "AUTH_REFRESH_WAIT": 5.0,
-    "AUTH_REFRESH_TIMEOUT": 15.0,
-    "AUTH_REFRESH_LOCK_TTL": 5,
-    "AUTH_LOGIN_THROTTLE_WINDOW": 300,
-    "AUTH_LOGIN_MAX_FAILURES_PER_IP": 20,
-    "AUTH_LOGIN_MAX_FAILURES_PER_EMAIL": 5,
-    "AUTH_TRUSTED_PROXY_COUNT": 0,
-    "AUTH_BACKEND_MAX_RESPONSE_BYTES": 2 * 1024 * 1024,
-    "AUTH_PROXY_MAX_BODY_BYTES": 1024 * 1024,
-}
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    help: str
+    attr: str
+
+    def from_env(self, env) -> Any:
+        """Return this setting read from a django-environ `env`, or its default."""
+        if isinstance(self.default, bool):
+            return env.bool(self.name, default=self.default)
+        if isinstance(self.default, int):
+            return env.int(self.name, default=self.default)
+        if isinstance(self.default, float):
+            return env.float(self.name, default=self.default)
+        if isinstance(self.default, list | tuple):
+            return env.list(self.name, default=list(self.default))
+        return env.str(self.name, default=self.default)
+
+    @property
+    def shown_default(self) -> str:
+        """The default as the README's table writes it."""
+        if self.default is None:
+            return "unset"
+        if isinstance(self.default, bool):
+            return str(self.default)
+        if isinstance(self.default, list | tuple):
+            return ",".join(self.default)
+        return str(self.default)
 
 
-def _get(name: str):
-    return getattr(settings, name, DEFAULTS[name])
+SETTINGS = (
+    # The backend and its paths
+    Setting("API_BASEURL", "http://127.0.0.1:8001", "the auth backend", "api_baseurl_raw"),
+    Setting("AUTH_LOGIN_PATH", "/auth/login", "the backend's sign-in path", "login_path"),
+    Setting("AUTH_REFRESH_PATH", "/auth/refresh", "the backend's refresh path", "refresh_path"),
+    Setting("AUTH_LOGOUT_PATH", "/auth/logout", "the backend's sign-out path", "logout_path"),
+    Setting("AUTH_ME_PATH", "/users/me", "the backend's profile path", "me_path"),
+    Setting(
+        "AUTH_HEALTH_PATH",
+        "/users/me",
+        "what `/healthz` calls (any answer below 500 counts as up)",
+        "health_path",
+    ),
+    Setting(
+        "AUTH_ACCESS_COOKIE", "access_token", "the access token's cookie name", "access_cookie"
+    ),
+    Setting(
+        "AUTH_REFRESH_COOKIE", "refresh_token", "the refresh token's cookie name", "refresh_cookie"
+    ),
+    Setting(
+        "AUTH_BACKEND_TOKEN_TRANSPORT",
+        "cookie",
+        "`bearer` sends the access token as `Authorization: Bearer`",
+        "token_transport",
+    ),
+    Setting(
+        "AUTH_CLIENT_CLASS",
+        "accounts.client.AuthApiClient",
+        "dotted path of the backend client class (subclass it to add headers)",
+        "client_class",
+    ),
+    # Who may sign in
+    Setting(
+        "AUTH_ALLOWED_ROLES",
+        ["admin", "evaluator"],
+        "accounts sharing none of these roles are refused",
+        "allowed_roles_list",
+    ),
+    Setting(
+        "AUTH_SUPERUSER_ROLES",
+        ["admin"],
+        "roles that make the mirrored user staff and superuser",
+        "superuser_roles_list",
+    ),
+    # The token cookies on the app's origin
+    Setting(
+        "AUTH_COOKIE_DOMAIN",
+        None,
+        "`Domain` of the token cookies (the backend's is dropped)",
+        "cookie_domain_raw",
+    ),
+    Setting(
+        "AUTH_COOKIE_PATH",
+        "/",
+        "`Path` of the token cookies, whatever path the backend wrote",
+        "cookie_path",
+    ),
+    Setting(
+        "AUTH_COOKIE_SECURE",
+        True,
+        "`Secure` flag of the token cookies (False in dev settings)",
+        "cookie_secure",
+    ),
+    Setting(
+        "AUTH_COOKIE_SAMESITE", "Lax", "`SameSite` of the token cookies", "cookie_samesite_raw"
+    ),
+    # Refresh
+    Setting(
+        "AUTH_REFRESH_LEEWAY",
+        60,
+        "refresh this many seconds before the access token expires (at most half its life)",
+        "refresh_leeway",
+    ),
+    Setting(
+        "AUTH_REFRESH_WAIT",
+        5.0,
+        "seconds one request may wait for refreshes in all, then 503",
+        "refresh_wait",
+    ),
+    Setting(
+        "AUTH_REFRESH_TIMEOUT",
+        120.0,
+        "seconds the background refresh call waits for the backend",
+        "refresh_timeout",
+    ),
+    Setting(
+        "AUTH_REFRESH_LOCK_TTL",
+        5,
+        "seconds a refresh in flight stays marked alive without renewal",
+        "refresh_lock_ttl",
+    ),
+    Setting(
+        "AUTH_REFRESH_POOL_SIZE",
+        8,
+        "threads per process that make refresh calls",
+        "refresh_pool_size",
+    ),
+    Setting(
+        "AUTH_REFRESH_GRACE",
+        20,
+        "seconds any holder of a spent refresh token may collect its result",
+        "refresh_grace",
+    ),
+    Setting(
+        "AUTH_REVALIDATE_INTERVAL",
+        300,
+        "seconds between re-reads of a signed-in user from the backend",
+        "revalidate_interval",
+    ),
+    Setting(
+        "AUTH_EXEMPT_URLS",
+        ["accounts:logout", "healthz"],
+        "URL names the token middleware leaves alone",
+        "exempt_urls",
+    ),
+    # Calls to the backend
+    Setting(
+        "AUTH_BACKEND_TIMEOUT", 5.0, "read timeout of every backend call", "backend_read_timeout"
+    ),
+    Setting(
+        "AUTH_BACKEND_CONNECT_TIMEOUT",
+        2.0,
+        "connect timeout of every backend call",
+        "backend_connect_timeout",
+    ),
+    Setting(
+        "AUTH_HEALTH_TIMEOUT", 2.0, "seconds `/healthz` waits for the backend", "health_timeout"
+    ),
+    Setting("AUTH_BACKEND_POOL_SIZE", 20, "pooled connections to the backend", "pool_size"),
+    Setting(
+        "AUTH_BACKEND_MAX_RESPONSE_BYTES",
+        2 * 1024 * 1024,
+        "the most the app reads of one backend answer",
+        "max_response_bytes",
+    ),
+    Setting(
+        "AUTH_PROXY_PREFIXES",
+        ["users/"],
+        "backend paths `/api/<path>` may reach",
+        "proxy_prefixes_list",
+    ),
+    Setting(
+        "AUTH_PROXY_MAX_BODY_BYTES",
+        1024 * 1024,
+        "the largest request body the proxy accepts",
+        "proxy_max_body_bytes",
+    ),
+    # Sign-in throttling
+    Setting(
+        "AUTH_LOGIN_THROTTLE_WINDOW",
+        300,
+        "seconds of the sign-in throttle window",
+        "login_throttle_window",
+    ),
+    Setting(
+        "AUTH_LOGIN_MAX_FAILURES_PER_IP",
+        20,
+        "failed sign-ins per client address and window",
+        "login_max_failures_per_ip",
+    ),
+    Setting(
+        "AUTH_LOGIN_MAX_FAILURES_PER_EMAIL",
+        5,
+        "failed sign-ins per email and window",
+        "login_max_failures_per_email",
+    ),
+    Setting(
+        "AUTH_TRUSTED_PROXY_COUNT",
+        0,
+        "proxies in front of the app whose `X-Forwarded-For` is believed",
+        "trusted_proxy_count",
+    ),
+)
+
+_BY_ATTR = {setting.attr: setting for setting in SETTINGS}
 
 
 class AccountsSettings:
-    """Typed access to the settings above: `from accounts.conf import conf`."""
+    """Typed access to `SETTINGS`: `from accounts.conf import conf; conf.refresh_wait`."""
 
+    def __getattr__(self, attr: str) -> Any:
+        try:
+            setting = _BY_ATTR[attr]
+        except KeyError:
+            raise AttributeError(attr) from None
+        return getattr(settings, setting.name, setting.default)
+
+    # Values derived from the raw settings above.
     @property
     def api_baseurl(self) -> str:
-        return _get("API_BASEURL").rstrip("/")
-
-    @property
-    def login_path(self) -> str:
-        return _get("AUTH_LOGIN_PATH")
-
-    @property
-    def refresh_path(self) -> str:
-        return _get("AUTH_REFRESH_PATH")
-
-    @property
-    def logout_path(self) -> str:
-        return _get("AUTH_LOGOUT_PATH")
-
-    @property
-    def me_path(self) -> str:
-        return _get("AUTH_ME_PATH")
-
-    @property
-    def health_path(self) -> str:
-        return _get("AUTH_HEALTH_PATH")
-
-    @property
-    def access_cookie(self) -> str:
-        return _get("AUTH_ACCESS_COOKIE")
-
-    @property
-    def refresh_cookie(self) -> str:
-        return _get("AUTH_REFRESH_COOKIE")
+        return self.api_baseurl_raw.rstrip("/")
 
     @property
     def token_cookies(self) -> tuple[str, str]:
@@ -86,88 +242,28 @@ class AccountsSettings:
 
     @property
     def allowed_roles(self) -> frozenset[str]:
-        return frozenset(_get("AUTH_ALLOWED_ROLES"))
+        return frozenset(self.allowed_roles_list)
 
     @property
     def superuser_roles(self) -> frozenset[str]:
-        return frozenset(_get("AUTH_SUPERUSER_ROLES"))
+        return frozenset(self.superuser_roles_list)
 
     @property
     def cookie_domain(self) -> str | None:
-        return _get("AUTH_COOKIE_DOMAIN") or None
-
-    @property
-    def cookie_secure(self) -> bool:
-        return _get("AUTH_COOKIE_SECURE")
+        return self.cookie_domain_raw or None
 
     @property
     def cookie_samesite(self) -> str | None:
-        return _get("AUTH_COOKIE_SAMESITE") or None
-
-    @property
-    def refresh_leeway(self) -> int:
-        return _get("AUTH_REFRESH_LEEWAY")
+        return self.cookie_samesite_raw or None
 
     @property
     def backend_timeout(self) -> tuple[float, float]:
         """(connect, read) seconds for every backend call."""
-        return (_get("AUTH_BACKEND_CONNECT_TIMEOUT"), _get("AUTH_BACKEND_TIMEOUT"))
-
-    @property
-    def health_timeout(self) -> float:
-        return _get("AUTH_HEALTH_TIMEOUT")
-
-    @property
-    def token_transport(self) -> str:
-        return _get("AUTH_BACKEND_TOKEN_TRANSPORT")
-
-    @property
-    def pool_size(self) -> int:
-        return _get("AUTH_BACKEND_POOL_SIZE")
+        return (self.backend_connect_timeout, self.backend_read_timeout)
 
     @property
     def proxy_prefixes(self) -> tuple[str, ...]:
-        return tuple(_get("AUTH_PROXY_PREFIXES"))
-
-    @property
-    def refresh_grace(self) -> int:
-        return _get("AUTH_REFRESH_GRACE")
-
-    @property
-    def refresh_wait(self) -> float:
-        return _get("AUTH_REFRESH_WAIT")
-
-    @property
-    def refresh_timeout(self) -> float:
-        return _get("AUTH_REFRESH_TIMEOUT")
-
-    @property
-    def refresh_lock_ttl(self) -> int:
-        return _get("AUTH_REFRESH_LOCK_TTL")
-
-    @property
-    def login_throttle_window(self) -> int:
-        return _get("AUTH_LOGIN_THROTTLE_WINDOW")
-
-    @property
-    def login_max_failures_per_ip(self) -> int:
-        return _get("AUTH_LOGIN_MAX_FAILURES_PER_IP")
-
-    @property
-    def login_max_failures_per_email(self) -> int:
-        return _get("AUTH_LOGIN_MAX_FAILURES_PER_EMAIL")
-
-    @property
-    def trusted_proxy_count(self) -> int:
-        return _get("AUTH_TRUSTED_PROXY_COUNT")
-
-    @property
-    def max_response_bytes(self) -> int:
-        return _get("AUTH_BACKEND_MAX_RESPONSE_BYTES")
-
-    @property
-    def proxy_max_body_bytes(self) -> int:
-        return _get("AUTH_PROXY_MAX_BODY_BYTES")
+        return tuple(self.proxy_prefixes_list)
 
 
 conf = AccountsSettings()

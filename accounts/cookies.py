@@ -19,15 +19,13 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponseBase
+from django.http import HttpResponseBase
 from django.views.decorators.debug import sensitive_variables
 
 from .conf import conf
 
 logger = logging.getLogger(__name__)
 
-REQUEST_ATTR = "_auth_cookies_to_relay"
-REFRESH_EXPIRY_SESSION_KEY = "_auth_refresh_expires_at"
 # RFC 6265 §4.1.1: a cookie name is an RFC 2616 token; a value is cookie-octets.
 COOKIE_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 COOKIE_VALUE = re.compile(r'^"?[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]*"?$')
@@ -129,22 +127,21 @@ def _relayable(cookie: BackendCookie) -> bool:
 
 @sensitive_variables()
 def write(response: HttpResponseBase, cookies: Iterable[BackendCookie]) -> None:
-    """Set or delete each relayable cookie on `response`."""
+    """Set or delete each relayable token cookie on `response`, at AUTH_COOKIE_PATH.
+
+    The backend's own `Path` is not kept: a refresh cookie scoped to
+    `/auth/refresh` would never come back to the app's pages.
+    """
     for cookie in filter(_relayable, cookies):
         if cookie.deletes:
-            response.delete_cookie(
-                cookie.name,
-                path=cookie.path,
-                domain=conf.cookie_domain,
-                samesite=conf.cookie_samesite,
-            )
+            delete(response, [cookie.name])
             continue
         response.set_cookie(
             cookie.name,
             cookie.value,
             max_age=cookie.max_age,
             expires=None if cookie.max_age is not None else cookie.expires,
-            path=cookie.path,
+            path=conf.cookie_path,
             domain=conf.cookie_domain,
             secure=conf.cookie_secure,
             httponly=True,
@@ -152,40 +149,21 @@ def write(response: HttpResponseBase, cookies: Iterable[BackendCookie]) -> None:
         )
 
 
-def forget(request: HttpRequest) -> None:
-    """Queue the deletion of both token cookies, replacing anything queued."""
-    setattr(
-        request,
-        REQUEST_ATTR,
-        [BackendCookie(name=name, value="", max_age=0) for name in conf.token_cookies],
-    )
+def delete(response: HttpResponseBase, names: Iterable[str], paths: Iterable[str] = ()) -> None:
+    """Delete cookies `names` at AUTH_COOKIE_PATH, `/` and every path in `paths`.
 
-
-def remember(request: HttpRequest, cookies: Iterable[BackendCookie]) -> None:
-    """Queue cookies for the response to this request (see `relay`)."""
-    queued = getattr(request, REQUEST_ATTR, [])
-    queued.extend(cookies)
-    setattr(request, REQUEST_ATTR, queued)
-
-
-def relay(request: HttpRequest, response: HttpResponseBase) -> None:
-    """Write the queued cookies onto `response` and note the refresh expiry.
-
-    The browser never tells the server when a cookie expires, so the refresh
-    cookie's expiry is kept in the session for the dashboard's countdown, and
-    the session is set to end with it: session and tokens live and die together.
+    A cookie lives per (name, domain, path): deleting it at one path leaves a
+    copy set at another, so sign-out deletes at each path one may have used.
     """
-    queued = getattr(request, REQUEST_ATTR, [])
-    if not queued:
-        return
-    write(response, queued)
-    session = getattr(request, "session", None)
-    for cookie in queued:
-        if cookie.name != conf.refresh_cookie or session is None:
-            continue
-        if cookie.deletes or cookie.expires_at is None:
-            session.pop(REFRESH_EXPIRY_SESSION_KEY, None)
-        else:
-            session[REFRESH_EXPIRY_SESSION_KEY] = cookie.expires_at.timestamp()
-            session.set_expiry(cookie.expires_at)
-    setattr(request, REQUEST_ATTR, [])
+    for name in names:
+        response.delete_cookie(
+            name, path=conf.cookie_path, domain=conf.cookie_domain, samesite=conf.cookie_samesite
+        )
+        for path in dict.fromkeys(("/", *paths)):
+            if path == conf.cookie_path:
+                continue
+            # response.cookies holds one morsel per name; a morsel stored under
+            # another key still renders as `name=…` in its own Set-Cookie header.
+            extra = response.cookies[name].copy()
+            extra["path"] = path
+            response.cookies[f"{name} {path}"] = extra

@@ -1,46 +1,65 @@
-"""The small vocabulary of auth-backend failures that views turn into pages.
+"""The small vocabulary of failures, in families that cannot be confused.
 
-Messages carry the method, path and status, never a token or a password.
+- `SessionEnded`: the sign-in is over (refused refresh, foreign cookies, lost
+  role…). Raised only after `accounts.signout.end_session` has run.
+- `BackendError`: the backend failed *transiently* or answered nonsense. Never
+  a reason to sign anyone out: serve what can be served, 503 for the rest.
+- `InvalidCredentials`, `AccessRefused`: answers to a sign-in attempt.
+
+The two families share no base class but `Exception`, so an `except
+BackendError` can never swallow the end of a session, whatever the order of
+the clauses. Messages carry the method, path and status, never a token.
 """
 
 
+class SessionEnded(Exception):
+    """The user is signed out now; `reason` says why, for logs and the page.
+
+    Reasons: refused, unknown_outcome, foreign_cookies, no_tokens, lost_role,
+    other_user, rejected_twice.
+    """
+
+    def __init__(self, reason: str, message: str = ""):
+        super().__init__(message or reason)
+        self.reason = reason
+
+
 class BackendError(Exception):
-    """Any failure talking to the auth backend."""
+    """A transient failure talking to the auth backend.
+
+    `maybe_processed` is True when the backend may have acted on the call
+    although no usable answer came back (a read timeout, a dropped
+    connection, a 504): for a refresh, the token may be spent.
+    """
+
+    maybe_processed = False
 
 
 class BackendUnavailable(BackendError):
-    """Connection refused, timeout or a 5xx: transient, never a reason to sign out."""
+    """Connection refused, timeout or a 5xx."""
 
 
 class BackendProtocolError(BackendError):
     """The backend answered something this app cannot use (bad JSON, no cookies, 3xx…)."""
 
 
-class InvalidCredentials(BackendError):
-    """The backend refused the email and password."""
-
-
 class Throttled(BackendError):
-    """The backend throttled sign-in; `retry_after` is in seconds."""
+    """The backend throttled the call; `retry_after` is in seconds."""
 
     def __init__(self, message: str, *, retry_after: int):
         super().__init__(message)
         self.retry_after = retry_after
 
 
-class SessionExpired(BackendError):
-    """The tokens no longer work: the user must sign in again."""
-
-
-class RefreshRejected(BackendError):
-    """The backend refused the refresh token (401/403): the session is over."""
-
-
 class RefreshPending(BackendUnavailable):
-    """Another request's refresh did not finish within this request's wait budget.
+    """A refresh did not finish within this request's wait budget.
 
-    The refresh goes on; the next request gets its result. Answer 503, "try again".
+    The call goes on in the background; the next request collects its result.
     """
+
+
+class InvalidCredentials(Exception):
+    """The backend refused the email and password."""
 
 
 class AccessRefused(Exception):

@@ -1,50 +1,42 @@
-"""The token-refresh middleware: the article's server-side refresh, before every view."""
+"""The token middleware: check, refresh and revalidate before every view."""
 
-import contextlib
 import logging
-import time
 
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest
 from django.shortcuts import render
-from django.urls import NoReverseMatch, reverse
 
-from . import cookies
 from .conf import conf
-from .exceptions import BackendError, SessionExpired, Throttled
-from .session import RequestAuth, json_error, sign_out, wants_json
-from .tokens import access_token_claims
+from .exceptions import BackendError, SessionEnded, Throttled
+from .responses import json_error, wants_json
+from .state import TokenState
 
 logger = logging.getLogger(__name__)
 
-EXEMPT_URL_NAMES = ("logout", "healthz")
-
 
 class TokenRefreshMiddleware:
-    """Refresh the tokens before the view when the access token is missing or expiring.
+    """Keep a signed-in session and its token cookies in step, before every view.
 
-    Needs SessionMiddleware and AuthenticationMiddleware before it. For a
-    signed-in user it:
+    Needs SessionMiddleware and AuthenticationMiddleware before it. It puts a
+    `TokenState` on every request (`request.token_state`) and, for sessions
+    signed in through `AuthApiBackend` and views not named in AUTH_EXEMPT_URLS:
 
-    - signs out a session whose request carries neither token cookie;
-    - refreshes (single flight, `accounts.refresh`) when the access cookie is
-      missing or its JWT `exp` is within AUTH_REFRESH_LEEWAY (at most half the
-      token's lifetime); an access token that is not a JWT is refreshed only
-      when missing or rejected (the client's 401 replay);
-    - puts the new tokens in `request.COOKIES`, re-reads the profile, and
-      writes the new cookies onto whatever response the view returns;
-    - on a refused refresh signs out: JSON callers get 401, pages go on as
-      anonymous (so `login_required` sends them to the login page with `next`);
+    - ends the session when the cookies are not the session's own pair
+      (`TokenState.check`);
+    - refreshes when the access token, by the expiry recorded at issue, is
+      within AUTH_REFRESH_LEEWAY: in the background while it is still valid,
+      waiting (one budget per request) once it has expired;
+    - re-reads the user every AUTH_REVALIDATE_INTERVAL seconds;
     - on a transient failure keeps the session and serves the view; only what
-      needs the backend answers 503 (`process_exception`).
+      needs the backend answers 503 (`process_exception`);
+    - writes the new cookies onto whatever response goes out.
 
-    Subclass and override `needs_refresh` to change the decision.
+    Subclass and override `process_signed_in` to change what happens.
     """
 
     def __init__(self, get_response):
         self.get_response = get_response
-        self._exempt_paths = None
 
     def __call__(self, request: HttpRequest):
         if not hasattr(request, "user"):
@@ -52,66 +44,34 @@ class TokenRefreshMiddleware:
                 "TokenRefreshMiddleware requires django.contrib.auth.middleware."
                 "AuthenticationMiddleware before it in MIDDLEWARE."
             )
-        request.auth = RequestAuth(request)
-        response = None
-        if request.path not in self.exempt_paths:
-            response = self.before_view(request)
-        if response is None:
-            response = self.get_response(request)
-        cookies.relay(request, response)
+        state = TokenState.of(request)
+        response = self.get_response(request)
+        state.finish(response)
         return response
 
-    @property
-    def exempt_paths(self) -> frozenset[str]:
-        if self._exempt_paths is None:
-            paths = set()
-            for name in EXEMPT_URL_NAMES:
-                with contextlib.suppress(NoReverseMatch):
-                    paths.add(reverse(name))
-            self._exempt_paths = frozenset(paths)
-        return self._exempt_paths
-
-    def needs_refresh(self, request: HttpRequest) -> bool:
-        """Return whether this request should refresh before its view."""
-        tokens = request.auth.tokens
-        if not tokens.refresh:
-            return False
-        if not tokens.access:
-            return True
-        claims = access_token_claims(tokens.access)
-        exp = claims.get("exp") if claims else None
-        if isinstance(exp, bool) or not isinstance(exp, int | float):
-            return False
-        leeway = conf.refresh_leeway
-        iat = claims.get("iat")
-        if isinstance(iat, int | float) and not isinstance(iat, bool) and exp > iat:
-            # Never more than half the lifetime, or short tokens refresh every time.
-            leeway = min(leeway, (exp - iat) / 2)
-        return exp - time.time() <= leeway
-
-    def before_view(self, request: HttpRequest):
-        if not request.user.is_authenticated:
+    def process_view(self, request: HttpRequest, view_func, view_args, view_kwargs):
+        match = request.resolver_match
+        if match is not None and match.view_name in conf.exempt_urls:
             return None
-        tokens = request.auth.tokens
-        if not tokens.access and not tokens.refresh:
-            logger.info("Signed-in session without token cookies; signing out")
-            sign_out(request)
+        state = TokenState.of(request)
+        if not state.applies():
             return None
-        if not self.needs_refresh(request):
-            return None
-        logger.debug("Access token missing or expiring; refreshing before the view")
         try:
-            request.auth.refresh()
-        except SessionExpired:
+            self.process_signed_in(state)
+        except SessionEnded:
             return self.signed_out_response(request)
         except BackendError as exc:
-            logger.warning("Refresh failed transiently (%s); keeping the session", exc)
+            logger.warning("Auth backend failed transiently (%s); keeping the session", exc)
         return None
 
+    def process_signed_in(self, state: TokenState) -> None:
+        """Check the cookies, refresh if due, revalidate if due."""
+        state.check()
+        state.refresh_if_due()
+        state.revalidate_if_due()
+
     def process_exception(self, request: HttpRequest, exception: Exception):
-        if isinstance(exception, SessionExpired):
-            if request.user.is_authenticated:
-                sign_out(request)
+        if isinstance(exception, SessionEnded):
             return self.signed_out_response(request) or redirect_to_login(request.get_full_path())
         if isinstance(exception, Throttled):
             if wants_json(request):

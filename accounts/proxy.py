@@ -2,7 +2,8 @@
 
 Tokens are attached server-side (the browser cannot read them), a 401
 refreshes and replays once, and the answer comes back without the backend's
-hop-by-hop headers or raw cookies (token cookies go through the relay).
+hop-by-hop headers or cookies: tokens change only through sign-in and refresh,
+which the session records (accounts/state.py).
 """
 
 import logging
@@ -13,10 +14,10 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.cache import never_cache
 
-from . import cookies
 from .client import get_client
 from .conf import conf
-from .session import json_error
+from .responses import json_error, json_view
+from .state import TokenState
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ def allowed_path(path: str) -> str | None:
     return "/" + path  # forward exactly what was checked, still encoded
 
 
+@json_view
 @never_cache
 def api_proxy(request: HttpRequest, path: str) -> HttpResponse:
     """Forward a same-origin script call to the backend as the signed-in user."""
@@ -78,7 +80,7 @@ def api_proxy(request: HttpRequest, path: str) -> HttpResponse:
     answer = get_client().request(
         request.method,
         backend_path,
-        auth=request.auth,
+        auth=TokenState.of(request),
         params=request.META.get("QUERY_STRING") or None,
         body=body,
         headers=headers,
@@ -87,5 +89,4 @@ def api_proxy(request: HttpRequest, path: str) -> HttpResponse:
     for name in FORWARDED_RESPONSE_HEADERS:
         if name in answer.headers:
             response[name] = answer.headers[name]
-    cookies.remember(request, answer.cookies)
     return response

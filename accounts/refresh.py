@@ -1,45 +1,46 @@
-"""Single-flight token refresh on Django's cache API (SPEC §3 "Refresh", §6).
+"""Single-flight token refresh on Django's cache API: each refresh token is presented once.
 
-The famous failure of the Next.js setup: parallel requests holding the same
-rotating refresh token each call /auth/refresh, the backend sees a spent token
-presented again, takes it for theft and revokes the family: the user is
-thrown out. Here every request holding one refresh token — in this thread,
-another worker process or another app server sharing the cache — causes one
-backend call, keyed by k = sha256(refresh token):
+A backend that rotates refresh tokens takes a spent token presented again for
+theft and revokes the whole sign-in. So, for every refresh token, keyed by its
+keyed hash `h` (`accounts.record.token_hash`):
 
-1. A stored result under `result:k` is decrypted with a key derived from the
-   refresh token itself and handed out while its access token is valid. If
-   that access token has expired but the result carries a newer refresh
-   token, that one is refreshed instead (never the spent one).
-2. Otherwise `cache.add("lock:k")` picks one caller. It submits the call to a
-   small per-process thread pool and waits at most AUTH_REFRESH_WAIT. The
-   call runs on with its own, longer AUTH_REFRESH_TIMEOUT and stores its
-   result for AUTH_REFRESH_GRACE seconds even if the request that started it
-   has already answered 503: a slow backend that recovers signs nobody out.
-3. The others poll `result:k` with a growing back-off until the wait budget
-   is spent (then `RefreshPending`, a 503) or the lock disappears without a
-   result (its holder died, or the call failed transiently): then they
-   compete for the lock again.
-4. A 401/403 is stored as a short negative result, so every waiter signs out
-   consistently instead of presenting the token again.
+1. `cache.add("accounts:refresh:h", pending)` is the claim. The one caller that
+   wins it is the only one ever to send that token; the entry is kept for the
+   rest of the token's own life, so the claim can never lapse and be won again.
+2. The winner hands the call to a per-process pool and marks it alive
+   (`…:h:alive`, AUTH_REFRESH_LOCK_TTL seconds) from the moment it is
+   submitted; one keeper thread renews every alive mark of the process while
+   calls are queued or running. The call waits up to AUTH_REFRESH_TIMEOUT,
+   far longer than any request waits (AUTH_REFRESH_WAIT): nobody has to be
+   waiting for its answer to be kept.
+3. The pool thread then replaces the entry with the outcome, once: `ok` (the
+   new pair, encrypted with a key derived from the spent token itself, and the
+   keyed hashes of the new pair), `refused` (401/403), or `unknown` (the call
+   may have reached the backend but no answer came back). A call that
+   certainly never reached the backend deletes the entry, so it may be tried
+   again.
+4. Everyone else reads the entry: pending and alive → wait within the
+   request's budget (then `RefreshPending`, 503); pending and not alive → the
+   owner died mid-call: `unknown`. An `ok` outcome is handed to the session
+   it was made for (its `binding`) for the token's whole life, and to anyone
+   holding the token within AUTH_REFRESH_GRACE seconds.
 
-The lock lives AUTH_REFRESH_LOCK_TTL seconds and its holder renews it every
-third of that while the backend call runs (up to AUTH_REFRESH_TIMEOUT): a
-worker killed mid-refresh frees its token within seconds, not after the
-longest possible call.
+A backend that does not rotate gives back the same refresh token; its next
+refresh is a new round, keyed `h.1`, `h.2`…, so an expired pair is never
+handed out again and the same token may be presented once per round.
+See docs/architecture.md for the whole request path.
 """
 
 import base64
+import contextlib
 import hashlib
 import json
 import logging
 import threading
 import time
-import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
@@ -49,86 +50,81 @@ from django.core.cache import cache
 from django.db import close_old_connections
 from django.views.decorators.debug import sensitive_variables
 
-from .client import Tokens, get_client
+from .client import RefreshRefused, Tokens, get_client
 from .conf import conf
 from .cookies import BackendCookie
-from .exceptions import BackendError, RefreshPending, RefreshRejected
+from .exceptions import BackendError, RefreshPending
 from .models import UserProfile
-from .tokens import access_token_expiry
+from .record import token_hash
 
 logger = logging.getLogger(__name__)
 
 CACHE_PREFIX = "accounts:refresh"
-MAX_CHAIN = 3
-# Margin under which a cached access token counts as expired already.
-ACCESS_MARGIN = 1.0
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
+PENDING, OK, REFUSED, UNKNOWN, FOREIGN = "pending", "ok", "refused", "unknown", "foreign"
 
 
-@dataclass(frozen=True)
-class RefreshOutcome:
-    """The new cookies for the browser, and the profile read with them if it could be."""
+@dataclass(frozen=True, repr=False)
+class Outcome:
+    """What became of one refresh token: `state`, and for `ok` the new pair."""
 
-    cookies: list[BackendCookie]
+    state: str
+    cookies: tuple[BackendCookie, ...] = ()
     profile: UserProfile | None = None
 
+    def __repr__(self) -> str:
+        return f"Outcome(state={self.state!r}, cookies={len(self.cookies)})"
 
-def token_key(refresh_token: str) -> str:
-    """Return the cache id of a refresh token (its SHA-256, never the token)."""
-    return hashlib.sha256(refresh_token.encode("utf-8", "surrogatepass")).hexdigest()
+    @property
+    def tokens(self) -> Tokens:
+        return Tokens().updated_by(list(self.cookies))
+
+
+def entry_key(refresh_hash: str, round_: int = 0) -> str:
+    """Return the cache key of the claim/outcome of one refresh round of a token."""
+    suffix = f".{round_}" if round_ else ""
+    return f"{CACHE_PREFIX}:{refresh_hash}{suffix}"
 
 
 @sensitive_variables()
 def _fernet(refresh_token: str) -> Fernet:
-    # Only a holder of the refresh token (and of SECRET_KEY) can read what is
-    # cached for it: the cache never holds a readable token.
+    # Only a holder of the spent token (and of SECRET_KEY) can read the pair
+    # issued for it: the cache never holds a readable token.
     key = HKDF(
         algorithm=hashes.SHA256(),
         length=32,
         salt=hashlib.sha256(settings.SECRET_KEY.encode()).digest(),
-        info=b"accounts.refresh.result",
+        info=b"accounts.refresh.outcome",
     ).derive(refresh_token.encode("utf-8", "surrogatepass"))
     return Fernet(base64.urlsafe_b64encode(key))
 
 
-def _executor() -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="token-refresh")
-        return _pool
-
-
-# --- the stored result ---------------------------------------------------------
-
-
-def _serialize(outcome: RefreshOutcome | None) -> bytes:
-    if outcome is None:
-        return json.dumps({"rejected": True}).encode()
+def _seal(refresh_token: str, cookies: list[BackendCookie], profile: UserProfile | None) -> bytes:
     now = time.time()
-    cookies = [
-        {
-            "name": c.name,
-            "value": c.value,
-            "expires_at": c.expires_at.timestamp() if c.expires_at else None,
-            "path": c.path,
-            "httponly": c.httponly,
-            "deletes": c.deletes,
-        }
-        for c in outcome.cookies
-    ]
-    profile = outcome.profile.__dict__ if outcome.profile else None
-    return json.dumps({"stored_at": now, "cookies": cookies, "profile": profile}).encode()
+    payload = {
+        "cookies": [
+            {
+                "name": c.name,
+                "value": c.value,
+                "expires_at": c.expires_at.timestamp() if c.expires_at else None,
+                "deletes": c.deletes,
+                "path": c.path,
+            }
+            for c in cookies
+        ],
+        "profile": profile.__dict__ if profile else None,
+        "sealed_at": now,
+    }
+    return _fernet(refresh_token).encrypt(json.dumps(payload).encode())
 
 
-def _deserialize(raw: bytes) -> RefreshOutcome | None:
-    data = json.loads(raw)
-    if data.get("rejected"):
-        return None
+@sensitive_variables()
+def _unseal(
+    refresh_token: str, sealed: bytes
+) -> tuple[tuple[BackendCookie, ...], UserProfile | None]:
+    payload = json.loads(_fernet(refresh_token).decrypt(sealed))
     now = time.time()
     cookies = []
-    for item in data["cookies"]:
+    for item in payload["cookies"]:
         if item["deletes"]:
             max_age = 0
         elif item["expires_at"] is None:
@@ -137,175 +133,238 @@ def _deserialize(raw: bytes) -> RefreshOutcome | None:
             max_age = max(1, int(item["expires_at"] - now))
         cookies.append(
             BackendCookie(
-                name=item["name"],
-                value=item["value"],
-                max_age=max_age,
-                path=item["path"],
-                httponly=item["httponly"],
+                name=item["name"], value=item["value"], max_age=max_age, path=item["path"]
             )
         )
-    profile = data.get("profile")
+    profile = payload.get("profile")
     if profile:
         profile = UserProfile(**{**profile, "roles": tuple(profile["roles"])})
-    return RefreshOutcome(cookies=cookies, profile=profile)
+    return tuple(cookies), profile
 
 
-@sensitive_variables()
-def _store(refresh_token: str, outcome: RefreshOutcome | None) -> None:
-    sealed = _fernet(refresh_token).encrypt(_serialize(outcome))
-    cache.set(f"{CACHE_PREFIX}:result:{token_key(refresh_token)}", sealed, conf.refresh_grace)
+# --- the alive marks and their keeper ------------------------------------------
 
 
-class _Rejected:
-    """Marker: the cached answer for this token is a refusal."""
+class _Keeper:
+    """One thread per process that renews the alive mark of every call it holds."""
 
+    def __init__(self):
+        self._held: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
 
-@sensitive_variables()
-def _load(refresh_token: str) -> RefreshOutcome | type[_Rejected] | None:
-    sealed = cache.get(f"{CACHE_PREFIX}:result:{token_key(refresh_token)}")
-    if sealed is None:
-        return None
-    try:
-        outcome = _deserialize(_fernet(refresh_token).decrypt(sealed))
-    except (InvalidToken, ValueError, KeyError, TypeError):
-        logger.warning("Ignored an unreadable cached refresh result")
-        return None
-    return _Rejected if outcome is None else outcome
+    def hold(self, alive_key: str) -> None:
+        cache.set(alive_key, "1", conf.refresh_lock_ttl)
+        with self._lock:
+            self._held[alive_key] = "1"
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="token-refresh-keeper", daemon=True
+                )
+                self._thread.start()
 
+    def release(self, alive_key: str) -> None:
+        with self._lock:
+            self._held.pop(alive_key, None)
+        cache.delete(alive_key)
 
-def _cookie(outcome: RefreshOutcome, name: str) -> BackendCookie | None:
-    return next((c for c in outcome.cookies if c.name == name and not c.deletes), None)
-
-
-def _access_valid(outcome: RefreshOutcome) -> bool:
-    access = _cookie(outcome, conf.access_cookie)
-    if access is None:
-        return False
-    expiry = access_token_expiry(access.value) or access.expires_at
-    if expiry is None:
-        return True
-    return expiry.timestamp() - ACCESS_MARGIN > datetime.now(UTC).timestamp()
-
-
-def _merge(first: list[BackendCookie], later: list[BackendCookie]) -> list[BackendCookie]:
-    """Later cookies win by name (a chained refresh may renew only the access token)."""
-    merged = {c.name: c for c in first}
-    merged.update({c.name: c for c in later})
-    return list(merged.values())
-
-
-# --- the call --------------------------------------------------------------------
-
-
-def _keep_lock(lock_key: str, owner: str, done: threading.Event) -> None:
-    """Renew the lock while its call runs; stop if someone else holds it."""
-    try:
-        while not done.wait(conf.refresh_lock_ttl / 3):
-            if cache.get(lock_key) != owner:
-                return
-            cache.touch(lock_key, conf.refresh_lock_ttl)
-    finally:
-        close_old_connections()
-
-
-@sensitive_variables()
-def _call_backend(refresh_token: str, lock_key: str, owner: str) -> RefreshOutcome:
-    """Run in the pool: refresh, read the profile, store the result, release the lock."""
-    done = threading.Event()
-    threading.Thread(
-        target=_keep_lock, args=(lock_key, owner, done), name="token-refresh-lock", daemon=True
-    ).start()
-    try:
-        client = get_client()
+    def _run(self) -> None:
         try:
-            cookies = client.refresh(refresh_token)
-        except RefreshRejected:
-            _store(refresh_token, None)
-            raise
-        # Store the new pair before anything else: the backend has spent the
-        # old token, and if this process died now the pair would be lost and
-        # the next request would present a spent token (a reuse: sign-out).
-        _store(refresh_token, RefreshOutcome(cookies=cookies))
-        outcome = RefreshOutcome(cookies=cookies, profile=_profile_with(cookies))
-        if outcome.profile is not None:
-            _store(refresh_token, outcome)
-        return outcome
+            while True:
+                time.sleep(conf.refresh_lock_ttl / 4)
+                with self._lock:
+                    keys = list(self._held)
+                for key in keys:
+                    # Only this process ever writes this mark (it won the claim),
+                    # so a renewal can never extend someone else's.
+                    if not cache.touch(key, conf.refresh_lock_ttl):
+                        cache.set(key, "1", conf.refresh_lock_ttl)
+                close_old_connections()
+        except Exception:  # the next hold() starts a new keeper
+            logger.exception("The refresh keeper stopped")
+
+
+_keeper = _Keeper()
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(
+                max_workers=conf.refresh_pool_size, thread_name_prefix="token-refresh"
+            )
+        return _pool
+
+
+# --- the call ------------------------------------------------------------------
+
+
+@sensitive_variables()
+def _call_backend(refresh_token: str, key: str, entry: dict, keep_for: int) -> None:
+    """Run in the pool: spend the token once and write its outcome, once."""
+    alive = f"{key}:alive"
+    try:
+        try:
+            cookies = get_client().refresh(refresh_token)
+        except RefreshRefused:
+            logger.info("The backend refused a refresh token")
+            cache.set(key, {**entry, "state": REFUSED, "finished_at": time.time()}, keep_for)
+            return
+        except BackendError as exc:
+            if exc.maybe_processed:
+                logger.warning("Refresh outcome unknown (%s); its session will end", exc)
+                cache.set(key, {**entry, "state": UNKNOWN, "finished_at": time.time()}, keep_for)
+            else:
+                logger.warning("Refresh never reached the backend (%s); may be retried", exc)
+                cache.delete(key)
+            return
+        except Exception:
+            logger.exception("Refresh call failed unexpectedly; its session will end")
+            cache.set(key, {**entry, "state": UNKNOWN, "finished_at": time.time()}, keep_for)
+            return
+        new = Tokens().updated_by(cookies)
+        done = {
+            **entry,
+            "state": OK,
+            "finished_at": time.time(),
+            "next_access": token_hash(new.access) if new.access else None,
+            "next_refresh": token_hash(new.refresh or refresh_token),
+        }
+        # The new pair is stored before anything else can fail: the backend
+        # has spent the old token, and a lost pair would mean a reuse later.
+        cache.set(key, {**done, "sealed": _seal(refresh_token, cookies, None)}, keep_for)
+        profile = _profile_with(new)
+        if profile is not None:
+            cache.set(key, {**done, "sealed": _seal(refresh_token, cookies, profile)}, keep_for)
     finally:
-        done.set()
-        if cache.get(lock_key) == owner:
-            cache.delete(lock_key)
+        _keeper.release(alive)
         close_old_connections()
 
 
 @sensitive_variables()
-def _profile_with(cookies: list[BackendCookie]) -> UserProfile | None:
+def _profile_with(tokens: Tokens) -> UserProfile | None:
     try:
-        return get_client().me(Tokens().updated_by(cookies))
+        return get_client().me(tokens)
     except BackendError as exc:
-        # Each request re-reads the profile itself then; the tokens are fine.
+        # Each collecting request reads the profile itself then.
         logger.info("Profile after refresh not read: %s", exc)
         return None
 
 
-@sensitive_variables()
-def refresh_tokens(refresh_token: str, *, _depth: int = 0) -> RefreshOutcome:
-    """Return new cookies for `refresh_token`, with one backend call per token.
+@dataclass
+class Claim:
+    """A refresh this process started: wait on `future` rather than polling."""
 
-    :raises RefreshRejected: the backend refused the token (sign out).
-    :raises RefreshPending: the wait budget ran out (503; the call goes on).
-    :raises BackendUnavailable: the backend failed transiently (keep the session).
+    key: str
+    future: Future
+
+
+@sensitive_variables()
+def start(refresh_token: str, *, binding: str, round_: int, keep_for: int) -> Claim | None:
+    """Claim and submit the refresh of one round of `refresh_token`; None if already claimed."""
+    key = entry_key(token_hash(refresh_token), round_)
+    entry = {"state": PENDING, "binding": binding, "started_at": time.time(), "round": round_}
+    if not cache.add(key, entry, keep_for):
+        return None
+    _keeper.hold(f"{key}:alive")
+    logger.debug("Refreshing at the backend (claimed %s)", key[-12:])
+    future = _executor().submit(_call_backend, refresh_token, key, entry, keep_for)
+    return Claim(key=key, future=future)
+
+
+@sensitive_variables()
+def outcome(
+    refresh_token: str,
+    *,
+    binding: str,
+    round_: int = 0,
+    keep_for: int,
+    deadline: float | None,
+) -> Outcome:
+    """Return the outcome of one refresh round, claiming and starting it if nobody has.
+
+    With `deadline` None, never wait: a refresh in flight raises RefreshPending
+    at once (the caller goes on with the token it has).
+
+    :raises RefreshPending: the call is still running when the budget is spent.
     """
-    deadline = time.monotonic() + conf.refresh_wait
-    key = token_key(refresh_token)
-    lock_key = f"{CACHE_PREFIX}:lock:{key}"
+    key = entry_key(token_hash(refresh_token), round_)
     delay = 0.01
+    claim = None
     while True:
-        cached = _load(refresh_token)
-        if cached is _Rejected:
-            raise RefreshRejected("refresh token refused (shared result)")
-        if cached is not None:
-            outcome = _reuse(refresh_token, cached, _depth)
-            if outcome is not None:
-                return outcome
-        owner = uuid.uuid4().hex
-        if cache.add(lock_key, owner, conf.refresh_lock_ttl) and cache.get(lock_key) == owner:
-            return _lead(refresh_token, lock_key, owner, deadline)
-        remaining = deadline - time.monotonic()
+        entry = cache.get(key)
+        if entry is None:
+            claim = start(refresh_token, binding=binding, round_=round_, keep_for=keep_for)
+            if claim is None:
+                continue  # someone claimed it between our read and our add
+            entry = cache.get(key)
+            if entry is None:  # the call finished already and released the claim
+                continue
+        state = entry.get("state")
+        if state == OK:
+            return _collect(refresh_token, entry, binding)
+        if state in (REFUSED, UNKNOWN):
+            return Outcome(state=state)
+        # Pending: its owner marks it alive until the outcome is written (the
+        # mark follows the claim by a moment, hence the age check).
+        started = entry.get("started_at", 0)
+        if (
+            time.time() - started > conf.refresh_lock_ttl
+            and cache.get(f"{key}:alive") is None
+            and cache.get(key) == entry
+        ):
+            logger.warning("A refresh's owner died with the call in flight; outcome unknown")
+            return Outcome(state=UNKNOWN)
+        remaining = (deadline - time.monotonic()) if deadline is not None else 0
         if remaining <= 0:
-            raise RefreshPending("another request is refreshing these tokens; try again")
+            raise RefreshPending("the refresh is still running; try again")
+        if claim is not None:
+            with contextlib.suppress(FutureTimeout):
+                claim.future.result(timeout=remaining)
+            claim = None
+            continue
         time.sleep(min(delay, remaining))
         delay = min(delay * 1.5, 0.25)
 
 
 @sensitive_variables()
-def _reuse(refresh_token: str, cached: RefreshOutcome, depth: int) -> RefreshOutcome | None:
-    """Return what a stored result gives this caller, or None to refresh anew."""
-    if _access_valid(cached):
-        logger.debug("Refresh served from the shared result")
-        return cached
-    newer = _cookie(cached, conf.refresh_cookie)
-    if newer is not None and newer.value != refresh_token and depth < MAX_CHAIN:
-        # The pair issued for this (now spent) token has expired already:
-        # renew its successor rather than present a spent token again.
-        later = refresh_tokens(newer.value, _depth=depth + 1)
-        return RefreshOutcome(cookies=_merge(cached.cookies, later.cookies), profile=later.profile)
-    # A backend that does not rotate: never hand out the expired pair again.
-    return None
+def _collect(refresh_token: str, entry: dict, binding: str) -> Outcome:
+    mine = entry.get("binding") == binding
+    if not mine and time.time() > entry.get("finished_at", 0) + conf.refresh_grace:
+        # Another session holds this spent token: it gets nothing.
+        logger.warning("A spent refresh token was presented by another session")
+        return Outcome(state=FOREIGN)
+    try:
+        cookies, profile = _unseal(refresh_token, entry["sealed"])
+    except (InvalidToken, ValueError, KeyError, TypeError):
+        logger.warning("An unreadable refresh outcome; its session will end")
+        return Outcome(state=UNKNOWN)
+    return Outcome(state=OK, cookies=cookies, profile=profile)
 
 
 @sensitive_variables()
-def _lead(refresh_token: str, lock_key: str, owner: str, deadline: float) -> RefreshOutcome:
-    # Between our look-up and the lock another holder may have finished.
-    cached = _load(refresh_token)
-    if cached is _Rejected:
-        cache.delete(lock_key)
-        raise RefreshRejected("refresh token refused (shared result)")
-    if isinstance(cached, RefreshOutcome) and _access_valid(cached):
-        cache.delete(lock_key)
-        return cached
-    logger.debug("Refreshing at the backend (single flight leader)")
-    future = _executor().submit(_call_backend, refresh_token, lock_key, owner)
-    try:
-        return future.result(timeout=max(0.0, deadline - time.monotonic()))
-    except FutureTimeout as exc:
-        raise RefreshPending("the refresh is taking long; try again") from exc
+def peek(refresh_token: str, *, binding: str, round_: int = 0) -> Outcome | None:
+    """Return a finished outcome of one refresh round, or None; never claims, never waits."""
+    entry = cache.get(entry_key(token_hash(refresh_token), round_))
+    if entry is None or entry.get("state") == PENDING:
+        return None
+    if entry["state"] == OK:
+        return _collect(refresh_token, entry, binding)
+    return Outcome(state=entry["state"])
+
+
+def successor(refresh_hash: str, round_: int, binding: str) -> tuple[str | None, str, int] | None:
+    """Return (access hash, refresh hash, round) of the pair issued for this round, if any.
+
+    Reads only the entry's keyed hashes (no token needed): this is how a
+    session whose record fell behind recognises its own newer cookies.
+    """
+    entry = cache.get(entry_key(refresh_hash, round_))
+    if not entry or entry.get("state") != OK or entry.get("binding") != binding:
+        return None
+    next_refresh = entry["next_refresh"]
+    next_round = round_ + 1 if next_refresh == refresh_hash else 0
+    return entry.get("next_access"), next_refresh, next_round

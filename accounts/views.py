@@ -2,8 +2,8 @@
 
 import logging
 import math
+from datetime import UTC, datetime
 
-from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.db import DatabaseError, connection
 from django.http import HttpRequest, JsonResponse
@@ -13,12 +13,13 @@ from django.views import csrf
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from . import cookies, throttle
-from .client import Tokens, get_client
-from .exceptions import BackendError, BackendUnavailable, SessionExpired, Throttled
+from . import throttle
+from .client import get_client
+from .exceptions import BackendError, BackendUnavailable, SessionEnded, Throttled
 from .forms import LoginForm
-from .session import json_error, wants_json
-from .tokens import access_token_expiry
+from .responses import json_error, json_view, wants_json
+from .signout import end_session
+from .state import TokenState
 
 logger = logging.getLogger(__name__)
 
@@ -74,10 +75,10 @@ class LoginView(auth_views.LoginView):
         return self.render_to_response(context, status=status)
 
     def form_valid(self, form):
+        # login() runs here; the token middleware records the pair in the new
+        # session and relays the cookies as the response goes out.
         throttle.clear_email(self.request, form.cleaned_data["email"])
-        response = super().form_valid(form)
-        cookies.relay(self.request, response)
-        return response
+        return super().form_valid(form)
 
     def form_invalid(self, form):
         # Wrong credentials and refused accounts count; a malformed form does not.
@@ -89,26 +90,25 @@ class LoginView(auth_views.LoginView):
 
 
 class LogoutView(auth_views.LogoutView):
-    """POST-only sign-out: revoke at the backend (best effort), flush, drop the tokens.
+    """POST-only sign-out: revoke at the backend (best effort), then `end_session`.
 
     A backend that cannot be reached does not keep anyone signed in here: the
-    session ends and the cookies go regardless.
+    session ends and the cookies go regardless. Token cookie values that are
+    not cookie-octets count as absent, so sign-out always completes.
     """
 
     def post(self, request, *args, **kwargs):
-        tokens = Tokens.from_cookies(request.COOKIES)
+        tokens = TokenState.of(request).incoming
         if tokens.access or tokens.refresh:
             try:
                 get_client().logout(tokens)
             except BackendError as exc:
                 logger.warning("Sign-out could not revoke the tokens at the backend: %s", exc)
-        response = super().post(request, *args, **kwargs)
-        cookies.forget(request)
-        cookies.relay(request, response)
-        messages.info(request, _("You have been signed out."))
-        return response
+        end_session(request, "user")
+        return super().post(request, *args, **kwargs)
 
 
+@json_view
 @never_cache
 @require_POST
 def refresh(request: HttpRequest) -> JsonResponse:
@@ -118,19 +118,27 @@ def refresh(request: HttpRequest) -> JsonResponse:
     per request: if the middleware just refreshed, that result is the answer)
     and reports when the new access token expires.
     """
-    if not request.user.is_authenticated:
+    state = TokenState.of(request)
+    if not state.applies() or state.record is None:
         return json_error(401, "signed_out", "Your session has ended; please sign in again.")
     try:
-        tokens = request.auth.refresh()
-    except SessionExpired:
+        state.renew()
+    except SessionEnded:
         return json_error(401, "signed_out", "Your session has ended; please sign in again.")
     except BackendError as exc:
         logger.warning("Browser refresh failed transiently: %s", exc)
         return json_error(
             503, "backend_unavailable", "The sign-in service did not answer; try again."
         )
-    expires = access_token_expiry(tokens.access)
-    return JsonResponse({"ok": True, "access_expires_at": expires.isoformat() if expires else None})
+    expires = state.record.access_expires_at
+    return JsonResponse(
+        {
+            "ok": True,
+            "access_expires_at": datetime.fromtimestamp(expires, UTC).isoformat()
+            if expires
+            else None,
+        }
+    )
 
 
 def csrf_failure(request: HttpRequest, reason: str = ""):

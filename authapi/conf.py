@@ -8,6 +8,14 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 
+def _is_cookie_path(path: str) -> bool:
+    """Whether `path` can be a cookie's `Path` as written (RFC 6265 §4.1.1).
+
+    Printable ASCII only, and no ';', which would start another attribute.
+    """
+    return path.startswith("/") and all(0x20 < ord(c) < 0x7F and c != ";" for c in path)
+
+
 class ApiSettings:
     @property
     def jwt_secret(self) -> str:
@@ -40,6 +48,17 @@ class ApiSettings:
         return settings.AUTHAPI_COOKIE_DOMAIN
 
     @property
+    def refresh_cookie_path(self) -> str:
+        """`Path` of the refresh cookie (the access cookie always has `Path=/`)."""
+        path = settings.AUTHAPI_REFRESH_COOKIE_PATH
+        if not _is_cookie_path(path):
+            raise ImproperlyConfigured(
+                "AUTHAPI_REFRESH_COOKIE_PATH must be a URL path starting with '/', in "
+                f"printable ASCII without ';' or spaces (got {path!r})."
+            )
+        return path
+
+    @property
     def login_window(self) -> int:
         return settings.AUTHAPI_LOGIN_WINDOW
 
@@ -57,6 +76,7 @@ class ApiSettings:
 
     @property
     def refresh_delay(self) -> float:
+        """The configured delay; `faults.refresh_delay()` is what the view sleeps."""
         return settings.AUTHAPI_REFRESH_DELAY
 
     @property

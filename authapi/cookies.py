@@ -6,7 +6,10 @@ mixed case, `Max-Age` first and an `Expires` date that contains a comma:
     access_token=eyJ…; Max-Age=1800; Path=/;
         Expires=Fri, 27 Nov 2026 10:31:00 GMT; HttpOnly; Secure; SameSite=None
 
-(one line on the wire).
+(one line on the wire). The refresh cookie's `Path` is
+AUTHAPI_REFRESH_COOKIE_PATH, as a backend that scopes it to its refresh
+endpoint writes it (`res.cookie('refresh_token', t, { path: '/auth/refresh' })`);
+the access cookie keeps `Path=/`.
 Python's Morsel writes lower-case `expires` in another order, so the reference
 API renders its own; the app under test must cope with the real thing.
 """
@@ -49,11 +52,16 @@ class ExpressMorsel(Morsel):
         return "; ".join(parts)
 
 
+def _path(name: str) -> str:
+    """Return the `Path` a token cookie is written (and cleared) with."""
+    return api_settings.refresh_cookie_path if name == REFRESH_COOKIE else "/"
+
+
 def _set(response: HttpResponse, name: str, value: str, *, max_age: int, expires: str) -> None:
     morsel = ExpressMorsel()
     morsel.set(name, value, value)
     morsel["max-age"] = max_age
-    morsel["path"] = "/"
+    morsel["path"] = _path(name)
     morsel["expires"] = expires
     morsel["httponly"] = True
     morsel["secure"] = api_settings.cookie_secure
@@ -74,6 +82,10 @@ def set_token_cookies(response: HttpResponse, tokens: IssuedTokens) -> None:
 
 
 def clear_token_cookies(response: HttpResponse) -> None:
-    """Tell the client to drop both tokens (`Max-Age=0` and an epoch `Expires`)."""
+    """Tell the client to drop both tokens (`Max-Age=0` and an epoch `Expires`).
+
+    Each is cleared with the `Path` it was set with: a browser only replaces a
+    cookie of the same name, domain and path.
+    """
     for name in (ACCESS_COOKIE, REFRESH_COOKIE):
         _set(response, name, "", max_age=0, expires=EPOCH)

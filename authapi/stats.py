@@ -2,6 +2,8 @@
 
 The reference API runs as one process, so a locked Counter is the whole truth
 about what reached it: how many refreshes, how many reuse detections.
+`refresh_calls` counts every POST /auth/refresh that reached the view, before
+any delay and whatever its outcome; `refresh` only the successful rotations.
 """
 
 import threading
@@ -14,6 +16,7 @@ NAMES = (
     "login",
     "login_failed",
     "login_throttled",
+    "refresh_calls",
     "refresh",
     "refresh_rejected",
     "reuse_detected",

@@ -138,6 +138,13 @@ def revoke_family(family_id: int, *, reason: str = "logout") -> bool:
     )
 
 
+def revoke_user(user: ApiUser, *, reason: str = "admin") -> int:
+    """Revoke every live family of `user`; return how many were live."""
+    return TokenFamily.objects.filter(user=user, revoked_at__isnull=True).update(
+        revoked_at=timezone.now(), revoked_reason=reason
+    )
+
+
 def decode_access(raw_access: str) -> dict:
     """Return the verified claims of an access token.
 

@@ -10,6 +10,7 @@ urlpatterns = [
     path("auth/logout", views.logout, name="authapi-logout"),
     path("users/me", views.me, name="authapi-me"),
     path("_stats", views.stats_view, name="authapi-stats"),
+    path("_faults", views.faults_view, name="authapi-faults"),
     re_path(r"", views.unknown_path),
 ]
 

@@ -16,7 +16,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
-from . import stats, throttle, tokens
+from . import faults, stats, throttle, tokens
 from .conf import ACCESS_COOKIE, REFRESH_COOKIE, api_settings
 from .cookies import clear_token_cookies, set_token_cookies
 from .models import ApiUser
@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 MAX_EMAIL_LENGTH = 254
 MAX_PASSWORD_LENGTH = 1024
+ANY_METHOD = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 
 
 class ApiError(Exception):
@@ -149,9 +150,11 @@ def login(request: HttpRequest) -> HttpResponse:
 @api_view("POST")
 @sensitive_variables("raw", "issued")
 def refresh(request: HttpRequest) -> HttpResponse:
-    if api_settings.refresh_delay:
+    stats.bump("refresh_calls")
+    delay = faults.refresh_delay()
+    if delay:
         # Test hook: a slow backend widens the window in which races happen.
-        time.sleep(api_settings.refresh_delay)
+        time.sleep(delay)
     raw = request.COOKIES.get(REFRESH_COOKIE)
     if not raw:
         stats.bump("refresh_rejected")
@@ -207,15 +210,54 @@ def me(request: HttpRequest) -> HttpResponse:
     return JsonResponse(user.as_profile())
 
 
-@api_view("GET")
+def hook_view(*methods: str):
+    """Like `api_view`, for a path that exists only when AUTHAPI_EXPOSE_STATS is on.
+
+    Otherwise every method answers 404, as for a path outside the API, so the
+    hook's existence does not show through a 405.
+    """
+
+    def decorator(view):
+        @api_view(*ANY_METHOD)
+        @functools.wraps(view)
+        def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            if not api_settings.expose_stats:
+                raise ApiError(404, f"Cannot {request.method} {request.path}")
+            if request.method not in methods:
+                allow = {"Allow": ", ".join(methods)}
+                raise ApiError(405, f"Cannot {request.method} {request.path}", allow)
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+@hook_view("GET")
 def stats_view(request: HttpRequest) -> HttpResponse:
     """Counters for tests and benchmarks; 404 unless AUTHAPI_EXPOSE_STATS."""
-    if not api_settings.expose_stats:
-        raise ApiError(404, f"Cannot GET {request.path}")
     return JsonResponse(stats.snapshot())
 
 
-@api_view("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+@hook_view("GET", "POST")
+def faults_view(request: HttpRequest) -> HttpResponse:
+    """Read (GET) or set (POST a JSON object) the running process's faults.
+
+    `{"refresh_delay": 0.5}` stalls every later refresh half a second, until
+    set again; `null` goes back to AUTHAPI_REFRESH_DELAY. 404 unless
+    AUTHAPI_EXPOSE_STATS.
+    """
+    if request.method == "GET":
+        return JsonResponse(faults.current())
+    try:
+        values = faults.set_faults(**_json_object(request))
+    except faults.InvalidFault as exc:
+        raise ApiError(400, str(exc)) from exc
+    logger.info("Faults set: %s", values)
+    return JsonResponse(values)
+
+
+@api_view(*ANY_METHOD)
 def unknown_path(request: HttpRequest) -> HttpResponse:
     """Answer any path outside the API with JSON, also under DEBUG."""
     raise ApiError(404, f"Cannot {request.method} {request.path}")

@@ -15,6 +15,6 @@ urlpatterns = [
     path("healthz", accounts_views.healthz, name="healthz"),
     re_path(r"^api/(?P<path>.*)$", proxy.api_proxy, name="api-proxy"),
     # Django's admin signs in through the auth API like every other page.
-    path("admin/login/", RedirectView.as_view(pattern_name="login", query_string=True)),
+    path("admin/login/", RedirectView.as_view(pattern_name="accounts:login", query_string=True)),
     path("admin/", admin.site.urls),
 ]

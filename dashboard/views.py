@@ -10,11 +10,10 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from accounts.client import get_client
-from accounts.conf import conf
-from accounts.cookies import REFRESH_EXPIRY_SESSION_KEY
-from accounts.exceptions import BackendError, SessionExpired
+from accounts.exceptions import BackendError, SessionEnded
+from accounts.responses import json_view
 from accounts.roles import role_required
-from accounts.tokens import access_token_expiry
+from accounts.state import TokenState
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -22,17 +21,17 @@ def home(request: HttpRequest) -> HttpResponse:
     return render(request, "home.html")
 
 
-def _refresh_expiry(request: HttpRequest) -> datetime | None:
-    timestamp = request.session.get(REFRESH_EXPIRY_SESSION_KEY)
+def _when(timestamp: float | None) -> datetime | None:
     return datetime.fromtimestamp(timestamp, UTC) if timestamp else None
 
 
 @login_required
 def index(request: HttpRequest) -> HttpResponse:
-    """Render the profile, roles and when each token expires."""
+    """Render the profile, roles and when each token expires (as the session recorded them)."""
+    record = TokenState.of(request).load()
     context = {
-        "access_expires_at": access_token_expiry(request.COOKIES.get(conf.access_cookie)),
-        "refresh_expires_at": _refresh_expiry(request),
+        "access_expires_at": _when(record.access_expires_at if record else None),
+        "refresh_expires_at": _when(record.refresh_expires_at if record else None),
     }
     return render(request, "dashboard/index.html", context)
 
@@ -42,9 +41,9 @@ def index(request: HttpRequest) -> HttpResponse:
 def refresh_on_server(request: HttpRequest) -> HttpResponse:
     """The article's `refreshServer()` server action: refresh, then back to the dashboard."""
     try:
-        request.auth.refresh()
-    except SessionExpired:
-        return redirect("login")
+        TokenState.of(request).renew()
+    except SessionEnded:
+        return redirect("accounts:login")
     except BackendError:
         messages.error(request, "The sign-in service did not answer; your session is unchanged.")
     else:
@@ -52,6 +51,7 @@ def refresh_on_server(request: HttpRequest) -> HttpResponse:
     return redirect("dashboard:index")
 
 
+@json_view
 @never_cache
 @login_required
 def profile(request: HttpRequest) -> JsonResponse:
@@ -60,7 +60,7 @@ def profile(request: HttpRequest) -> JsonResponse:
     A 401 refreshes and replays inside the client; what it cannot cure ends up
     in the middleware's `process_exception` (401 JSON or 503).
     """
-    me = get_client().me(request.auth)
+    me = get_client().me(TokenState.of(request))
     return JsonResponse(
         {
             "id": me.id,

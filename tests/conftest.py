@@ -52,11 +52,6 @@ def signed_in(client, db, locmem_cache, backend):
     """Sign a test client in as a PROFILES user holding the given token cookies."""
 
     def sign_in(who="admin", access=None, refresh="refresh-1"):
-        client.force_login(fakes.make_user(who))
-        if access is not None:
-            client.cookies["access_token"] = access
-        if refresh is not None:
-            client.cookies["refresh_token"] = refresh
-        return client
+        return fakes.sign_in_client(client, who, access=access, refresh=refresh)
 
     return sign_in

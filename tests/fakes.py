@@ -114,3 +114,32 @@ def make_user(who: str):
             roles=tuple(profile["roles"]),
         )
     )
+
+
+def sign_in_client(client, who="admin", *, access=None, refresh="refresh-1", cookies=True):
+    """Sign a Django test client in as a PROFILES user, as a real sign-in would.
+
+    The session gets the TokenRecord of the pair (what accounts/state.py checks
+    every request against) and, unless `cookies` is False, the browser gets
+    the two token cookies. `access=None` records a pair without an access token.
+    """
+    from accounts.cookies import parse_set_cookie
+    from accounts.record import SESSION_KEY, TokenRecord
+
+    user = make_user(who)
+    client.force_login(user, backend="accounts.backends.AuthApiBackend")
+    issued = []
+    if access is not None:
+        issued.append(parse_set_cookie(express_cookie("access_token", access, 1800)))
+    if refresh is not None:
+        issued.append(parse_set_cookie(express_cookie("refresh_token", refresh, 604800)))
+    record = TokenRecord.issue(
+        user_id=str(PROFILES[who]["id"]), access=access, refresh=refresh or "", cookies=issued
+    )
+    session = client.session
+    session[SESSION_KEY] = record.as_session_value()
+    session.save()
+    if cookies:
+        for cookie in issued:
+            client.cookies[cookie.name] = cookie.value
+    return client

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
@@ -76,11 +76,33 @@ class ServerProcess:
         self.process.send_signal(signal.SIGCONT)
 
 
+@dataclass
 class AuthApiProcess(ServerProcess):
+    env: dict[str, str] = field(default_factory=dict)
+
     def stats(self) -> dict[str, int]:
         response = requests.get(f"{self.url}/_stats", timeout=5)
         response.raise_for_status()
         return response.json()
+
+    def faults(self) -> dict[str, float]:
+        """Return the running API's faults (GET /_faults), e.g. {"refresh_delay": 0.0}."""
+        response = requests.get(f"{self.url}/_faults", timeout=5)
+        response.raise_for_status()
+        return response.json()
+
+    def set_faults(self, **values: float | None) -> dict[str, float]:
+        """Set faults of the running API (POST /_faults); None restores the setting.
+
+        `set_faults(refresh_delay=0.5)` stalls every later refresh half a second.
+        """
+        response = requests.post(f"{self.url}/_faults", json=values, timeout=5)
+        response.raise_for_status()
+        return response.json()
+
+    def apiuser(self, *args: str) -> str:
+        """Run `manage.py apiuser ARGS` on this API's database; return its output."""
+        return manage("apiuser", *args, env=self.env)
 
 
 @contextlib.contextmanager
@@ -128,6 +150,7 @@ def running_authapi(workdir: Path, *, port: int = 0, **env_overrides: str):
         r"listening on http://127\.0\.0\.1:(?P<port>\d+)/",
         AuthApiProcess,
     ) as server:
+        server.env = env
         yield server
 
 

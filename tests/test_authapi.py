@@ -8,17 +8,28 @@ handler writes them: one `Morsel.output(header="")` per cookie.
 import json
 import time
 from email.utils import parsedate_to_datetime
+from types import SimpleNamespace
 
 import jwt
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 
-from authapi import stats
+from authapi import faults, stats, views
+from authapi.conf import api_settings
 from authapi.demo import DEMO_USERS
 from authapi.models import ApiUser, RefreshToken, TokenFamily
 from tests.cookies import parse_set_cookie
 
 ADMIN = DEMO_USERS[0]
 EVALUATOR = DEMO_USERS[1]
+
+
+@pytest.fixture(autouse=True)
+def _no_runtime_faults():
+    """Faults live in this process's memory: never leak one into the next test."""
+    faults.reset()
+    yield
+    faults.reset()
 
 
 def raw_set_cookies(response) -> list[str]:
@@ -346,3 +357,189 @@ class TestBadInput:
         assert_json_error(api_client.get("/_stats"), 404)
         settings.AUTHAPI_EXPOSE_STATS = True
         assert set(api_client.get("/_stats").json()) >= {"refresh", "reuse_detected"}
+
+
+def cookies_of(response) -> dict:
+    return {c.name: c for c in map(parse_set_cookie, raw_set_cookies(response))}
+
+
+def replace_sleep(monkeypatch, sleep) -> None:
+    """Make the refresh view call `sleep(seconds)` instead of sleeping."""
+    monkeypatch.setattr(views, "time", SimpleNamespace(sleep=sleep))
+
+
+class TestRefreshCookiePath:
+    @pytest.fixture
+    def scoped(self, settings):
+        settings.AUTHAPI_REFRESH_COOKIE_PATH = "/auth/refresh"
+
+    def test_login_scopes_only_the_refresh_cookie(self, api_client, scoped):
+        cookies = cookies_of(login(api_client))
+        assert cookies["refresh_token"].attributes["Path"] == "/auth/refresh"
+        assert cookies["access_token"].attributes["Path"] == "/"
+        # Still Express's attribute order, only the value changed.
+        assert cookies["refresh_token"].order == [
+            "Max-Age",
+            "Path",
+            "Expires",
+            "HttpOnly",
+            "Secure",
+            "SameSite",
+        ]
+
+    def test_refresh_reads_the_cookie_and_rewrites_it_scoped(self, api_client, scoped):
+        _, refresh = tokens_of(login(api_client))
+        response = refresh_with(api_client, refresh)
+        assert response.status_code == 200
+        cookies = cookies_of(response)
+        assert cookies["refresh_token"].attributes["Path"] == "/auth/refresh"
+        assert cookies["refresh_token"].value not in ("", refresh)
+        assert cookies["access_token"].attributes["Path"] == "/"
+
+    def test_logout_clears_it_on_the_same_path(self, api_client, scoped):
+        access, refresh = tokens_of(login(api_client))
+        api_client.cookies.clear()
+        # A browser sends no scoped refresh cookie to /auth/logout, only the access one.
+        response = api_client.post("/auth/logout", HTTP_COOKIE=f"access_token={access}")
+        assert response.status_code == 200
+        cleared = cookies_of(response)
+        assert cleared["refresh_token"].attributes["Path"] == "/auth/refresh"
+        assert cleared["refresh_token"].attributes["Max-Age"] == "0"
+        assert cleared["access_token"].attributes["Path"] == "/"
+        assert_json_error(refresh_with(api_client, refresh), 401)
+
+    def test_read_at_use_time(self, api_client, settings):
+        settings.AUTHAPI_REFRESH_COOKIE_PATH = "/api/v1/auth/refresh"
+        assert cookies_of(login(api_client))["refresh_token"].attributes["Path"] == (
+            "/api/v1/auth/refresh"
+        )
+        settings.AUTHAPI_REFRESH_COOKIE_PATH = "/"
+        assert cookies_of(login(api_client))["refresh_token"].attributes["Path"] == "/"
+
+    @pytest.mark.parametrize(
+        "path", ["auth/refresh", "", "/auth; Domain=evil.test", "/auth refresh", "/a\r\nX: y"]
+    )
+    def test_a_path_that_would_break_the_header_is_refused(self, settings, path):
+        settings.AUTHAPI_REFRESH_COOKIE_PATH = path
+        with pytest.raises(ImproperlyConfigured, match="AUTHAPI_REFRESH_COOKIE_PATH"):
+            api_settings.refresh_cookie_path  # noqa: B018
+
+
+class TestFaults:
+    @pytest.fixture
+    def exposed(self, settings):
+        settings.AUTHAPI_EXPOSE_STATS = True
+
+    @pytest.fixture
+    def sleeps(self, monkeypatch):
+        """Record what the refresh view sleeps instead of sleeping."""
+        slept = []
+        replace_sleep(monkeypatch, slept.append)
+        return slept
+
+    @pytest.mark.parametrize("method", ["GET", "POST", "PUT", "DELETE"])
+    @pytest.mark.parametrize("path", ["/_faults", "/_stats"])
+    def test_hidden_for_every_method_unless_enabled(self, api_client, settings, method, path):
+        settings.AUTHAPI_EXPOSE_STATS = False
+        body = json.dumps({"refresh_delay": 5})
+        response = api_client.generic(method, path, body, content_type="application/json")
+        assert_json_error(response, 404)
+        assert faults.refresh_delay() == 0
+
+    def test_get_reports_the_setting_until_overridden(self, api_client, settings, exposed):
+        settings.AUTHAPI_REFRESH_DELAY = 0.25
+        assert api_client.get("/_faults").json() == {"refresh_delay": 0.25}
+
+        response = post_json(api_client, "/_faults", {"refresh_delay": 1.5})
+        assert response.status_code == 200
+        assert response.json() == {"refresh_delay": 1.5}
+        assert api_client.get("/_faults").json() == {"refresh_delay": 1.5}
+        # The override wins over the setting, also when the setting changes.
+        settings.AUTHAPI_REFRESH_DELAY = 0.75
+        assert api_client.get("/_faults").json() == {"refresh_delay": 1.5}
+
+        assert post_json(api_client, "/_faults", {"refresh_delay": None}).json() == {
+            "refresh_delay": 0.75
+        }
+
+    def test_zero_overrides_a_configured_delay(self, api_client, settings, exposed, sleeps):
+        settings.AUTHAPI_REFRESH_DELAY = 3
+        _, refresh = tokens_of(login(api_client))
+        post_json(api_client, "/_faults", {"refresh_delay": 0})
+        assert refresh_with(api_client, refresh).status_code == 200
+        assert sleeps == []
+
+    def test_refresh_sleeps_the_runtime_value(self, api_client, exposed, sleeps):
+        _, refresh = tokens_of(login(api_client))
+        post_json(api_client, "/_faults", {"refresh_delay": 0.4})
+        assert refresh_with(api_client, refresh).status_code == 200
+        assert sleeps == [0.4]
+
+    def test_the_delay_really_stalls_the_refresh(self, api_client, exposed):
+        _, refresh = tokens_of(login(api_client))
+        post_json(api_client, "/_faults", {"refresh_delay": 0.3})
+        started = time.monotonic()
+        response = refresh_with(api_client, refresh)
+        assert time.monotonic() - started >= 0.3
+        assert response.status_code == 200
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            {"refresh_delay": -1},
+            {"refresh_delay": "1"},
+            {"refresh_delay": True},
+            {"refresh_delay": [1]},
+            {"refresh_delay": 3600},
+            {"refresh_dealy": 1},
+            {"refresh_delay": 0.2, "unknown": 1},
+            b"[]",
+            b"not json",
+            b"",
+        ],
+    )
+    def test_bad_values_are_refused_and_change_nothing(self, api_client, exposed, body):
+        post_json(api_client, "/_faults", {"refresh_delay": 0.1})
+        assert_json_error(post_json(api_client, "/_faults", body), 400)
+        assert api_client.get("/_faults").json() == {"refresh_delay": 0.1}
+
+    def test_other_methods_answer_405(self, api_client, exposed):
+        response = api_client.delete("/_faults")
+        assert_json_error(response, 405)
+        assert response["Allow"] == "GET, POST"
+
+
+class TestStats:
+    def test_reports_refresh_reuse_and_refresh_calls(self, api_client, settings):
+        settings.AUTHAPI_EXPOSE_STATS = True
+        assert set(api_client.get("/_stats").json()) >= {
+            "refresh",
+            "reuse_detected",
+            "refresh_calls",
+        }
+
+    def test_refresh_calls_counts_every_refresh_that_reached_the_view(self, api_client):
+        _, refresh = tokens_of(login(api_client))
+        before = stats.snapshot()
+
+        assert refresh_with(api_client, refresh).status_code == 200
+        assert_json_error(refresh_with(api_client, refresh), 401)  # reuse
+        assert_json_error(refresh_with(api_client, "unknown"), 401)
+        api_client.cookies.clear()
+        assert_json_error(api_client.post("/auth/refresh"), 401)  # no cookie
+        assert_json_error(api_client.get("/auth/refresh"), 405)  # never reached the view
+
+        after = stats.snapshot()
+        assert after["refresh_calls"] - before["refresh_calls"] == 4
+        assert after["refresh"] - before["refresh"] == 1
+        assert after["refresh_rejected"] - before["refresh_rejected"] == 3
+        assert after["reuse_detected"] - before["reuse_detected"] == 1
+
+    def test_refresh_calls_counts_before_the_delay(self, api_client, settings, monkeypatch):
+        counted = []
+        replace_sleep(monkeypatch, lambda _: counted.append(stats.snapshot()["refresh_calls"]))
+        settings.AUTHAPI_REFRESH_DELAY = 0.5
+        _, refresh = tokens_of(login(api_client))
+        before = stats.snapshot()["refresh_calls"]
+        refresh_with(api_client, refresh)
+        assert counted == [before + 1]

@@ -19,10 +19,7 @@ from tests.fakes import make_user
 @pytest.fixture
 def as_user(client, db):
     def sign_in(who: str, access: str | None = None):
-        client.force_login(make_user(who))
-        client.cookies["access_token"] = access or fakes.access_jwt()
-        client.cookies["refresh_token"] = "refresh-1"
-        return client
+        return fakes.sign_in_client(client, who, access=access or fakes.access_jwt())
 
     return sign_in
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import environ
 from csp.constants import NONE, SELF
 
-from accounts.conf import DEFAULTS as AUTH
+from accounts.conf import SETTINGS as AUTH_SETTINGS
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -109,6 +109,9 @@ else:
             "BACKEND": "django.core.cache.backends.db.DatabaseCache",
             "LOCATION": "django_cache",
             "KEY_PREFIX": env("CACHE_KEY_PREFIX", default="tokenauth"),
+            # Refresh outcomes must outlive their spent tokens (accounts/refresh.py):
+            # Django's default of 300 entries would cull them under load.
+            "OPTIONS": {"MAX_ENTRIES": env.int("CACHE_MAX_ENTRIES", default=1_000_000)},
         }
     }
 
@@ -145,7 +148,7 @@ CONTENT_SECURITY_POLICY = {
     }
 }
 
-LOGIN_URL = "login"
+LOGIN_URL = "accounts:login"
 LOGIN_REDIRECT_URL = "dashboard:index"
 LOGOUT_REDIRECT_URL = "home"
 # Sign-in passwords never reach this database (users are mirrored from the
@@ -171,54 +174,12 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
 
-# --- The auth backend this app signs people in against (SPEC §1, §3) -------
-# Defaults live in one place, accounts/conf.py; here only the environment.
-API_BASEURL = env.str("API_BASEURL", default=AUTH["API_BASEURL"]).rstrip("/")
-AUTH_LOGIN_PATH = env.str("AUTH_LOGIN_PATH", default=AUTH["AUTH_LOGIN_PATH"])
-AUTH_REFRESH_PATH = env.str("AUTH_REFRESH_PATH", default=AUTH["AUTH_REFRESH_PATH"])
-AUTH_LOGOUT_PATH = env.str("AUTH_LOGOUT_PATH", default=AUTH["AUTH_LOGOUT_PATH"])
-AUTH_ME_PATH = env.str("AUTH_ME_PATH", default=AUTH["AUTH_ME_PATH"])
-AUTH_HEALTH_PATH = env.str("AUTH_HEALTH_PATH", default=AUTH["AUTH_HEALTH_PATH"])
-AUTH_ACCESS_COOKIE = env.str("AUTH_ACCESS_COOKIE", default=AUTH["AUTH_ACCESS_COOKIE"])
-AUTH_REFRESH_COOKIE = env.str("AUTH_REFRESH_COOKIE", default=AUTH["AUTH_REFRESH_COOKIE"])
-AUTH_ALLOWED_ROLES = env.list("AUTH_ALLOWED_ROLES", default=AUTH["AUTH_ALLOWED_ROLES"])
-AUTH_SUPERUSER_ROLES = env.list("AUTH_SUPERUSER_ROLES", default=AUTH["AUTH_SUPERUSER_ROLES"])
-AUTH_COOKIE_DOMAIN = env.str("AUTH_COOKIE_DOMAIN", default=AUTH["AUTH_COOKIE_DOMAIN"])
-AUTH_COOKIE_SECURE = env.bool("AUTH_COOKIE_SECURE", default=AUTH["AUTH_COOKIE_SECURE"])
-AUTH_COOKIE_SAMESITE = env.str("AUTH_COOKIE_SAMESITE", default=AUTH["AUTH_COOKIE_SAMESITE"])
-AUTH_REFRESH_LEEWAY = env.int("AUTH_REFRESH_LEEWAY", default=AUTH["AUTH_REFRESH_LEEWAY"])
-AUTH_BACKEND_TIMEOUT = env.float("AUTH_BACKEND_TIMEOUT", default=AUTH["AUTH_BACKEND_TIMEOUT"])
-AUTH_BACKEND_CONNECT_TIMEOUT = env.float(
-    "AUTH_BACKEND_CONNECT_TIMEOUT", default=AUTH["AUTH_BACKEND_CONNECT_TIMEOUT"]
-)
-AUTH_HEALTH_TIMEOUT = env.float("AUTH_HEALTH_TIMEOUT", default=AUTH["AUTH_HEALTH_TIMEOUT"])
-AUTH_BACKEND_TOKEN_TRANSPORT = env.str(
-    "AUTH_BACKEND_TOKEN_TRANSPORT", default=AUTH["AUTH_BACKEND_TOKEN_TRANSPORT"]
-)
-AUTH_BACKEND_POOL_SIZE = env.int("AUTH_BACKEND_POOL_SIZE", default=AUTH["AUTH_BACKEND_POOL_SIZE"])
-AUTH_PROXY_PREFIXES = env.list("AUTH_PROXY_PREFIXES", default=AUTH["AUTH_PROXY_PREFIXES"])
-AUTH_REFRESH_GRACE = env.int("AUTH_REFRESH_GRACE", default=AUTH["AUTH_REFRESH_GRACE"])
-AUTH_REFRESH_WAIT = env.float("AUTH_REFRESH_WAIT", default=AUTH["AUTH_REFRESH_WAIT"])
-AUTH_REFRESH_TIMEOUT = env.float("AUTH_REFRESH_TIMEOUT", default=AUTH["AUTH_REFRESH_TIMEOUT"])
-AUTH_REFRESH_LOCK_TTL = env.int("AUTH_REFRESH_LOCK_TTL", default=AUTH["AUTH_REFRESH_LOCK_TTL"])
-AUTH_LOGIN_THROTTLE_WINDOW = env.int(
-    "AUTH_LOGIN_THROTTLE_WINDOW", default=AUTH["AUTH_LOGIN_THROTTLE_WINDOW"]
-)
-AUTH_LOGIN_MAX_FAILURES_PER_IP = env.int(
-    "AUTH_LOGIN_MAX_FAILURES_PER_IP", default=AUTH["AUTH_LOGIN_MAX_FAILURES_PER_IP"]
-)
-AUTH_LOGIN_MAX_FAILURES_PER_EMAIL = env.int(
-    "AUTH_LOGIN_MAX_FAILURES_PER_EMAIL", default=AUTH["AUTH_LOGIN_MAX_FAILURES_PER_EMAIL"]
-)
-AUTH_TRUSTED_PROXY_COUNT = env.int(
-    "AUTH_TRUSTED_PROXY_COUNT", default=AUTH["AUTH_TRUSTED_PROXY_COUNT"]
-)
-AUTH_BACKEND_MAX_RESPONSE_BYTES = env.int(
-    "AUTH_BACKEND_MAX_RESPONSE_BYTES", default=AUTH["AUTH_BACKEND_MAX_RESPONSE_BYTES"]
-)
-AUTH_PROXY_MAX_BODY_BYTES = env.int(
-    "AUTH_PROXY_MAX_BODY_BYTES", default=AUTH["AUTH_PROXY_MAX_BODY_BYTES"]
-)
+# --- The auth backend this app signs people in against ---------------------
+# Every AUTH_* setting, its default and meaning are defined once, in
+# accounts/conf.py; here each is only read from the environment.
+for _setting in AUTH_SETTINGS:
+    globals()[_setting.name] = _setting.from_env(env)
+API_BASEURL = API_BASEURL.rstrip("/")  # noqa: F821 - set by the loop above
 
 # --- The reference auth API (authapi/, served by `manage.py runauthapi`) ----
 AUTHAPI_JWT_SECRET = env("AUTHAPI_JWT_SECRET", default="")
@@ -227,6 +188,7 @@ AUTHAPI_REFRESH_TTL = env.int("AUTHAPI_REFRESH_TTL", default=604800)
 AUTHAPI_COOKIE_SECURE = env.bool("AUTHAPI_COOKIE_SECURE", default=True)
 AUTHAPI_COOKIE_SAMESITE = env("AUTHAPI_COOKIE_SAMESITE", default="None")
 AUTHAPI_COOKIE_DOMAIN = env("AUTHAPI_COOKIE_DOMAIN", default=None)
+AUTHAPI_REFRESH_COOKIE_PATH = env("AUTHAPI_REFRESH_COOKIE_PATH", default="/")
 AUTHAPI_LOGIN_WINDOW = env.int("AUTHAPI_LOGIN_WINDOW", default=300)
 AUTHAPI_LOGIN_MAX_FAILURES_PER_ACCOUNT = env.int(
     "AUTHAPI_LOGIN_MAX_FAILURES_PER_ACCOUNT", default=5

@@ -1,0 +1,45 @@
+"""The one place a session ends: `end_session(request, reason)`.
+
+Everything that signs a user out (the sign-out button, a refused refresh,
+foreign cookies, a lost role, a refresh whose outcome cannot be known) calls
+it, and it does everything that goes with it: Django's `logout()` (flush, new
+session key), the token cookies deleted at every path they may have been set
+at, one log line naming the reason (never a value), and a message for the
+next page where the user deserves to know why.
+"""
+
+import logging
+
+from django.contrib import messages
+from django.contrib.auth import logout
+from django.http import HttpRequest
+from django.utils.translation import gettext_lazy as _
+
+logger = logging.getLogger(__name__)
+
+# Reasons that are not the user's own doing and get a WARNING.
+SUSPICIOUS = {"foreign_cookies", "half_pair", "other_user", "no_record"}
+MESSAGES = {
+    "user": _("You have been signed out."),
+    "unknown_outcome": _(
+        "We could not confirm your sign-in with the sign-in service, so we signed you out "
+        "to keep your account safe. Please sign in again."
+    ),
+    "lost_role": _("Your account no longer has access to this site."),
+    "refused": _("Your session has ended; please sign in again."),
+    "rejected_twice": _("Your session has ended; please sign in again."),
+}
+
+
+def end_session(request: HttpRequest, reason: str) -> None:
+    """Sign the request's user out for `reason`; the response drops the token cookies."""
+    from .state import TokenState  # state imports this module
+
+    user_id = getattr(getattr(request, "user", None), "backend_id", None)
+    log = logger.warning if reason in SUSPICIOUS else logger.info
+    log("Session of backend user %s ended: %s", user_id, reason)
+    TokenState.of(request).forget()
+    logout(request)
+    text = MESSAGES.get(reason)
+    if text is not None:
+        messages.add_message(request, messages.INFO, text, fail_silently=True)

@@ -1,0 +1,400 @@
+"""`TokenState`: one request's whole token state, in one object.
+
+It holds the token cookies that came in (values outside RFC 6265's
+cookie-octets count as absent), the session's `TokenRecord`, the current
+pair, and the cookies to send back. The middleware creates it
+(`request.token_state`), asks it to `check()` the cookies against the record,
+to refresh and to revalidate, and lets it `finish()` the response. The backend
+client takes it as its TokenSource, so a 401 anywhere renews and replays.
+Nothing else reads token cookies or keeps tokens on the request.
+"""
+
+import contextlib
+import functools
+import logging
+import time
+from dataclasses import replace
+
+from django.contrib.auth import BACKEND_SESSION_KEY
+from django.contrib.sessions.backends.base import SessionBase
+from django.http import HttpRequest, HttpResponseBase
+from django.utils.module_loading import import_string
+from django.views.decorators.debug import sensitive_variables
+
+from . import cookies, refresh
+from .client import Tokens, get_client, usable_token
+from .conf import conf
+from .cookies import BackendCookie
+from .exceptions import BackendError, RefreshPending, SessionEnded
+from .models import User, UserProfile
+from .record import SESSION_KEY, TokenRecord, access_expiry, hash_matches, token_hash
+from .signout import end_session
+
+logger = logging.getLogger(__name__)
+
+REQUEST_ATTR = "token_state"
+# Refresh outcomes followed in one go: a late tab, or a result nobody
+# collected while its successor expired too.
+MAX_CHAIN = 4
+REVALIDATE_RETRY = 30
+# Seconds before its expiry an issued access token counts as expired already.
+EXPIRY_MARGIN = 1.0
+
+
+def _signed_in_here(request: HttpRequest) -> bool:
+    """Return whether the session was signed in through the auth API backend.
+
+    Sessions of other backends (a local `createsuperuser` account through
+    ModelBackend) are none of the token middleware's business.
+    """
+    return _is_token_backend(request.session.get(BACKEND_SESSION_KEY) or "")
+
+
+@functools.lru_cache(maxsize=16)
+def _is_token_backend(path: str) -> bool:
+    from .backends import AuthApiBackend
+
+    try:
+        return bool(path) and issubclass(import_string(path), AuthApiBackend)
+    except ImportError:
+        return False
+
+
+class TokenState:
+    """The tokens of one request: in, recorded, current, out."""
+
+    def __init__(self, request: HttpRequest):
+        self.request = request
+        self.incoming = Tokens(
+            access=usable_token(request.COOKIES.get(conf.access_cookie)),
+            refresh=usable_token(request.COOKIES.get(conf.refresh_cookie)),
+        )
+        self.tokens = self.incoming
+        self.record: TokenRecord | None = None
+        self._loaded = False
+        self._record_changed = False
+        self._outgoing: list[BackendCookie] = []
+        self._delete_paths: tuple[str, ...] | None = None
+        self.renewed = False
+        self._background = False
+        self._deadline: float | None = None
+
+    @classmethod
+    def of(cls, request: HttpRequest) -> "TokenState":
+        """Return the request's TokenState, creating it if the middleware has not."""
+        state = getattr(request, REQUEST_ATTR, None)
+        if state is None:
+            state = cls(request)
+            setattr(request, REQUEST_ATTR, state)
+        return state
+
+    # --- who is this --------------------------------------------------------
+
+    def applies(self) -> bool:
+        """Return whether this request belongs to a sign-in through the auth API."""
+        user = getattr(self.request, "user", None)
+        return bool(user is not None and user.is_authenticated and _signed_in_here(self.request))
+
+    def load(self) -> TokenRecord | None:
+        if not self._loaded:
+            self.record = TokenRecord.from_session_value(self.request.session.get(SESSION_KEY))
+            self._loaded = True
+        return self.record
+
+    # --- sign-in and sign-out -----------------------------------------------
+
+    @sensitive_variables()
+    def signed_in(self, profile: UserProfile, issued: list[BackendCookie]) -> None:
+        """Keep a new sign-in's pair: recorded and relayed when the response goes out."""
+        tokens = Tokens().updated_by(issued)
+        self.tokens = tokens
+        self.record = TokenRecord.issue(
+            user_id=profile.id, access=tokens.access, refresh=tokens.refresh or "", cookies=issued
+        )
+        self._loaded = self._record_changed = True
+        self._outgoing = list(issued)
+        self._delete_paths = None
+
+    def forget(self) -> None:
+        """Drop the tokens: the response deletes the cookies wherever they were set."""
+        paths = self.record.cookie_paths if self.record else ()
+        self._delete_paths = tuple(paths) + tuple(
+            c.path for c in self._outgoing if c.path != conf.cookie_path
+        )
+        self.tokens = Tokens()
+        self.record = None
+        self._loaded = True
+        self._record_changed = False
+        self._outgoing = []
+
+    def end(self, reason: str) -> None:
+        """End the session for `reason` and raise SessionEnded."""
+        end_session(self.request, reason)
+        raise SessionEnded(reason)
+
+    # --- invariant 2: the session decides -----------------------------------
+
+    @sensitive_variables()
+    def check(self) -> None:
+        """Accept the request's cookies only as the session's own pair (or an older one).
+
+        :raises SessionEnded: no record, no or half a pair, or cookies that are
+            not this session's (forged, garbage, another user's).
+        """
+        record = self.load()
+        if record is None:
+            self.end("no_record")
+        incoming = self.incoming
+        if not incoming.access and not incoming.refresh:
+            self.end("no_tokens")
+        if not incoming.refresh:
+            self.end("half_pair")
+        if hash_matches(incoming.refresh, record.refresh_hash):
+            # A missing access cookie is one the browser let expire: refresh.
+            if incoming.access and not hash_matches(incoming.access, record.access_hash):
+                self.end("foreign_cookies")
+            return
+        if self._catch_up_late_tab(record) or self._adopt_newer_cookies(record):
+            return
+        self.end("foreign_cookies")
+
+    @sensitive_variables()
+    def _catch_up_late_tab(self, record: TokenRecord) -> bool:
+        """An older pair of this session (sent before the new cookies landed): move it on."""
+        token, round_ = self.incoming.refresh, 0
+        gathered: dict[str, BackendCookie] = {}
+        for _ in range(MAX_CHAIN):
+            found = refresh.peek(token, binding=record.binding, round_=round_)
+            if found is None or found.state != refresh.OK:
+                return False
+            gathered.update({c.name: c for c in found.cookies})
+            newer = found.tokens
+            next_round = round_ + 1 if newer.refresh in (None, token) else 0
+            token = newer.refresh or token
+            round_ = next_round
+            if token_hash(token) == record.refresh_hash and round_ == record.round:
+                pair = Tokens().updated_by(list(gathered.values()))
+                if not hash_matches(pair.access, record.access_hash):
+                    return False
+                logger.debug("An older pair of this session; sending it the current one")
+                self.tokens = Tokens(access=pair.access, refresh=token)
+                self._outgoing = list(gathered.values())
+                return True
+        return False
+
+    @sensitive_variables()
+    def _adopt_newer_cookies(self, record: TokenRecord) -> bool:
+        """Cookies newer than the record (a concurrent request's save was lost): adopt them."""
+        refresh_hash, round_ = record.refresh_hash, record.round
+        target = token_hash(self.incoming.refresh)
+        for _ in range(MAX_CHAIN):
+            step = refresh.successor(refresh_hash, round_, record.binding)
+            if step is None:
+                return False
+            access_hash, refresh_hash, round_ = step
+            if refresh_hash == target:
+                if self.incoming.access and not hash_matches(self.incoming.access, access_hash):
+                    return False
+                self._set_record(
+                    record.renewed(
+                        access=self.incoming.access,
+                        refresh=self.incoming.refresh,
+                        cookies=[],
+                        round_=round_,
+                    )
+                )
+                return True
+        return False
+
+    # --- refresh --------------------------------------------------------------
+
+    def refresh_if_due(self) -> None:
+        """Refresh when the recorded expiry says so; wait only if the access token has expired.
+
+        :raises SessionEnded: the refresh was refused or its outcome is unknown.
+        :raises RefreshPending: expired, and the refresh outlasted the wait budget.
+        """
+        record = self.load()
+        now = time.time()
+        if not record.refresh_due(now=now, leeway=conf.refresh_leeway):
+            return
+        if record.access_expired(now=now) or not self.tokens.access:
+            self.renew()
+            return
+        # Still valid: served with the token it has while the refresh runs.
+        self._background = True
+        with contextlib.suppress(RefreshPending):
+            self.renew(wait=False)
+
+    @sensitive_variables()
+    def renew(self, *, wait: bool = True) -> Tokens:
+        """Move on to the next pair, once per request; return the current tokens.
+
+        :raises SessionEnded: refused, unknown outcome, or a spent token of another session.
+        :raises RefreshPending: the wait budget (one per request) is spent.
+        """
+        if self.renewed:
+            return self.tokens
+        record = self.load()
+        deadline = self._wait_deadline() if wait else None
+        token, round_ = self.tokens.refresh, record.round
+        gathered: dict[str, BackendCookie] = {}
+        found = None
+        next_round = 0
+        for _ in range(MAX_CHAIN):
+            found = refresh.outcome(
+                token,
+                binding=record.binding,
+                round_=round_,
+                keep_for=record.keep_outcome_for(),
+                deadline=deadline,
+            )
+            if found.state == refresh.OK:
+                gathered.update({c.name: c for c in found.cookies})
+                newer = found.tokens
+                next_round = round_ + 1 if newer.refresh in (None, token) else 0
+                access_cookie = gathered.get(conf.access_cookie)
+                if access_cookie is None or not _expired(access_cookie, newer.access):
+                    break
+                # A pair nobody collected in time: renew its successor, never the spent token.
+                token, round_ = newer.refresh or token, next_round
+                continue
+            reason = {refresh.REFUSED: "refused", refresh.FOREIGN: "foreign_cookies"}
+            self.end(reason.get(found.state, "unknown_outcome"))
+        else:
+            raise RefreshPending("too many refreshes in a row; try again")
+        self._adopt(list(gathered.values()), found.profile, round_=next_round)
+        return self.tokens
+
+    def _wait_deadline(self) -> float:
+        # One budget per request, however many waits it takes.
+        if self._deadline is None:
+            self._deadline = time.monotonic() + conf.refresh_wait
+        return self._deadline
+
+    @sensitive_variables()
+    def _adopt(
+        self, issued: list[BackendCookie], profile: UserProfile | None, *, round_: int
+    ) -> None:
+        tokens = self.tokens.updated_by(issued)
+        self.tokens = tokens
+        self.renewed = True
+        self._outgoing = _merge(self._outgoing, issued)
+        self._set_record(
+            self.record.renewed(
+                access=tokens.access, refresh=tokens.refresh, cookies=issued, round_=round_
+            )
+        )
+        if profile is None:
+            try:
+                profile = get_client().me(self)
+            except BackendError as exc:
+                logger.info("Profile not re-read after refresh (%s); keeping the session", exc)
+                return
+        self.apply_profile(profile)
+
+    # --- revalidation ---------------------------------------------------------
+
+    def revalidate_if_due(self) -> None:
+        """Re-read the user from the backend every AUTH_REVALIDATE_INTERVAL seconds."""
+        record = self.load()
+        if time.time() - record.validated_at < conf.revalidate_interval:
+            return
+        try:
+            profile = get_client().me(self)
+        except BackendError as exc:
+            logger.warning("User not re-read (%s); trying again in %ss", exc, REVALIDATE_RETRY)
+            retry_at = time.time() - conf.revalidate_interval + REVALIDATE_RETRY
+            self._set_record(replace(self.record, validated_at=retry_at))
+            return
+        self.apply_profile(profile)
+
+    def apply_profile(self, profile: UserProfile) -> None:
+        """Update the user from a fresh profile; end the session if it is not theirs any more."""
+        from .backends import roles_allowed
+
+        if profile.id != self.record.user_id:
+            self.end("other_user")
+        if not roles_allowed(profile.roles):
+            self.end("lost_role")
+        self.request.user = User.objects.sync_from_profile(profile)
+        self._set_record(replace(self.record, validated_at=time.time()))
+
+    # --- TokenSource, for the backend client ------------------------------------
+
+    def tokens_for_call(self) -> Tokens:
+        """Return tokens fit for a backend call, waiting (within budget) if they have expired."""
+        record = self.load()
+        if record is not None and (
+            record.access_expired(now=time.time()) or not self.tokens.access
+        ):
+            return self.renew()
+        return self.tokens
+
+    def renew_after_rejection(self) -> Tokens:
+        """The backend said 401: renew once per request; a second time ends the session."""
+        if self.renewed:
+            self.end("rejected_twice")
+        if self.load() is None:
+            self.end("no_record")
+        return self.renew()
+
+    # --- the response ---------------------------------------------------------
+
+    def finish(self, response: HttpResponseBase) -> None:
+        """Collect a background refresh if it is done, write the cookies and the record."""
+        if self._background and not self.renewed and self.record is not None:
+            try:
+                self.renew(wait=False)
+            except RefreshPending:
+                pass  # the next request collects it
+            except (SessionEnded, BackendError):
+                pass  # the next request meets the same outcome and answers for it
+        if self._delete_paths is not None:
+            cookies.delete(response, conf.token_cookies, self._delete_paths)
+        cookies.write(response, self._outgoing)
+        self._outgoing = []
+        if self._record_changed and self.record is not None:
+            self._save_record()
+
+    def _set_record(self, record: TokenRecord) -> None:
+        self.record = record
+        self._record_changed = True
+
+    def _save_record(self) -> None:
+        session = self.request.session
+        stored = _stored_record(session)
+        if (
+            stored is not None
+            and stored.binding == self.record.binding
+            and stored.generation > self.record.generation
+        ):
+            # A concurrent request of this session moved on further; keep its pair.
+            session[SESSION_KEY] = stored.as_session_value()
+            return
+        session[SESSION_KEY] = self.record.as_session_value()
+        if self.record.refresh_expires_at is not None:
+            # The session lives exactly as long as its refresh token.
+            session.set_expiry(max(1, int(self.record.refresh_expires_at - time.time())))
+
+
+def _stored_record(session: SessionBase) -> TokenRecord | None:
+    """Return the record as the session store holds it now (another request may have saved)."""
+    key = session.session_key
+    if not key:
+        return None
+    fresh = type(session)(session_key=key)
+    return TokenRecord.from_session_value(fresh.load().get(SESSION_KEY))
+
+
+def _expired(cookie: BackendCookie, token: str | None) -> bool:
+    """Return whether an issued access token is (all but) expired: not worth handing out."""
+    expiry = access_expiry(cookie, token)
+    return expiry is not None and expiry <= time.time() + EXPIRY_MARGIN
+
+
+def _merge(first: list[BackendCookie], later: list[BackendCookie]) -> list[BackendCookie]:
+    """Later cookies win by name (a chained refresh may renew only the access token)."""
+    merged = {c.name: c for c in first}
+    merged.update({c.name: c for c in later})
+    return list(merged.values())

@@ -1,0 +1,77 @@
+"""Change an account of the reference auth API the way its admin would.
+
+    manage.py apiuser disable EMAIL         its tokens stop working (refresh and /users/me)
+    manage.py apiuser enable EMAIL          undo `disable`
+    manage.py apiuser roles EMAIL ROLE,...  replace its roles ("" clears them)
+    manage.py apiuser revoke EMAIL          end every sign-in (token family) it has
+
+It writes the API's database, so a running `runauthapi` on the same database
+sees the change at its next request.
+"""
+
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+
+from authapi import tokens
+from authapi.models import ApiUser
+
+
+def parse_roles(value: str) -> list[str]:
+    """Split "a, b,,a" into ["a", "b"]: trimmed, no empties, no repeats, in order."""
+    return list(dict.fromkeys(role.strip() for role in value.split(",") if role.strip()))
+
+
+class Command(BaseCommand):
+    help = (
+        "Disable, enable, set the roles of, or revoke every token of an account at the "
+        "reference auth API."
+    )
+    # Only authapi's tables are touched: do not depend on the web app's checks.
+    requires_system_checks = []
+
+    def add_arguments(self, parser):
+        actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+        for name, help_text in (
+            ("disable", "refuse the account's sign-in, refresh and /users/me"),
+            ("enable", "allow the account again"),
+            ("revoke", "revoke every token family (sign-in) of the account"),
+        ):
+            actions.add_parser(name, help=help_text).add_argument("email")
+        roles = actions.add_parser("roles", help='replace the account\'s roles ("" clears them)')
+        roles.add_argument("email")
+        roles.add_argument("roles", help="comma-separated, e.g. admin,evaluator")
+
+    @transaction.atomic
+    def handle(self, *args, action: str, email: str, **options):
+        user = self._user(email)
+        if action == "disable":
+            message = self._set_active(user, active=False)
+        elif action == "enable":
+            message = self._set_active(user, active=True)
+        elif action == "roles":
+            message = self._set_roles(user, parse_roles(options["roles"]))
+        else:
+            count = tokens.revoke_user(user, reason="admin")
+            message = f"Revoked {count} live token famil{'y' if count == 1 else 'ies'} of {user}"
+        self.stdout.write(message)
+
+    def _user(self, email: str) -> ApiUser:
+        user = ApiUser.objects.select_for_update().filter(email__iexact=email.strip()).first()
+        if user is None:
+            raise CommandError(f'No account with email "{email}" at the reference auth API.')
+        return user
+
+    def _set_active(self, user: ApiUser, *, active: bool) -> str:
+        was = user.is_active
+        user.is_active = active
+        user.save(update_fields=["is_active"])
+        verb = "Enabled" if active else "Disabled"
+        note = " (it already was)" if was == active else ""
+        if not active:
+            note += ": its tokens are refused until it is enabled again"
+        return f"{verb} {user}{note}"
+
+    def _set_roles(self, user: ApiUser, roles: list[str]) -> str:
+        user.roles = roles
+        user.save(update_fields=["roles"])
+        return f"Roles of {user}: {', '.join(roles) if roles else '(none)'}"
