@@ -6,12 +6,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+from accounts.session import RequestAuth
 from django.contrib.auth import SESSION_KEY
 from django.contrib.auth.models import AnonymousUser
 from django.test import RequestFactory
 
 from accounts.middleware import TokenRefreshMiddleware
-from accounts.session import RequestAuth
 from tests import fakes
 from tests.fakes import calls_to, make_user
 
