@@ -246,7 +246,7 @@ class AuthApiClient:
     ) -> BackendAnswer:
         """Make an authenticated call; on 401 renew the tokens once and replay, body included.
 
-        The article's request wrapper and axios interceptor in one place. A
+        A request wrapper and a 401 interceptor in one place. A
         plain `Tokens` is sent as is and its 401 returned to the caller.
         """
         call = functools.partial(

@@ -1,7 +1,7 @@
 """Relay the auth backend's token cookies onto the app's own responses.
 
 `requests` joins repeated headers with ", " and every `Expires` date holds a
-comma, so the joined string cannot be split back (vercel/next.js#34467). Each
+comma, so the joined string cannot be split back. Each
 `Set-Cookie` header is read separately from urllib3's raw headers and parsed
 on its own, attribute names case-insensitively (RFC 6265 §5.2).
 

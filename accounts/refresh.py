@@ -53,7 +53,7 @@ from django.views.decorators.debug import sensitive_variables
 from .client import RefreshRefused, Tokens, get_client
 from .conf import conf
 from .cookies import BackendCookie
-from .exceptions import BackendError, RefreshPending
+from .exceptions import BackendError, BackendUnavailable, RefreshPending
 from .models import UserProfile
 from .record import token_hash
 
@@ -294,28 +294,25 @@ def outcome(
     key = entry_key(token_hash(refresh_token), round_)
     delay = 0.01
     claim = None
+    tried = False
     while True:
         entry = cache.get(key)
         if entry is None:
+            if tried:
+                # Our own call failed before reaching the backend and released
+                # the claim: the next request may try again, this one does not.
+                raise BackendUnavailable("the refresh call did not reach the backend")
             claim = start(refresh_token, binding=binding, round_=round_, keep_for=keep_for)
             if claim is None:
                 continue  # someone claimed it between our read and our add
-            entry = cache.get(key)
-            if entry is None:  # the call finished already and released the claim
-                continue
+            tried = True
+            continue
         state = entry.get("state")
         if state == OK:
             return _collect(refresh_token, entry, binding)
         if state in (REFUSED, UNKNOWN):
             return Outcome(state=state)
-        # Pending: its owner marks it alive until the outcome is written (the
-        # mark follows the claim by a moment, hence the age check).
-        started = entry.get("started_at", 0)
-        if (
-            time.time() - started > conf.refresh_lock_ttl
-            and cache.get(f"{key}:alive") is None
-            and cache.get(key) == entry
-        ):
+        if _owner_died(key, entry):
             logger.warning("A refresh's owner died with the call in flight; outcome unknown")
             return Outcome(state=UNKNOWN)
         remaining = (deadline - time.monotonic()) if deadline is not None else 0
@@ -328,6 +325,19 @@ def outcome(
             continue
         time.sleep(min(delay, remaining))
         delay = min(delay * 1.5, 0.25)
+
+
+def _owner_died(key: str, entry: dict) -> bool:
+    """Return whether a pending claim lost its owner (no alive mark, and not a fresh claim).
+
+    The mark follows the claim by a moment, hence the age check.
+    """
+    started = entry.get("started_at", 0)
+    return (
+        time.time() - started > conf.refresh_lock_ttl
+        and cache.get(f"{key}:alive") is None
+        and cache.get(key) == entry
+    )
 
 
 @sensitive_variables()

@@ -1,4 +1,4 @@
-"""The reference auth API's endpoints (SPEC §1), answering JSON only.
+"""The reference auth API's endpoints, answering JSON only (the contract is in README.md).
 
 Errors take the NestJS shape `{"statusCode", "message", "error"}` so the app
 is tested against what such a backend really sends.

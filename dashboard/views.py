@@ -39,7 +39,7 @@ def index(request: HttpRequest) -> HttpResponse:
 @require_POST
 @login_required
 def refresh_on_server(request: HttpRequest) -> HttpResponse:
-    """The article's `refreshServer()` server action: refresh, then back to the dashboard."""
+    """The demo's server-side refresh (a form's POST): refresh, then back to the dashboard."""
     try:
         TokenState.of(request).renew()
     except SessionEnded:
@@ -55,7 +55,7 @@ def refresh_on_server(request: HttpRequest) -> HttpResponse:
 @never_cache
 @login_required
 def profile(request: HttpRequest) -> JsonResponse:
-    """The article's `getRequest('users/me')`: the profile read server-side by the client.
+    """The profile read server-side through the backend client (`GET users/me`).
 
     A 401 refreshes and replays inside the client; what it cannot cure ends up
     in the middleware's `process_exception` (401 JSON or 503).

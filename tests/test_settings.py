@@ -77,3 +77,25 @@ def test_redis_url_switches_the_cache_and_database_url_the_database():
     assert loaded["cache"] == "django.core.cache.backends.redis.RedisCache"
     assert loaded["db"] == "django.db.backends.postgresql"
     assert loaded["roles"] == ["admin", "auditor"]
+
+
+def test_readme_settings_table_matches_accounts_conf():
+    """Each auth setting is defined once (accounts/conf.py); the README's table shows exactly those."""
+    from accounts.conf import SETTINGS
+
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("<!-- settings-table:start -->")[1].split("<!-- settings-table:end -->")[0]
+    rows = [
+        [cell.strip() for cell in line.strip().strip("|").split("|")]
+        for line in table.strip().splitlines()[2:]
+    ]
+    documented = [(name.strip("`"), default.strip("`"), meaning) for name, default, meaning in rows]
+    assert documented == [(s.name, s.shown_default, s.help) for s in SETTINGS]
+
+
+def test_env_example_names_every_auth_setting():
+    from accounts.conf import SETTINGS
+
+    example = (ROOT / ".env.example").read_text()
+    missing = [s.name for s in SETTINGS if f"{s.name}=" not in example]
+    assert missing == []
