@@ -20,6 +20,7 @@ from http.cookies import Morsel
 from django.http import HttpResponse
 from django.utils.http import http_date
 
+from . import faults
 from .conf import ACCESS_COOKIE, REFRESH_COOKIE, api_settings
 from .tokens import IssuedTokens
 
@@ -75,7 +76,7 @@ def set_token_cookies(response: HttpResponse, tokens: IssuedTokens) -> None:
     """Attach both tokens as two Express-style `Set-Cookie` headers."""
     now = time.time()
     for name, value, ttl in (
-        (ACCESS_COOKIE, tokens.access_token, api_settings.access_ttl),
+        (ACCESS_COOKIE, tokens.access_token, faults.access_ttl()),
         (REFRESH_COOKIE, tokens.refresh_token, api_settings.refresh_ttl),
     ):
         _set(response, name, value, max_age=ttl, expires=http_date(now + ttl))

@@ -2,9 +2,11 @@
 
 Tests and the soak change how the running backend misbehaves without
 restarting it: a value set here overrides its setting (AUTHAPI_REFRESH_DELAY
-for `refresh_delay`) until it is set again; setting it to None goes back to
-the setting. The API runs as one threaded process, so a locked dict in its
-memory is the whole state.
+for `refresh_delay`, AUTHAPI_ACCESS_TTL for `access_ttl`) until it is set
+again; setting it to None goes back to the setting. A test that must not race
+a token's lifetime lengthens the next tokens' life instead of sleeping. The
+API runs as one threaded process, so a locked dict in its memory is the whole
+state.
 """
 
 import math
@@ -17,6 +19,8 @@ _overrides: dict[str, float] = {}
 
 # The longest refresh stall accepted, so a typo cannot hang the API's threads.
 MAX_REFRESH_DELAY = 60.0
+# Accepted range of each fault, in seconds.
+RANGES = {"refresh_delay": (0.0, MAX_REFRESH_DELAY), "access_ttl": (1.0, 86400.0)}
 
 
 class InvalidFault(ValueError):
@@ -24,7 +28,10 @@ class InvalidFault(ValueError):
 
 
 def _defaults() -> dict[str, float]:
-    return {"refresh_delay": float(api_settings.refresh_delay)}
+    return {
+        "refresh_delay": float(api_settings.refresh_delay),
+        "access_ttl": float(api_settings.access_ttl),
+    }
 
 
 def _validated(name: str, value) -> float | None:
@@ -34,8 +41,9 @@ def _validated(name: str, value) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise InvalidFault(f"{name} must be a number of seconds or null")
-    if not 0 <= value <= MAX_REFRESH_DELAY:
-        raise InvalidFault(f"{name} must be between 0 and {MAX_REFRESH_DELAY:g} seconds")
+    low, high = RANGES[name]
+    if not low <= value <= high:
+        raise InvalidFault(f"{name} must be between {low:g} and {high:g} seconds")
     return float(value)
 
 
@@ -65,6 +73,11 @@ def current() -> dict[str, float]:
 def refresh_delay() -> float:
     """Return the seconds every refresh stalls before it is handled."""
     return current()["refresh_delay"]
+
+
+def access_ttl() -> int:
+    """Return the lifetime in seconds of the access tokens issued from now on."""
+    return int(current()["access_ttl"])
 
 
 def reset() -> None:

@@ -18,7 +18,7 @@ import jwt
 from django.db import transaction
 from django.utils import timezone
 
-from . import stats
+from . import faults, stats
 from .conf import JWT_ALGORITHM, api_settings
 from .models import ApiUser, RefreshToken, TokenFamily
 
@@ -52,7 +52,7 @@ def _access_token(user: ApiUser, family: TokenFamily) -> str:
         "email": user.email,
         "roles": list(user.roles),
         "iat": now,
-        "exp": now + api_settings.access_ttl,
+        "exp": now + faults.access_ttl(),
         "jti": secrets.token_urlsafe(9),
         "typ": "access",
     }

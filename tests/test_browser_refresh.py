@@ -66,9 +66,19 @@ def test_two_tabs_click_around_through_many_expiries(context, servers):
                 expect(tab.locator("#demo-output")).to_contain_text("→ 200")
         step += 1
         time.sleep(0.4)
-    # The dashboard's script keeps its tab fresh on its own while it sits open.
+    # The dashboard's script keeps its tab fresh on its own while it sits open:
+    # during the wait no page is loaded, so every refresh at the API is the
+    # script's doing (its POSTs to /accounts/refresh/ are counted too).
     first.goto("/dashboard/")
+    script_refreshes = []
+    first.on(
+        "request",
+        lambda r: script_refreshes.append(r.url) if r.url.endswith("/accounts/refresh/") else None,
+    )
+    quiet_before = api.stats()["refresh"]
     first.wait_for_timeout(7000)
+    assert len(script_refreshes) >= 2
+    assert api.stats()["refresh"] - quiet_before >= 2
     first.locator("#profile-server").click()
     expect(first.locator("#demo-output")).to_contain_text("→ 200")
 

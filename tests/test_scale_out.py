@@ -98,6 +98,8 @@ def test_sign_out_on_one_server_is_sign_out_on_both(cluster):
     form = browser.get(f"{a.url}/dashboard/", timeout=10)
     csrf = browser.cookies.get("csrftoken")
     assert form.status_code == 200
+    old_cookies = browser.cookies.get_dict()
+    assert {"sessionid", "access_token", "refresh_token"} <= set(old_cookies)
 
     out = browser.post(
         f"{a.url}/accounts/logout/",
@@ -108,6 +110,15 @@ def test_sign_out_on_one_server_is_sign_out_on_both(cluster):
 
     assert out.status_code == 302
     assert browser.get(f"{b.url}/dashboard/", allow_redirects=False, timeout=10).status_code == 302
+    # The client's jar was cleared by the answer; replay what it held before
+    # (session and token cookies, as a copy or an attacker would) at the other server.
+    replay = requests.Session()
+    replay.cookies.update(old_cookies)
+    page = replay.get(f"{b.url}/dashboard/", allow_redirects=False, timeout=10)
+    assert page.status_code == 302
+    assert "/accounts/login/" in page.headers["Location"]
+    api_call = replay.get(f"{b.url}/api/users/me", allow_redirects=False, timeout=10)
+    assert api_call.status_code == 401
     direct = requests.post(
         f"{api.url}/auth/refresh", cookies={"refresh_token": refresh_token}, timeout=10
     )
