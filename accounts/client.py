@@ -155,10 +155,6 @@ class AuthApiClient:
 
     def __init__(self):
         self.session = _session()
-        # Refresh calls never reuse a pooled connection: one the backend closed
-        # while idle would fail *after* sending, and a refresh whose fate is
-        # unknown costs the user their session (accounts/refresh.py).
-        self.refresh_session = _session()
 
     def extra_headers(self) -> dict[str, str]:
         """Return headers added to every call (none by default)."""
@@ -210,6 +206,10 @@ class AuthApiClient:
         :raises BackendError: transient; `maybe_processed` says whether the
             backend may have spent the token without our seeing the answer.
         """
+        # A new connection for every refresh, closed after it: one the backend
+        # closed while idle in a pool would fail *after* sending, and a refresh
+        # whose fate is unknown costs the user their session (accounts/refresh.py).
+        refresh_session = _session()
         try:
             answer = self._call(
                 "POST",
@@ -217,11 +217,13 @@ class AuthApiClient:
                 tokens=Tokens(refresh=refresh_token),
                 attach="refresh",
                 timeout=(conf.backend_connect_timeout, conf.refresh_timeout),
-                session=self.refresh_session,
+                session=refresh_session,
                 headers={"Connection": "close"},
             )
         except Throttled as exc:
             raise BackendUnavailable(f"POST {conf.refresh_path} was throttled") from exc
+        finally:
+            refresh_session.close()
         if answer.status in (400, 401, 403):
             raise RefreshRefused(f"POST {conf.refresh_path} answered {answer.status}")
         try:
@@ -376,15 +378,22 @@ def _read_capped(response: requests.Response, limit: int, what: str) -> bytes:
     declared = response.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > limit:
         response.close()
-        raise BackendProtocolError(f"{what} answered {declared} bytes (limit {limit})")
+        raise _answered_too_much(f"{what} answered {declared} bytes (limit {limit})")
     chunks, size = [], 0
     for chunk in response.iter_content(64 * 1024):
         size += len(chunk)
         if size > limit:
             response.close()
-            raise BackendProtocolError(f"{what} answered more than {limit} bytes")
+            raise _answered_too_much(f"{what} answered more than {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _answered_too_much(message: str) -> BackendProtocolError:
+    # The backend answered, so it may have acted on the call (spent a token).
+    failure = BackendProtocolError(message)
+    failure.maybe_processed = True
+    return failure
 
 
 def _profile(data: Any, path: str) -> UserProfile:

@@ -70,6 +70,7 @@ class Outcome:
     state: str
     cookies: tuple[BackendCookie, ...] = ()
     profile: UserProfile | None = None
+    replaced_access: str | None = None
 
     def __repr__(self) -> str:
         return f"Outcome(state={self.state!r}, cookies={len(self.cookies)})"
@@ -263,10 +264,27 @@ class Claim:
 
 
 @sensitive_variables()
-def start(refresh_token: str, *, binding: str, round_: int, keep_for: int) -> Claim | None:
-    """Claim and submit the refresh of one round of `refresh_token`; None if already claimed."""
+def start(
+    refresh_token: str,
+    *,
+    binding: str,
+    round_: int,
+    keep_for: int,
+    replaced_access: str | None = None,
+) -> Claim | None:
+    """Claim and submit the refresh of one round of `refresh_token`; None if already claimed.
+
+    `replaced_access` is the keyed hash of the access token of the pair being
+    replaced: a late tab must present that one (or none) to collect the result.
+    """
     key = entry_key(token_hash(refresh_token), round_)
-    entry = {"state": PENDING, "binding": binding, "started_at": time.time(), "round": round_}
+    entry = {
+        "state": PENDING,
+        "binding": binding,
+        "started_at": time.time(),
+        "round": round_,
+        "replaced_access": replaced_access,
+    }
     if not cache.add(key, entry, keep_for):
         return None
     _keeper.hold(f"{key}:alive")
@@ -283,6 +301,7 @@ def outcome(
     round_: int = 0,
     keep_for: int,
     deadline: float | None,
+    replaced_access: str | None = None,
 ) -> Outcome:
     """Return the outcome of one refresh round, claiming and starting it if nobody has.
 
@@ -302,7 +321,13 @@ def outcome(
                 # Our own call failed before reaching the backend and released
                 # the claim: the next request may try again, this one does not.
                 raise BackendUnavailable("the refresh call did not reach the backend")
-            claim = start(refresh_token, binding=binding, round_=round_, keep_for=keep_for)
+            claim = start(
+                refresh_token,
+                binding=binding,
+                round_=round_,
+                keep_for=keep_for,
+                replaced_access=replaced_access,
+            )
             if claim is None:
                 continue  # someone claimed it between our read and our add
             tried = True
@@ -352,7 +377,9 @@ def _collect(refresh_token: str, entry: dict, binding: str) -> Outcome:
     except (InvalidToken, ValueError, KeyError, TypeError):
         logger.warning("An unreadable refresh outcome; its session will end")
         return Outcome(state=UNKNOWN)
-    return Outcome(state=OK, cookies=cookies, profile=profile)
+    return Outcome(
+        state=OK, cookies=cookies, profile=profile, replaced_access=entry.get("replaced_access")
+    )
 
 
 @sensitive_variables()

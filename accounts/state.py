@@ -76,6 +76,7 @@ class TokenState:
         self._outgoing: list[BackendCookie] = []
         self._delete_paths: tuple[str, ...] | None = None
         self.renewed = False
+        self._failure: BackendError | None = None
         self._background = False
         self._deadline: float | None = None
 
@@ -117,7 +118,8 @@ class TokenState:
 
     def forget(self) -> None:
         """Drop the tokens: the response deletes the cookies wherever they were set."""
-        paths = self.record.cookie_paths if self.record else ()
+        record = self.load()
+        paths = record.cookie_paths if record else ()
         self._delete_paths = tuple(paths) + tuple(
             c.path for c in self._outgoing if c.path != conf.cookie_path
         )
@@ -160,6 +162,10 @@ class TokenState:
             return
         self.end("foreign_cookies")
 
+    def _presented_replaced(self, found: refresh.Outcome) -> bool:
+        """Return whether the incoming access cookie is the one that refresh replaced (or none)."""
+        return not self.incoming.access or hash_matches(self.incoming.access, found.replaced_access)
+
     @sensitive_variables()
     def _catch_up_same_refresh(self, record: TokenRecord) -> bool:
         """With a backend that keeps the refresh token, a late tab has the current refresh
@@ -167,7 +173,7 @@ class TokenState:
         if not record.round:
             return False
         found = refresh.peek(self.incoming.refresh, binding=record.binding, round_=record.round - 1)
-        if found is None or found.state != refresh.OK:
+        if found is None or found.state != refresh.OK or not self._presented_replaced(found):
             return False
         access = found.tokens.access
         if not hash_matches(access, record.access_hash):
@@ -184,6 +190,8 @@ class TokenState:
         for _ in range(MAX_CHAIN):
             found = refresh.peek(token, binding=record.binding, round_=round_)
             if found is None or found.state != refresh.OK:
+                return False
+            if not gathered and not self._presented_replaced(found):
                 return False
             gathered.update({c.name: c for c in found.cookies})
             newer = found.tokens
@@ -234,7 +242,7 @@ class TokenState:
         """
         record = self.load()
         now = time.time()
-        if not record.refresh_due(now=now, leeway=conf.refresh_leeway):
+        if self.tokens.access and not record.refresh_due(now=now, leeway=conf.refresh_leeway):
             return
         if record.access_expired(now=now) or not self.tokens.access:
             self.renew()
@@ -253,20 +261,30 @@ class TokenState:
         """
         if self.renewed:
             return self.tokens
+        if self._failure is not None:
+            raise self._failure  # one attempt per request
         record = self.load()
         deadline = self._wait_deadline() if wait else None
         token, round_ = self.tokens.refresh, record.round
         gathered: dict[str, BackendCookie] = {}
         found = None
         next_round = 0
+        replaced = record.access_hash
         for _ in range(MAX_CHAIN):
-            found = refresh.outcome(
-                token,
-                binding=record.binding,
-                round_=round_,
-                keep_for=record.keep_outcome_for(),
-                deadline=deadline,
-            )
+            try:
+                found = refresh.outcome(
+                    token,
+                    binding=record.binding,
+                    round_=round_,
+                    keep_for=record.keep_outcome_for(),
+                    deadline=deadline,
+                    replaced_access=replaced,
+                )
+            except RefreshPending:
+                raise
+            except BackendError as exc:
+                self._failure = exc
+                raise
             if found.state == refresh.OK:
                 gathered.update({c.name: c for c in found.cookies})
                 newer = found.tokens
@@ -276,6 +294,7 @@ class TokenState:
                     break
                 # A pair nobody collected in time: renew its successor, never the spent token.
                 token, round_ = newer.refresh or token, next_round
+                replaced = token_hash(newer.access) if newer.access else None
                 continue
             reason = {refresh.REFUSED: "refused", refresh.FOREIGN: "foreign_cookies"}
             self.end(reason.get(found.state, "unknown_outcome"))
