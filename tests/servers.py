@@ -10,6 +10,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -263,3 +264,126 @@ def shared_storage(mode: str, label: str):
                 "CACHE_KEY_PREFIX": f"{label}-{uuid.uuid4().hex[:8]}",
             },
         )
+
+
+# --- Waiting on what the servers report (tests/test_invariants.py, test_stress.py) ---
+
+
+def wait_for_log(
+    server: ServerProcess, pattern: str, *, count: int = 1, timeout: float = 30
+) -> int:
+    """Wait until `pattern` (a regex) occurs `count` times in the server's log; return the count."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = len(re.findall(pattern, server.log()))
+        if found >= count:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{pattern!r} logged {found} times, expected {count}")
+        time.sleep(0.1)
+
+
+def wait_for_refreshes(api: AuthApiProcess, total: int, *, timeout: float = 60) -> dict[str, int]:
+    """Wait until the API has answered `total` refreshes in all (ok or refused); return stats."""
+    deadline = time.monotonic() + timeout
+    while True:
+        stats = api.stats()
+        if stats["refresh"] + stats["refresh_rejected"] >= total:
+            return stats
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the API answered fewer than {total} refreshes: {stats}")
+        time.sleep(0.1)
+
+
+def wait_for_quiet(api: AuthApiProcess, *, quiet_for: float = 1.5, timeout: float = 120):
+    """Wait until no refresh has been in flight at the API for `quiet_for` seconds; return stats.
+
+    In flight: counted in `refresh_calls` (on arrival) but not yet in `refresh`
+    or `refresh_rejected` (on answer). A call queued in an app's pool arrives
+    within moments of the one before it finishing, so a quiet spell longer
+    than that means every queued call has been made and answered.
+    """
+    deadline = time.monotonic() + timeout
+    quiet_since = None
+    while True:
+        stats = api.stats()
+        busy = stats["refresh_calls"] > stats["refresh"] + stats["refresh_rejected"]
+        now = time.monotonic()
+        if busy:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = now
+        elif now - quiet_since >= quiet_for:
+            return stats
+        if now > deadline:
+            raise AssertionError(f"the API did not go quiet within {timeout}s: {stats}")
+        time.sleep(0.1)
+
+
+class SlowCloseProxy:
+    """A TCP proxy in front of a server that passes the server's close on `close_delay` s late.
+
+    A server closes a connection a moment after its last answer (at once, or
+    when its threads get round to it under load); a client that takes the
+    connection from its pool within that moment sends its next request into
+    a closing socket. This widens the moment to `close_delay` seconds so the
+    race can be met on purpose. Use as a context manager; `url` is its address.
+    """
+
+    def __init__(self, upstream_url: str, *, close_delay: float):
+        import threading
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(upstream_url)
+        self._upstream = (parts.hostname, parts.port)
+        self._delay = close_delay
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._threading = threading
+        self._closed = threading.Event()
+
+    def __enter__(self) -> "SlowCloseProxy":
+        self._threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._closed.set()
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self._upstream, timeout=10)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            self._threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+            self._threading.Thread(
+                target=self._pump_back, args=(upstream, client), daemon=True
+            ).start()
+
+    @staticmethod
+    def _pump(source, sink) -> None:
+        """Client to server; what arrives after the server closed is dropped."""
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def _pump_back(self, source, sink) -> None:
+        """Server to client; the server's close reaches the client `close_delay` s late."""
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        time.sleep(self._delay)
+        for sock in (sink, source):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # wakes the other pump; close() alone would not
+            with contextlib.suppress(OSError):
+                sock.close()

@@ -80,7 +80,7 @@ def test_redis_url_switches_the_cache_and_database_url_the_database():
 
 
 def test_readme_settings_table_matches_accounts_conf():
-    """Each auth setting is defined once (accounts/conf.py); the README's table shows exactly those."""
+    """Each auth setting is defined once (accounts/conf.py); the README table shows just those."""
     from accounts.conf import SETTINGS
 
     readme = (ROOT / "README.md").read_text()
