@@ -137,7 +137,7 @@ SETTINGS = (
     ),
     Setting(
         "AUTH_REFRESH_POOL_SIZE",
-        8,
+        32,
         "threads per process that make refresh calls",
         "refresh_pool_size",
     ),

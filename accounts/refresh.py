@@ -61,6 +61,8 @@ logger = logging.getLogger(__name__)
 
 CACHE_PREFIX = "accounts:refresh"
 PENDING, OK, REFUSED, UNKNOWN, FOREIGN = "pending", "ok", "refused", "unknown", "foreign"
+# Seconds a call may wait for a pool thread before the log says the pool is too small.
+POOL_WAIT_WARNING = 1.0
 
 
 @dataclass(frozen=True, repr=False)
@@ -100,7 +102,6 @@ def _fernet(refresh_token: str) -> Fernet:
 
 
 def _seal(refresh_token: str, cookies: list[BackendCookie], profile: UserProfile | None) -> bytes:
-    now = time.time()
     payload = {
         "cookies": [
             {
@@ -113,7 +114,6 @@ def _seal(refresh_token: str, cookies: list[BackendCookie], profile: UserProfile
             for c in cookies
         ],
         "profile": profile.__dict__ if profile else None,
-        "sealed_at": now,
     }
     return _fernet(refresh_token).encrypt(json.dumps(payload).encode())
 
@@ -207,6 +207,11 @@ def _executor() -> ThreadPoolExecutor:
 def _call_backend(refresh_token: str, key: str, entry: dict, keep_for: int) -> None:
     """Run in the pool: spend the token once and write its outcome, once."""
     alive = f"{key}:alive"
+    queued = time.time() - entry["started_at"]
+    if queued > POOL_WAIT_WARNING:
+        logger.warning(
+            "A refresh waited %.1f s for a pool thread; raise AUTH_REFRESH_POOL_SIZE", queued
+        )
     try:
         try:
             cookies = get_client().refresh(refresh_token)
