@@ -104,10 +104,12 @@ class TokenRecord:
         access_expires = access_expiry(access_cookie, access)
         refresh_hash = token_hash(refresh)
         same_refresh = refresh_hash == self.refresh_hash
+        # Without a refresh cookie to read, keep the old expiry: a successor
+        # lives at least as long as the token it replaced.
         refresh_expires = (
             refresh_cookie.expires_at.timestamp()
             if refresh_cookie is not None and refresh_cookie.expires_at is not None
-            else (self.refresh_expires_at if same_refresh else None)
+            else self.refresh_expires_at
         )
         paths = set(self.cookie_paths) | {c.path for c in cookies if c.path != "/"}
         return replace(

@@ -198,7 +198,7 @@ class TokenState:
             next_round = round_ + 1 if newer.refresh in (None, token) else 0
             token = newer.refresh or token
             round_ = next_round
-            if token_hash(token) == record.refresh_hash and round_ == record.round:
+            if hash_matches(token, record.refresh_hash) and round_ == record.round:
                 pair = Tokens().updated_by(list(gathered.values()))
                 if not hash_matches(pair.access, record.access_hash):
                     return False

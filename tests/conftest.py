@@ -1,9 +1,29 @@
+import threading
+from concurrent.futures import wait
+
 import pytest
 import responses
 from django.core.management import call_command
 from django.test import Client
 
 from tests import fakes
+
+
+@pytest.fixture(autouse=True)
+def own_refresh_pool(monkeypatch):
+    """Each test gets a refresh pool and alive-mark keeper of its own, in its own process.
+
+    accounts.refresh keeps one pool per process; a pool created before a fork
+    (mutation testing, xdist) has no threads in the child and never runs a call.
+    """
+    from accounts import refresh
+
+    monkeypatch.setattr(refresh, "_pool", None)
+    monkeypatch.setattr(refresh, "_pool_lock", threading.Lock())
+    monkeypatch.setattr(refresh, "_keeper", refresh._Keeper())
+    yield
+    if refresh._pool is not None:
+        refresh._pool.shutdown(wait=False)
 
 
 @pytest.fixture
@@ -55,3 +75,42 @@ def signed_in(client, db, locmem_cache, backend):
         return fakes.sign_in_client(client, who, access=access, refresh=refresh)
 
     return sign_in
+
+
+@pytest.fixture
+def settle(backend, locmem_cache, monkeypatch):
+    """Every refresh started in the test has finished before the stubs and the cache go.
+
+    Refresh calls run in a process-wide pool; one still running at teardown
+    would reach the real network or another test's cache. Yields the list of
+    the futures of the refreshes started so far.
+    """
+    from accounts import refresh
+
+    futures = []
+    start = refresh.start
+
+    def recorded(*args, **kwargs):
+        claim = start(*args, **kwargs)
+        if claim is not None:
+            futures.append(claim.future)
+        return claim
+
+    monkeypatch.setattr(refresh, "start", recorded)
+    yield futures
+    wait(futures, timeout=30)
+
+
+@pytest.fixture
+def gates(settle):
+    """Make `fakes.Gate`s that are all opened at teardown (before `settle` waits)."""
+    made = []
+
+    def make(limit: float = 10.0):
+        gate = fakes.Gate(limit)
+        made.append(gate)
+        return gate
+
+    yield make
+    for gate in made:
+        gate.open()

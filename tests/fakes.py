@@ -1,10 +1,14 @@
 """A fake auth backend for unit tests, on `responses`: only the network is mocked."""
 
+import json
+import threading
 import time
 from email.utils import formatdate
 
 import jwt
+import requests
 import responses
+from urllib3.exceptions import MaxRetryError, NewConnectionError
 
 BASE = "http://authapi.test"
 JWT_KEY = "unit-test-signing-key-of-32-bytes-or-more"
@@ -143,3 +147,211 @@ def sign_in_client(client, who="admin", *, access=None, refresh="refresh-1", coo
         for cookie in issued:
             client.cookies[cookie.name] = cookie.value
     return client
+
+
+def connection_refused() -> requests.ConnectionError:
+    """Return the error `requests` raises when nothing listens: the request never left.
+
+    The same shape as the real one (ConnectionError(MaxRetryError(reason=
+    NewConnectionError))), which accounts.client tells apart from a
+    connection dropped after sending. A bare `requests.ConnectionError()`
+    counts as "maybe processed".
+    """
+    reason = NewConnectionError(None, "Failed to establish a new connection: [Errno 111]")
+    return requests.ConnectionError(MaxRetryError(None, f"{BASE}/", reason))
+
+
+class Gate:
+    """A backend answer held back until the test opens it (never longer than `limit` s).
+
+    `entered` is set once a call is waiting at the gate; `calls` counts the calls.
+    """
+
+    def __init__(self, limit: float = 10.0):
+        self.entered = threading.Event()
+        self.opened = threading.Event()
+        self.limit = limit
+        self.calls = 0
+
+    def hold(self) -> None:
+        self.calls += 1
+        self.entered.set()
+        self.opened.wait(self.limit)
+
+    def open(self) -> None:
+        self.opened.set()
+
+    def wait_entered(self) -> None:
+        assert self.entered.wait(self.limit), "no call reached the gate"
+
+
+def stub_held(rsps, method: str, path: str, gate: Gate, *, status=200, headers=(), body=""):
+    """Register an answer that waits at `gate` first (or raises `body` if an exception)."""
+
+    def answer(request):
+        gate.hold()
+        if isinstance(body, Exception):
+            raise body
+        return (status, list(headers), body)
+
+    return rsps.add_callback(method, f"{BASE}{path}", callback=answer)
+
+
+def stub_held_refresh(rsps, gate: Gate, *, access=None, refresh="refresh-2"):
+    """Register a /auth/refresh answer (a new pair) held at `gate`."""
+    headers = token_headers(access or access_jwt(), refresh)
+    return stub_held(rsps, "POST", "/auth/refresh", gate, headers=headers, body='{"ok": true}')
+
+
+def sent_token(request, name: str = "access_token") -> str | None:
+    """Return the token a recorded request carried in its Cookie (or Bearer) header."""
+    bearer = request.headers.get("Authorization", "")
+    if name == "access_token" and bearer.startswith("Bearer "):
+        return bearer.removeprefix("Bearer ")
+    for part in request.headers.get("Cookie", "").split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name:
+            return value
+    return None
+
+
+def stub_me_by_token(rsps, answers: dict, default: int = 401):
+    """Answer /users/me by the access token it carries, as a real backend would.
+
+    `answers` maps a token to a PROFILES key or a profile dict (200), or a
+    status; tokens not named get `default`. Refresh calls in the pool and the
+    request's own calls may then come in any order.
+    """
+
+    def answer(request):
+        result = answers.get(sent_token(request), default)
+        if isinstance(result, int):
+            return (result, [], '{"message": "Unauthorized"}')
+        profile = PROFILES[result] if isinstance(result, str) else result
+        return (200, [("Content-Type", "application/json")], json.dumps(profile))
+
+    return rsps.add_callback("GET", f"{BASE}/users/me", callback=answer)
+
+
+def record_of(client):
+    """Return the TokenRecord a test client's session holds (None if none)."""
+    from accounts.record import SESSION_KEY, TokenRecord
+
+    return TokenRecord.from_session_value(client.session.get(SESSION_KEY))
+
+
+def edit_record(client, **changes):
+    """Change fields of the TokenRecord in a test client's session."""
+    from accounts.record import SESSION_KEY
+
+    session = client.session
+    session[SESSION_KEY] = {**session[SESSION_KEY], **changes}
+    session.save()
+
+
+def assert_signed_out(client, response, *, page="/dashboard/"):
+    """Assert a page request was signed out: to sign-in with `next`, session and cookies gone."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from django.contrib.auth import SESSION_KEY
+
+    assert response.status_code == 302
+    location = urlsplit(response["Location"])
+    assert location.path == "/accounts/login/"
+    assert parse_qs(location.query)["next"] == [page]
+    assert SESSION_KEY not in client.session
+    for name in ("access_token", "refresh_token"):
+        assert response.cookies[name].value == ""
+        assert response.cookies[name]["max-age"] == 0
+
+
+def direct_request(
+    rf, record=None, cookies=None, backend_path="accounts.backends.AuthApiBackend", who="admin"
+):
+    """Return a RequestFactory GET of /dashboard/ with a saved session, signed in as `who`.
+
+    The session holds `record` (default: the pair acc-1 / refresh-1; "none" for no
+    record) and the request carries `cookies` (default: that pair).
+    """
+    from importlib import import_module
+
+    from django.conf import settings
+    from django.contrib.auth import BACKEND_SESSION_KEY, SESSION_KEY
+
+    from accounts.record import SESSION_KEY as RECORD_KEY
+    from accounts.record import TokenRecord
+
+    user = make_user(who)
+    if record is None:
+        record = TokenRecord.issue(user_id="1", access="acc-1", refresh="refresh-1", cookies=[])
+    session = import_module(settings.SESSION_ENGINE).SessionStore()
+    session.update({SESSION_KEY: str(user.pk), BACKEND_SESSION_KEY: backend_path})
+    if record != "none":
+        session[RECORD_KEY] = record.as_session_value()
+    session.save()
+    request = rf.get("/dashboard/")
+    request.session = type(session)(session_key=session.session_key)  # as loaded, unmodified
+    if cookies is None:
+        cookies = {"access_token": "acc-1", "refresh_token": "refresh-1"}
+    request.COOKIES.update(cookies)
+    request.user = user
+    return request
+
+
+class Source:
+    """A client TokenSource holding `tokens`, renewing to `renewed`, recording what it was asked.
+
+    `end(reason)` raises SessionEnded, as accounts.state.TokenState does.
+    """
+
+    def __init__(self, tokens, renewed=None):
+        self.tokens, self.renewed = tokens, renewed
+        self.renewals, self.ended = 0, []
+
+    def tokens_for_call(self):
+        return self.tokens
+
+    def renew_after_rejection(self):
+        self.renewals += 1
+        self.tokens = self.renewed
+        return self.tokens
+
+    def end(self, reason: str) -> None:
+        from accounts.exceptions import SessionEnded
+
+        self.ended.append(reason)
+        raise SessionEnded(reason)
+
+
+def spy_on(monkeypatch, session) -> list[dict]:
+    """Record the keyword arguments of every request a requests.Session makes."""
+    seen, original = [], session.request
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(session, "request", spy)
+    return seen
+
+
+def sessions_made(monkeypatch) -> list:
+    """Record every requests.Session the client makes from now on (its calls, its closing)."""
+    from accounts import client as client_module
+
+    made, make = [], client_module._session
+
+    def recording():
+        session = make()
+        session.calls, session.closed, close = spy_on(monkeypatch, session), False, session.close
+
+        def closing():
+            session.closed = True
+            close()
+
+        monkeypatch.setattr(session, "close", closing)
+        made.append(session)
+        return session
+
+    monkeypatch.setattr(client_module, "_session", recording)
+    return made

@@ -5,7 +5,6 @@ from datetime import UTC, datetime
 
 import pytest
 from django.http import HttpResponse
-from django.test import RequestFactory
 
 from accounts import cookies
 from accounts.cookies import CookieParseError, parse_set_cookie, parse_set_cookies
@@ -17,12 +16,15 @@ EXPRESS_PAIR = [
 ]
 
 
-def relayed(headers, **request_kwargs) -> HttpResponse:
-    request = RequestFactory().get("/")
-    cookies.remember(request, parse_set_cookies(headers))
+def written(headers) -> HttpResponse:
     response = HttpResponse()
-    cookies.relay(request, response)
+    cookies.write(response, parse_set_cookies(headers))
     return response
+
+
+def set_cookie_lines(response) -> list[str]:
+    """Every Set-Cookie header the response sends, one per morsel."""
+    return [morsel.OutputString() for morsel in response.cookies.values()]
 
 
 class TestParse:
@@ -74,14 +76,51 @@ class TestParse:
     def test_errors_never_carry_the_value(self):
         with pytest.raises(CookieParseError) as info:
             parse_set_cookie("access_token=secret value")
-        assert "secret" not in str(info.value)
+        assert str(info.value) == "invalid characters in the value of access_token"
+        with pytest.raises(CookieParseError) as info:
+            parse_set_cookie("access_token=secret; Expires=secret date")
+        assert str(info.value) == "unreadable Expires date"
+
+    def test_an_expires_without_a_zone_is_utc(self):
+        cookie = parse_set_cookie("a=b; Expires=Thu, 01 Jan 2099 00:00:00 -0000")
+        assert cookie.expires == datetime(2099, 1, 1, tzinfo=UTC)
+        assert cookie.deletes is False
+        zoned = parse_set_cookie("a=b; Expires=Thu, 01 Jan 2099 02:00:00 +0200")
+        assert zoned.expires == datetime(2099, 1, 1, tzinfo=UTC)  # the same moment, kept
+
+    def test_a_relative_path_is_ignored(self):
+        assert parse_set_cookie("a=b; Path=relative").path == "/"
+        assert parse_set_cookie('a="quoted"').value == "quoted"
+
+    def test_expiry_from_max_age_or_expires(self):
+        cookie = parse_set_cookie("a=b; Max-Age=60")
+        assert abs(cookie.expires_at.timestamp() - datetime.now(UTC).timestamp() - 60) < 2
+        dated = parse_set_cookie("a=b; Expires=Thu, 01 Jan 2099 00:00:00 GMT")
+        assert dated.expires_at == datetime(2099, 1, 1, tzinfo=UTC)
+        assert parse_set_cookie("a=b").expires_at is None
+        assert parse_set_cookie("a=b").deletes is False
+
+    def test_repr_hides_the_value(self):
+        cookie = parse_set_cookie("access_token=secret; Max-Age=60")
+        assert repr(cookie) == "BackendCookie(name='access_token', value=<hidden>, max_age=60)"
+
+    def test_unusable_headers_are_skipped_and_logged_without_their_value(self, caplog):
+        caplog.set_level(logging.WARNING, logger="accounts.cookies")
+        parsed = parse_set_cookies(["access_token=top secret; Path=/", EXPRESS_PAIR[1]])
+        assert [c.name for c in parsed] == ["refresh_token"]
+        assert [r.getMessage() for r in caplog.records] == [
+            "Skipped a Set-Cookie header from the auth backend: "
+            "invalid characters in the value of access_token"
+        ]
 
 
-class TestRelay:
+class TestWrite:
+    """`cookies.write`: the backend's token cookies on our response, on our terms."""
+
     def test_two_express_headers_become_two_cookies(self, settings):
         settings.AUTH_COOKIE_SECURE = True
         settings.AUTH_COOKIE_SAMESITE = "Lax"
-        response = relayed(EXPRESS_PAIR)
+        response = written(EXPRESS_PAIR)
 
         assert set(response.cookies) == {"access_token", "refresh_token"}
         access = response.cookies["access_token"]
@@ -93,60 +132,112 @@ class TestRelay:
         assert access["samesite"] == "Lax"
         assert response.cookies["refresh_token"]["max-age"] == 604800
 
+    @pytest.mark.parametrize("cookie_path", ["/", "/app"])
+    def test_written_at_the_cookie_path_whatever_the_backends_path(self, settings, cookie_path):
+        settings.AUTH_COOKIE_PATH = cookie_path
+        header = "refresh_token=r1; Max-Age=60; Path=/auth/refresh; HttpOnly"
+        assert written([header]).cookies["refresh_token"]["path"] == cookie_path
+
     def test_secure_and_samesite_come_from_settings(self, settings):
         settings.AUTH_COOKIE_SECURE = False
         settings.AUTH_COOKIE_SAMESITE = "Strict"
-        access = relayed(EXPRESS_PAIR).cookies["access_token"]
+        access = written(EXPRESS_PAIR).cookies["access_token"]
         assert access["secure"] == ""
         assert access["samesite"] == "Strict"
+        settings.AUTH_COOKIE_SAMESITE = ""
+        assert written(EXPRESS_PAIR).cookies["access_token"]["samesite"] == ""
 
     def test_httponly_is_forced_even_when_the_backend_forgets_it(self):
-        response = relayed(["access_token=v; Max-Age=60; Path=/"])
+        response = written(["access_token=v; Max-Age=60; Path=/"])
         assert response.cookies["access_token"]["httponly"] is True
 
+    def test_an_expires_date_without_max_age_is_kept(self):
+        response = written(["access_token=v; Expires=Thu, 01 Jan 2099 00:00:00 GMT"])
+        morsel = response.cookies["access_token"]
+        assert morsel["expires"] == "Thu, 01 Jan 2099 00:00:00 GMT"
+
     def test_backend_domain_is_dropped(self):
-        response = relayed([express_cookie("access_token", "v", 60, Domain="api.example.com")])
+        response = written([express_cookie("access_token", "v", 60, Domain="api.example.com")])
         assert response.cookies["access_token"]["domain"] == ""
 
     def test_domain_setting_replaces_it(self, settings):
         settings.AUTH_COOKIE_DOMAIN = ".example.org"
-        response = relayed([express_cookie("access_token", "v", 60, Domain="api.example.com")])
+        response = written([express_cookie("access_token", "v", 60, Domain="api.example.com")])
         assert response.cookies["access_token"]["domain"] == ".example.org"
 
     @pytest.mark.parametrize(
         "header",
         [
-            "refresh_token=; Max-Age=0; Path=/",
+            "refresh_token=; Max-Age=0; Path=/auth/refresh",
             "refresh_token=gone; Path=/; Expires=Thu, 01 Jan 1970 00:00:00 GMT",
             "refresh_token=gone; Max-Age=-1",
         ],
     )
-    def test_max_age_zero_or_past_expires_deletes(self, header):
-        morsel = relayed([header]).cookies["refresh_token"]
+    def test_max_age_zero_or_past_expires_deletes_at_the_cookie_path(self, header):
+        response = written([header])
+        morsel = response.cookies["refresh_token"]
         assert morsel.value == ""
         assert morsel["max-age"] == 0
         assert "1970" in morsel["expires"]
-
-    def test_garbage_header_is_skipped_and_logged_without_its_value(self, caplog):
-        caplog.set_level(logging.WARNING, logger="accounts.cookies")
-        response = relayed(["access_token=top secret; Path=/", EXPRESS_PAIR[1]])
-        assert set(response.cookies) == {"refresh_token"}
-        assert "Skipped a Set-Cookie header" in caplog.text
-        assert "top secret" not in caplog.text
+        assert set_cookie_lines(response) == [
+            'refresh_token=""; expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; Path=/; '
+            "SameSite=Lax"
+        ]
 
     @pytest.mark.parametrize("name", ["sessionid", "csrftoken", "tracking"])
     def test_never_sets_the_apps_own_or_unknown_cookies(self, name, caplog):
-        response = relayed([f"{name}=attacker; Max-Age=600; Path=/", EXPRESS_PAIR[0]])
+        caplog.set_level(logging.WARNING, logger="accounts.cookies")
+        response = written([f"{name}=attacker; Max-Age=600; Path=/", EXPRESS_PAIR[0]])
+        assert set(response.cookies) == {"access_token"}
+        assert [r.getMessage() for r in caplog.records] == [
+            f"Refused to relay the auth backend's cookie {name!r}"
+        ]
+
+    @pytest.mark.parametrize("name", ["sessionid", "csrftoken"])
+    def test_the_apps_own_cookies_stay_protected_when_misconfigured(self, settings, name):
+        settings.AUTH_ACCESS_COOKIE = name
+        response = written([f"{name}=attacker; Max-Age=600; Path=/"])
         assert name not in response.cookies
-        assert "access_token" in response.cookies
-        assert "attacker" not in caplog.text
 
-    def test_session_cookie_stays_protected_when_misconfigured(self, settings):
-        settings.AUTH_ACCESS_COOKIE = "sessionid"
-        response = relayed(["sessionid=attacker; Max-Age=600; Path=/"])
-        assert "sessionid" not in response.cookies
-
-    def test_relay_without_queued_cookies_touches_nothing(self):
+    def test_nothing_to_write_touches_nothing(self):
         response = HttpResponse()
-        cookies.relay(RequestFactory().get("/"), response)
+        cookies.write(response, [])
         assert not response.cookies
+
+
+class TestDelete:
+    """`cookies.delete`: one Set-Cookie per name and path a copy may live at."""
+
+    def test_at_the_cookie_path(self):
+        response = HttpResponse()
+        cookies.delete(response, ["access_token", "refresh_token"])
+        assert set_cookie_lines(response) == [
+            f'{name}=""; expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; Path=/; SameSite=Lax'
+            for name in ("access_token", "refresh_token")
+        ]
+
+    def test_at_every_other_path_once(self, settings):
+        settings.AUTH_COOKIE_PATH = "/app"
+        response = HttpResponse()
+        cookies.delete(response, ["access_token"], ["/auth/refresh", "/", "/app"])
+        lines = set_cookie_lines(response)
+        paths = [line.split("Path=")[1].split(";")[0] for line in lines]
+        assert paths == ["/app", "/", "/auth/refresh"]
+        assert all(line.startswith('access_token="";') and "Max-Age=0" in line for line in lines)
+
+    def test_default_path_with_backend_paths(self):
+        response = HttpResponse()
+        cookies.delete(response, ["refresh_token"], ("/auth/refresh",))
+        lines = set_cookie_lines(response)
+        assert [line.split("Path=")[1].split(";")[0] for line in lines] == ["/", "/auth/refresh"]
+
+    def test_domain_and_samesite_from_settings_on_every_copy(self, settings):
+        settings.AUTH_COOKIE_DOMAIN = ".example.org"
+        settings.AUTH_COOKIE_SAMESITE = "Strict"
+        response = HttpResponse()
+        cookies.delete(response, ["access_token"], ["/x"])
+        lines = set_cookie_lines(response)
+        assert len(lines) == 2
+        for line in lines:
+            assert "Domain=.example.org" in line
+            assert "SameSite=Strict" in line

@@ -1,205 +1,448 @@
-"""The single-flight refresh service (accounts/refresh.py) against a stubbed backend."""
+"""Single-flight refresh (accounts/refresh.py): each refresh token is presented once."""
 
+import logging
 import threading
 import time
+from concurrent.futures import wait
 
 import pytest
 import requests
-import responses
 
 from accounts import refresh
-from accounts.exceptions import BackendUnavailable, RefreshPending, RefreshRejected
+from accounts.exceptions import BackendUnavailable, RefreshPending
+from accounts.record import token_hash
 from tests import fakes
+from tests.fakes import calls_to
+
+pytestmark = pytest.mark.usefixtures("settle")
+BINDING = "binding-1"
 
 
 @pytest.fixture
 def service(backend, locmem_cache, settings):
-    settings.AUTH_REFRESH_WAIT = 3.0
     settings.AUTH_REFRESH_GRACE = 20
-    fakes.stub_me(backend, "admin")
+    settings.AUTH_REFRESH_LOCK_TTL = 1
     return backend
 
 
-def refresh_calls(rsps) -> list:
-    return [c for c in rsps.calls if c.request.url.endswith("/auth/refresh")]
+def run(presented: str = "refresh-1", *, binding=BINDING, round_=0, wait: float | None = 3.0):
+    deadline = None if wait is None else time.monotonic() + wait
+    return refresh.outcome(
+        presented, binding=binding, round_=round_, keep_for=600, deadline=deadline
+    )
+
+
+def key(presented: str = "refresh-1", round_=0) -> str:
+    return refresh.entry_key(token_hash(presented), round_)
 
 
 def values(outcome) -> dict[str, str]:
     return {c.name: c.value for c in outcome.cookies}
 
 
-def slow_refresh(rsps, seconds: float, new_refresh="refresh-2"):
-    headers = fakes.token_headers(fakes.access_jwt(), new_refresh)
-
-    def answer(request):
-        time.sleep(seconds)
-        return (200, headers, '{"ok": true}')
-
-    rsps.add_callback(responses.POST, f"{fakes.BASE}/auth/refresh", callback=answer)
+def sent_refresh_tokens(rsps) -> list[str]:
+    return [fakes.sent_cookie(c, "refresh_token") for c in calls_to(rsps, "/auth/refresh")]
 
 
-def test_concurrent_callers_share_one_backend_call(service):
-    slow_refresh(service, 0.3)
+def poll(read, *, seconds: float):
+    """Return the first truthy `read()` within `seconds` (None if there is none)."""
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        if value := read():
+            return value
+        time.sleep(0.05)
+    return None
+
+
+def pending(started_at: float, binding=BINDING) -> dict:
+    return {"state": "pending", "binding": binding, "started_at": started_at, "round": 0}
+
+
+def test_concurrent_callers_share_one_backend_call(service, gates):
+    gate = gates()
+    fakes.stub_held_refresh(service, gate)
+    fakes.stub_me(service)
+    barrier = threading.Barrier(8)
     results, errors = [], []
 
-    def worker():
+    def caller():
+        barrier.wait()
         try:
-            results.append(values(refresh.refresh_tokens("refresh-1")))
+            results.append(values(run(wait=8)))
         except Exception as exc:  # noqa: BLE001 - collected for the assertion
             errors.append(exc)
 
-    threads = [threading.Thread(target=worker) for _ in range(12)]
+    threads = [threading.Thread(target=caller) for _ in range(8)]
     for thread in threads:
         thread.start()
+    gate.wait_entered()
+    gate.open()
     for thread in threads:
-        thread.join()
+        thread.join(10)
 
     assert errors == []
-    assert len(results) == 12
-    assert all(r == results[0] for r in results)
+    assert len(results) == 8 and all(r == results[0] for r in results)
     assert results[0]["refresh_token"] == "refresh-2"
-    assert len(refresh_calls(service)) == 1
-    assert fakes.sent_cookie(refresh_calls(service)[0], "refresh_token") == "refresh-1"
+    assert sent_refresh_tokens(service) == ["refresh-1"]
 
 
-def test_late_caller_with_the_spent_token_gets_the_same_cookies(service):
-    fakes.stub_refresh(service)
-    first = refresh.refresh_tokens("refresh-1")
-    again = refresh.refresh_tokens("refresh-1")
-    assert values(again) == values(first)
-    assert len(refresh_calls(service)) == 1
-
-
-def test_the_profile_is_read_once_with_the_new_tokens(service):
-    fakes.stub_refresh(service)
-    outcome = refresh.refresh_tokens("refresh-1")
-    assert outcome.profile.email == "admin@example.com"
-    me = [c for c in service.calls if c.request.url.endswith("/users/me")]
-    assert len(me) == 1
-    assert fakes.sent_cookie(me[0], "access_token") == values(outcome)["access_token"]
-    refresh.refresh_tokens("refresh-1")
-    assert len([c for c in service.calls if c.request.url.endswith("/users/me")]) == 1
-
-
-def test_the_cache_holds_no_readable_token(service, locmem_cache):
-    fakes.stub_refresh(service, refresh="refresh-2-secret")
-    outcome = refresh.refresh_tokens("refresh-1-secret")
-    access = values(outcome)["access_token"]
-    key = f"{refresh.CACHE_PREFIX}:result:{refresh.token_key('refresh-1-secret')}"
-    sealed = locmem_cache.get(key)
-    assert isinstance(sealed, bytes)
-    for secret in (b"refresh-2-secret", b"refresh-1-secret", access.encode()):
-        assert secret not in sealed
-    assert "refresh-1-secret" not in key
-
-
-def test_a_dead_lock_holder_lets_the_next_caller_refresh(service, locmem_cache, settings):
-    settings.AUTH_REFRESH_LOCK_TTL = 1
-    lock = f"{refresh.CACHE_PREFIX}:lock:{refresh.token_key('refresh-1')}"
-    locmem_cache.add(lock, "a-worker-that-died", 1)
-    fakes.stub_refresh(service)
-
-    started = time.monotonic()
-    outcome = refresh.refresh_tokens("refresh-1")
-
-    assert values(outcome)["refresh_token"] == "refresh-2"
-    assert time.monotonic() - started >= 0.5
-    assert len(refresh_calls(service)) == 1
-
-
-def test_waiters_time_out_into_refresh_pending(service, locmem_cache, settings):
-    settings.AUTH_REFRESH_WAIT = 0.3
-    lock = f"{refresh.CACHE_PREFIX}:lock:{refresh.token_key('refresh-1')}"
-    locmem_cache.add(lock, "another-server", 30)
-    with pytest.raises(RefreshPending):
-        refresh.refresh_tokens("refresh-1")
-    assert refresh_calls(service) == []
-
-
-def test_a_timed_out_refresh_is_not_abandoned(service, settings):
-    settings.AUTH_REFRESH_WAIT = 0.2
-    slow_refresh(service, 0.8)
-    with pytest.raises(RefreshPending):
-        refresh.refresh_tokens("refresh-1")
-    time.sleep(1.0)  # the backend answers while nobody waits
-    settings.AUTH_REFRESH_WAIT = 3.0
-
-    outcome = refresh.refresh_tokens("refresh-1")
-
-    assert values(outcome)["refresh_token"] == "refresh-2"
-    assert len(refresh_calls(service)) == 1
-
-
-def test_a_refusal_is_shared(service):
-    fakes.stub_refresh(service, status=401, json={"message": "reused"})
-    with pytest.raises(RefreshRejected):
-        refresh.refresh_tokens("refresh-1")
-    with pytest.raises(RefreshRejected):
-        refresh.refresh_tokens("refresh-1")
-    assert len(refresh_calls(service)) == 1
-
-
-def test_transient_failures_are_not_cached(service):
-    service.post(f"{fakes.BASE}/auth/refresh", body=requests.ConnectionError())
-    fakes.stub_refresh(service)
-    with pytest.raises(BackendUnavailable):
-        refresh.refresh_tokens("refresh-1")
-    assert values(refresh.refresh_tokens("refresh-1"))["refresh_token"] == "refresh-2"
-    assert len(refresh_calls(service)) == 2
-
-
-def test_an_expired_cached_pair_renews_its_successor_not_the_spent_token(service):
-    fakes.stub_refresh(service, access=fakes.access_jwt(ttl=-5), refresh="refresh-2")
-    fakes.stub_refresh(service, access=fakes.access_jwt(), refresh="refresh-3")
-    refresh.refresh_tokens("refresh-1")
-
-    outcome = refresh.refresh_tokens("refresh-1")
-
-    calls = refresh_calls(service)
-    assert [fakes.sent_cookie(c, "refresh_token") for c in calls] == ["refresh-1", "refresh-2"]
-    assert values(outcome)["refresh_token"] == "refresh-3"
-
-
-def test_a_non_rotating_backend_never_gets_an_expired_pair_back(service):
-    fakes.stub_refresh(service, access=fakes.access_jwt(ttl=-5), refresh="refresh-1")
-    fakes.stub_refresh(service, access=fakes.access_jwt(ttl=600), refresh="refresh-1")
-    expired = refresh.refresh_tokens("refresh-1")
-
-    fresh = refresh.refresh_tokens("refresh-1")
-
-    assert values(fresh)["access_token"] != values(expired)["access_token"]
-    assert [fakes.sent_cookie(c, "refresh_token") for c in refresh_calls(service)] == [
-        "refresh-1",
-        "refresh-1",
-    ]
-
-
-def test_an_access_only_answer_keeps_the_refresh_cookie_out(service):
-    service.post(
-        f"{fakes.BASE}/auth/refresh",
-        headers=[("Set-Cookie", fakes.express_cookie("access_token", fakes.access_jwt(), 1800))],
+def test_a_claim_is_made_once_and_marked_alive_from_submission(service, gates, locmem_cache):
+    gate = gates()
+    fakes.stub_held_refresh(service, gate)
+    claim = refresh.start(
+        "refresh-1", binding=BINDING, round_=0, keep_for=600, replaced_access="acc-hash"
     )
-    outcome = refresh.refresh_tokens("refresh-1")
-    assert set(values(outcome)) == {"access_token"}
+
+    assert claim.key == key()
+    entry = locmem_cache.get(key())
+    assert (entry["state"], entry["binding"], entry["round"]) == ("pending", BINDING, 0)
+    assert entry["replaced_access"] == "acc-hash"
+    assert entry["started_at"] == pytest.approx(time.time(), abs=2)
+    assert locmem_cache.get(f"{key()}:alive") is not None
+    assert refresh.start("refresh-1", binding="another", round_=0, keep_for=600) is None
+
+    gate.open()
+    claim.future.result(5)
+    assert locmem_cache.get(f"{key()}:alive") is None
+    assert sent_refresh_tokens(service) == ["refresh-1"]
+    assert refresh.peek("refresh-1", binding=BINDING).replaced_access == "acc-hash"
 
 
-def test_the_lock_is_renewed_while_a_slow_call_runs(service, locmem_cache, settings):
-    settings.AUTH_REFRESH_LOCK_TTL = 0.9
-    settings.AUTH_REFRESH_WAIT = 3.0
-    slow_refresh(service, 1.8)  # twice the lock's lifetime
-    lock = f"{refresh.CACHE_PREFIX}:lock:{refresh.token_key('refresh-1')}"
+def test_the_pool_size_is_a_setting(service, gates, settings):
+    settings.AUTH_REFRESH_POOL_SIZE = 1
+    held = {"refresh-a": gates(), "refresh-b": gates()}
+
+    def answer(request):
+        held[fakes.sent_token(request, "refresh_token")].hold()
+        return (200, fakes.token_headers(fakes.access_jwt(), "refresh-next"), "")
+
+    service.add_callback("POST", f"{fakes.BASE}/auth/refresh", callback=answer)
+    fakes.stub_me(service)
+    claims = [refresh.start(name, binding=BINDING, round_=0, keep_for=600) for name in sorted(held)]
+    held["refresh-a"].wait_entered()
+    assert not held["refresh-b"].entered.wait(0.3), "one thread: the second call queues"
+    held["refresh-a"].open()
+    held["refresh-b"].wait_entered()
+    held["refresh-b"].open()
+    wait([claim.future for claim in claims], timeout=5)
+
+
+def test_the_call_runs_in_the_refresh_pool(service):
     seen = []
 
-    def watch():
-        for _ in range(12):  # 1.44 s, all while the call runs
-            time.sleep(0.12)
-            seen.append(locmem_cache.get(lock))
+    def answer(request):
+        seen.append(threading.current_thread().name)
+        return (200, fakes.token_headers(fakes.access_jwt(), "refresh-2"), "")
 
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    refresh.refresh_tokens("refresh-1")
-    watcher.join()
+    service.add_callback("POST", f"{fakes.BASE}/auth/refresh", callback=answer)
+    fakes.stub_me(service)
+    assert run().state == refresh.OK
+    assert seen[0].startswith("token-refresh")
 
-    assert all(seen), "the lock never lapsed while its holder was alive"
-    assert locmem_cache.get(lock) is None, "released once the call returned"
-    assert len(refresh_calls(service)) == 1
+
+class TestOutcomes:
+    def test_ok_is_kept_for_its_session_and_given_to_others_within_grace(
+        self, service, locmem_cache
+    ):
+        fakes.stub_refresh(service)
+        fakes.stub_me(service)
+        first = run()
+        assert first.state == refresh.OK
+        assert values(run(binding="another-session")) == values(first)
+
+        entry = locmem_cache.get(key())
+        locmem_cache.set(key(), {**entry, "finished_at": time.time() - 21}, 600)
+        assert values(run()) == values(first)
+        assert run(binding="another-session").state == refresh.FOREIGN
+        assert sent_refresh_tokens(service) == ["refresh-1"]
+
+    def test_refused_is_kept(self, service):
+        fakes.stub_refresh(service, status=401, json={"message": "reused"})
+        assert run().state == refresh.REFUSED
+        assert run(binding="another").state == refresh.REFUSED
+        assert len(calls_to(service, "/auth/refresh")) == 1
+
+    @pytest.mark.parametrize(
+        "answer",
+        [{"body": requests.ReadTimeout()}, {"status": 504}, {"json": {"ok": True}}],
+        ids=["read-timeout", "504", "no-cookies"],
+    )
+    def test_a_maybe_processed_failure_is_unknown_and_kept(self, service, answer):
+        service.post(f"{fakes.BASE}/auth/refresh", **{"status": 200, **answer})
+        assert run().state == refresh.UNKNOWN
+        assert run().state == refresh.UNKNOWN
+        assert len(calls_to(service, "/auth/refresh")) == 1
+
+    def test_an_unexpected_error_is_unknown(self, service, caplog):
+        def explode(request):
+            raise RuntimeError("adapter bug")
+
+        service.add_callback("POST", f"{fakes.BASE}/auth/refresh", callback=explode)
+        assert run().state == refresh.UNKNOWN
+        assert "Refresh call failed unexpectedly; its session will end" in caplog.messages
+
+    @pytest.mark.parametrize(
+        "answer", [{"body": fakes.connection_refused()}, {"status": 500}, {"status": 429}]
+    )
+    def test_never_sent_releases_the_claim_for_the_next_request(
+        self, service, locmem_cache, answer
+    ):
+        service.post(f"{fakes.BASE}/auth/refresh", **{"status": 200, **answer})
+        fakes.stub_refresh(service)
+        fakes.stub_me(service)
+
+        with pytest.raises(BackendUnavailable, match="did not reach the backend"):
+            run()
+
+        assert locmem_cache.get(key()) is None
+        assert len(calls_to(service, "/auth/refresh")) == 1, "one attempt per caller"
+        assert values(run())["refresh_token"] == "refresh-2"
+        assert sent_refresh_tokens(service) == ["refresh-1", "refresh-1"]
+
+
+class TestWaiting:
+    def test_without_a_deadline_a_call_in_flight_raises_at_once(self, service, gates):
+        gate = gates()
+        fakes.stub_held_refresh(service, gate)
+        with pytest.raises(RefreshPending):
+            run(wait=None)
+        assert not gate.opened.is_set()
+
+    def test_the_budget_is_honoured_and_the_result_collected_later(self, service, gates, settle):
+        gate = gates()
+        fakes.stub_held_refresh(service, gate)
+        fakes.stub_me(service)
+        with pytest.raises(RefreshPending):
+            run(wait=0.2)
+        gate.wait_entered()
+        gate.open()
+        wait(settle, timeout=5)
+
+        assert values(run(wait=None))["refresh_token"] == "refresh-2"
+        assert len(calls_to(service, "/auth/refresh")) == 1
+
+    def test_another_callers_claim_is_waited_for_not_repeated(self, service, locmem_cache):
+        locmem_cache.set(key(), pending(time.time()), 600)
+        started = time.monotonic()
+        with pytest.raises(RefreshPending):
+            run(wait=0.3)
+        assert time.monotonic() - started >= 0.3
+        assert calls_to(service, "/auth/refresh") == []
+
+    def test_a_pending_claim_without_an_alive_mark_is_unknown(self, service, locmem_cache, caplog):
+        locmem_cache.set(key(), pending(time.time() - 1.5), 600)
+        assert run(wait=None).state == refresh.UNKNOWN
+        assert calls_to(service, "/auth/refresh") == []
+        assert "A refresh's owner died with the call in flight; outcome unknown" in caplog.messages
+
+    def test_a_claim_without_a_start_time_and_mark_is_unknown(self, service, locmem_cache):
+        locmem_cache.set(key(), {"state": "pending", "binding": BINDING}, 600)
+        assert run(wait=None).state == refresh.UNKNOWN
+
+    def test_an_old_claim_still_marked_alive_is_waited_for(self, service, locmem_cache):
+        locmem_cache.set(key(), pending(time.time() - 30), 600)
+        locmem_cache.set(f"{key()}:alive", "1", 5)
+        with pytest.raises(RefreshPending):
+            run(wait=0.1)
+        assert calls_to(service, "/auth/refresh") == []
+
+    def test_a_young_claim_is_waited_for_before_its_mark_appears(self, service, locmem_cache):
+        locmem_cache.set(key(), pending(time.time() - 0.5), 600)
+        with pytest.raises(RefreshPending):
+            run(wait=None)
+
+
+class TestTheStoredPair:
+    def test_the_pair_is_stored_before_the_profile_is_read(self, service, gates, locmem_cache):
+        gate = gates()
+        fakes.stub_refresh(service)
+        fakes.stub_held(service, "GET", "/users/me", gate, body='{"id": 1}')
+        claim = refresh.start("refresh-1", binding=BINDING, round_=0, keep_for=600)
+
+        gate.wait_entered()
+        early = refresh.peek("refresh-1", binding=BINDING)
+        assert early.state == refresh.OK and early.profile is None
+        assert values(early)["refresh_token"] == "refresh-2"
+        gate.open()
+        claim.future.result(5)
+
+    def test_the_profile_read_with_the_new_pair_is_kept_with_it(self, service, settle):
+        fakes.stub_refresh(service, access="new.access.token")
+        me = fakes.stub_me(service, "evaluator")
+        run()
+        wait(settle, timeout=5)  # the pair is kept first, the profile a moment later
+        outcome = refresh.peek("refresh-1", binding=BINDING)
+        assert outcome.profile.email == "evaluator@example.com"
+        assert outcome.profile.roles == ("evaluator",)
+        assert fakes.sent_cookie(me.calls[0], "access_token") == "new.access.token"
+        assert repr(outcome) == "Outcome(state='ok', cookies=2)"
+        assert outcome.tokens.access == "new.access.token"
+
+    def test_a_failed_profile_read_keeps_the_pair(self, service):
+        fakes.stub_refresh(service)
+        fakes.stub_me(service, status=503)
+        outcome = run()
+        assert (outcome.state, outcome.profile) == (refresh.OK, None)
+
+    def test_cookie_lifetimes_survive_the_cache(self, service):
+        service.post(
+            f"{fakes.BASE}/auth/refresh",
+            headers=[
+                ("Set-Cookie", "access_token=a2; Path=/"),
+                ("Set-Cookie", "refresh_token=r2; Max-Age=1800; Path=/auth/refresh"),
+                ("Set-Cookie", "other=; Max-Age=0"),
+            ],
+        )
+        fakes.stub_me(service)
+        by_name = {c.name: c for c in run().cookies}
+        assert by_name["access_token"].max_age is None
+        assert 1790 <= by_name["refresh_token"].max_age <= 1800
+        assert by_name["refresh_token"].path == "/auth/refresh"
+        assert by_name["other"].deletes
+
+    def test_the_cache_holds_no_readable_token(self, service, locmem_cache):
+        access = fakes.access_jwt()
+        fakes.stub_refresh(service, access=access, refresh="refresh-2-secret")
+        fakes.stub_me(service)
+        run("refresh-1-secret")
+        entry = locmem_cache.get(key("refresh-1-secret"))
+        assert isinstance(entry["sealed"], bytes)
+        for secret in ("refresh-2-secret", "refresh-1-secret", access):
+            assert secret not in repr(entry)
+        assert entry["next_refresh"] == token_hash("refresh-2-secret")
+        assert entry["next_access"] == token_hash(access)
+
+    def test_only_the_spent_token_opens_its_outcome(self, service, locmem_cache):
+        fakes.stub_refresh(service)
+        fakes.stub_me(service)
+        run()
+        locmem_cache.set(key("refresh-x"), locmem_cache.get(key()), 600)
+        assert run("refresh-x").state == refresh.UNKNOWN
+        assert len(calls_to(service, "/auth/refresh")) == 1
+
+
+class TestRounds:
+    def test_a_non_rotating_backend_gets_one_call_per_round(self, service, locmem_cache):
+        fakes.stub_refresh(service, access=fakes.access_jwt(ttl=60), refresh="refresh-1")
+        fakes.stub_refresh(service, access=fakes.access_jwt(ttl=600), refresh="refresh-1")
+        fakes.stub_me(service)
+        first = run()
+        step = refresh.successor(token_hash("refresh-1"), 0, BINDING)
+        assert step == (token_hash(first.tokens.access), token_hash("refresh-1"), 1)
+
+        second = run(round_=step[2])
+
+        assert key(round_=1) == f"{key()}.1"
+        assert locmem_cache.get(key(round_=1))["state"] == refresh.OK
+        assert second.tokens.access != first.tokens.access
+        assert refresh.successor(token_hash("refresh-1"), 1, BINDING) == (
+            token_hash(second.tokens.access),
+            token_hash("refresh-1"),
+            2,
+        )
+        assert sent_refresh_tokens(service) == ["refresh-1", "refresh-1"]
+
+    def test_entry_keys(self):
+        assert refresh.entry_key("abc") == "accounts:refresh:abc"
+        assert refresh.entry_key("abc", 2) == "accounts:refresh:abc.2"
+
+    def test_successor_walks_only_this_sessions_finished_pairs(self, service, locmem_cache):
+        fakes.stub_refresh(service, access="acc-2", refresh="refresh-2")
+        fakes.stub_me(service)
+        assert refresh.successor(token_hash("refresh-1"), 0, BINDING) is None
+        run()
+        assert refresh.successor(token_hash("refresh-1"), 0, BINDING) == (
+            token_hash("acc-2"),
+            token_hash("refresh-2"),
+            0,
+        )
+        assert refresh.successor(token_hash("refresh-1"), 0, "another") is None
+        locmem_cache.set(key(), pending(time.time()), 600)
+        assert refresh.successor(token_hash("refresh-1"), 0, BINDING) is None
+
+
+class TestPeek:
+    def test_never_claims_nor_calls(self, service, locmem_cache):
+        assert refresh.peek("refresh-1", binding=BINDING) is None
+        assert locmem_cache.get(key()) is None
+        locmem_cache.set(key(), pending(time.time()), 600)
+        assert refresh.peek("refresh-1", binding=BINDING) is None
+        assert len(service.calls) == 0
+
+    def test_reports_finished_outcomes(self, service, locmem_cache):
+        locmem_cache.set(key(), {**pending(0), "state": refresh.REFUSED}, 600)
+        assert refresh.peek("refresh-1", binding=BINDING).state == refresh.REFUSED
+        fakes.stub_refresh(service)
+        fakes.stub_me(service)
+        run("refresh-9")
+        assert refresh.peek("refresh-9", binding=BINDING).state == refresh.OK
+
+
+class TestKeeper:
+    def test_the_alive_mark_is_renewed_while_a_slow_call_runs(
+        self, service, gates, locmem_cache, settings
+    ):
+        settings.AUTH_REFRESH_LOCK_TTL = 2  # renewed every 0.5 s: 1.5 s of slack on a busy CI
+        gate = gates()
+        fakes.stub_held_refresh(service, gate)
+        claim = refresh.start("refresh-1", binding=BINDING, round_=0, keep_for=600)
+        alive = f"{key()}:alive"
+        seen = []
+        for _ in range(25):  # 2.5 s: longer than the mark's own life
+            time.sleep(0.1)
+            seen.append(locmem_cache.get(alive))
+        locmem_cache.delete(alive)  # the cache lost it: the keeper puts it back
+        restored = poll(lambda: locmem_cache.get(alive), seconds=3)
+        gate.open()
+        claim.future.result(5)
+        released = locmem_cache.get(alive)
+        time.sleep(1.1)  # two renewal rounds: a released mark is not renewed
+
+        assert all(seen), "the mark never lapsed while its call was alive"
+        assert restored is not None
+        assert released is None and locmem_cache.get(alive) is None
+
+    def test_a_mark_nobody_renews_lapses(self, service, locmem_cache):
+        keeper, hung = refresh._Keeper(), threading.Event()
+        keeper._thread = threading.Thread(target=hung.wait, daemon=True)  # a keeper that hangs
+        keeper._thread.start()
+        try:
+            keeper.hold("k:alive")
+            assert locmem_cache.get("k:alive") == "1"
+            time.sleep(1.2)  # the mark's life is AUTH_REFRESH_LOCK_TTL = 1 s
+            assert locmem_cache.get("k:alive") is None
+        finally:
+            hung.set()
+
+    def test_a_keeper_that_died_is_replaced(self, service, locmem_cache, monkeypatch, caplog):
+        class TouchFails:
+            def __getattr__(self, name):
+                return getattr(locmem_cache, name)
+
+            def touch(self, *args, **kwargs):
+                raise RuntimeError("cache down")
+
+        keeper = refresh._Keeper()
+        monkeypatch.setattr(refresh, "cache", TouchFails())
+        keeper.hold("k:alive")
+        keeper._thread.join(5)
+        assert not keeper._thread.is_alive()
+        assert "The refresh keeper stopped" in caplog.messages
+
+        monkeypatch.setattr(refresh, "cache", locmem_cache)
+        keeper.hold("k:alive")
+        assert keeper._thread.is_alive()
+        assert keeper._thread.name == "token-refresh-keeper" and keeper._thread.daemon
+        keeper.release("k:alive")
+        assert locmem_cache.get("k:alive") is None
+
+
+def test_nothing_logged_holds_a_token(service, caplog):
+    caplog.set_level(logging.DEBUG)
+    access = fakes.access_jwt()
+    fakes.stub_refresh(service, access=access, refresh="refresh-secret-2")
+    fakes.stub_me(service)
+    run("refresh-secret-1")
+    assert caplog.records
+    for secret in ("refresh-secret-1", "refresh-secret-2", access):
+        assert secret not in caplog.text

@@ -5,6 +5,7 @@ import logging
 import re
 import secrets
 import sys
+import time
 from urllib.parse import urljoin, urlsplit
 
 import pytest
@@ -12,7 +13,7 @@ import requests
 import responses
 from django.contrib.auth import SESSION_KEY
 from django.http import HttpResponse
-from django.test import Client, RequestFactory
+from django.test import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -150,13 +151,15 @@ class TestSecretsHygiene:
     ACCESS = fakes.access_jwt()
     REFRESHED = fakes.access_jwt(ttl=1800, sub="1")
 
-    def test_no_token_value_reaches_any_log(self, client, db, locmem_cache, backend, caplog):
+    def test_no_token_value_reaches_any_log(
+        self, client, db, locmem_cache, backend, settle, caplog
+    ):
         caplog.set_level(logging.DEBUG)
         fakes.stub_login(backend, headers=fakes.token_headers(self.ACCESS, "refresh-secret-1"))
         fakes.stub_me(backend)
         client.post("/accounts/login/", {"email": "admin@example.com", "password": "pw-secret"})
-        # An expired access token: refresh before the view, then the proxy.
-        client.cookies["access_token"] = fakes.access_jwt(ttl=-5)
+        # The access token expires (as the session recorded it): refresh before the view.
+        fakes.edit_record(client, access_expires_at=time.time() - 5)
         fakes.stub_refresh(backend, access=self.REFRESHED, refresh="refresh-secret-2")
         client.get("/api/users/me")
         # A 401 from the backend, a refused refresh, garbage, and a dead backend.
@@ -260,14 +263,13 @@ HEADER = st.one_of(
 
 @PROPERTY
 @given(headers=st.lists(HEADER, max_size=5))
-def test_relay_of_arbitrary_set_cookie_headers_never_raises_nor_sets_the_apps_cookies(headers):
-    request = RequestFactory().get("/")
-    cookies.remember(request, parse_set_cookies(headers))
+def test_writing_arbitrary_set_cookie_headers_never_raises_nor_sets_the_apps_cookies(headers):
     response = HttpResponse()
-    cookies.relay(request, response)
+    cookies.write(response, parse_set_cookies(headers))
     assert set(response.cookies) <= {"access_token", "refresh_token"}
     for morsel in response.cookies.values():
         assert morsel["domain"] == ""
+        assert morsel["path"] == "/"  # AUTH_COOKIE_PATH, whatever Path the header had
         if morsel["max-age"] != 0:  # a deletion needs no flags; a set cookie always has them
             assert morsel["httponly"] is True
 
@@ -440,17 +442,6 @@ class TestGarbageFromTheBackend:
         assert not {"access_token", "refresh_token"} & set(response.cookies)
         assert len(logout.calls) == 1, "the tokens it did issue are revoked"
 
-    def test_at_refresh_the_session_is_kept(self, signed_in, backend, kind):
-        client = signed_in(access=fakes.access_jwt(ttl=-5))
-        answer(backend, "POST", "/auth/refresh", kind)
-        page = client.get("/dashboard/")
-        api = client.get("/api/users/me")
-        assert page.status_code == 200
-        assert api.status_code == 503
-        assert api.json()["error"] == "backend_unavailable"
-        assert SESSION_KEY in client.session
-        assert "refresh_token" not in page.cookies and "refresh_token" not in api.cookies
-
     def test_at_logout_the_user_is_signed_out_anyway(self, signed_in, backend, kind):
         client = signed_in(access=fakes.access_jwt())
         answer(backend, "POST", "/auth/logout", kind)
@@ -465,3 +456,44 @@ class TestGarbageFromTheBackend:
         response = client.get("/dashboard/profile/", HTTP_ACCEPT="application/json")
         assert response.status_code == 503
         assert SESSION_KEY in client.session
+
+
+# At refresh the question is whether the backend may have spent the token: every kind of
+# garbage above reached it and came back unusable.
+@pytest.mark.usefixtures("settle")
+@pytest.mark.parametrize("kind", GARBAGE)
+def test_at_refresh_an_unusable_answer_ends_the_session_cleanly(signed_in, backend, kind):
+    """New contract: a 2xx (or 3xx) answer without a usable pair, an oversized one, or a
+    read timeout may have spent the token. The outcome is unknown: the session ends
+    (reason unknown_outcome) and the token is never presented again."""
+    client = signed_in(access=fakes.access_jwt(ttl=-5))
+    answer(backend, "POST", "/auth/refresh", kind)
+
+    page = client.get("/dashboard/")
+
+    assert page.status_code == 302
+    assert urlsplit(page["Location"]).path == "/accounts/login/"
+    assert SESSION_KEY not in client.session
+    assert page.cookies["refresh_token"]["max-age"] == 0
+    assert "We could not confirm your sign-in" in client.get("/").content.decode()
+    assert len(calls_to(backend, "/auth/refresh")) == 1
+
+
+@pytest.mark.usefixtures("settle")
+@pytest.mark.parametrize(
+    "failure",
+    [{"body": fakes.connection_refused()}, {"status": 500}, {"status": 502}, {"status": 503}],
+    ids=["refused", "500", "502", "503"],
+)
+def test_at_refresh_a_failure_that_spent_nothing_keeps_the_session(signed_in, backend, failure):
+    """Connection refused never left; a 5xx other than 504 did not act: pages are served,
+    what needs the backend is 503, and the next request may try again."""
+    client = signed_in(access=fakes.access_jwt(ttl=-5))
+    backend.post(f"{fakes.BASE}/auth/refresh", **failure)
+    page = client.get("/dashboard/")
+    api = client.get("/api/users/me")
+    assert page.status_code == 200
+    assert api.status_code == 503
+    assert api.json()["error"] == "backend_unavailable"
+    assert SESSION_KEY in client.session
+    assert "refresh_token" not in page.cookies and "refresh_token" not in api.cookies

@@ -1,0 +1,577 @@
+"""`TokenState` (accounts/state.py): the session decides, refreshes and revalidates.
+
+Through the test client with the real MIDDLEWARE order, and directly on a
+RequestFactory request with a real session where a branch is easier to reach.
+"""
+
+import functools
+import time
+import types
+from concurrent.futures import wait
+from dataclasses import replace
+
+import pytest
+from django.contrib.auth import SESSION_KEY
+from django.contrib.auth.models import AnonymousUser
+from django.http import HttpResponse
+from django.test import Client
+
+from accounts import refresh
+from accounts.client import Tokens
+from accounts.cookies import BackendCookie
+from accounts.exceptions import SessionEnded
+from accounts.models import UserProfile
+from accounts.record import SESSION_KEY as RECORD_KEY
+from accounts.record import TokenRecord, token_hash
+from accounts.state import TokenState
+from tests import fakes
+from tests.fakes import assert_signed_out, calls_to, edit_record, record_of
+
+pytestmark = pytest.mark.usefixtures("settle")
+ADMIN = UserProfile(
+    id="1", email="admin@example.com", first_name="Ada", last_name="Admin", roles=("admin",)
+)
+FORGED = fakes.jwt.encode({"sub": "1", "exp": 4102444800}, None, algorithm="none")
+
+
+@pytest.fixture(autouse=True)
+def short_timings(settings):
+    settings.AUTH_REFRESH_WAIT = 3.0
+    settings.AUTH_REFRESH_LOCK_TTL = 1
+    settings.AUTH_REVALIDATE_INTERVAL = 300
+
+
+def issued() -> TokenRecord:
+    return TokenRecord.issue(user_id="1", access="acc-1", refresh="refresh-1", cookies=[])
+
+
+def due_but_valid() -> TokenRecord:
+    """Issued for 30 min with 30 s left: inside the 60 s leeway, not expired."""
+    return replace(issued(), access_expires_at=time.time() + 30, access_lifetime=1800)
+
+
+def sent_refresh_tokens(rsps) -> list[str]:
+    return [fakes.sent_cookie(c, "refresh_token") for c in calls_to(rsps, "/auth/refresh")]
+
+
+class TestCheck:
+    """Invariant 2: cookies that are not the session's own pair end the session."""
+
+    @pytest.mark.parametrize(
+        ("cookies", "reason"),
+        [
+            ({"access_token": FORGED, "refresh_token": "refresh-1"}, "foreign_cookies"),
+            ({"access_token": "eyJ.eyJ.sig", "refresh_token": "refresh-1"}, "foreign_cookies"),
+            ({"access_token": "acc-1", "refresh_token": "refresh-0"}, "foreign_cookies"),
+            ({"access_token": "acc-1"}, "half_pair"),
+            ({}, "no_tokens"),
+        ],
+        ids=["forged-alg-none", "garbage", "unknown-refresh", "half-pair", "no-cookies"],
+    )
+    def test_foreign_cookies_end_the_session(self, signed_in, backend, caplog, cookies, reason):
+        client = signed_in(access="acc-1")
+        for name in ("access_token", "refresh_token"):
+            if name in cookies:
+                client.cookies[name] = cookies[name]
+            else:
+                del client.cookies[name]
+
+        response = client.get("/api/users/me")
+
+        assert response.status_code == 401
+        assert response.json() == {
+            "ok": False,
+            "error": "signed_out",
+            "message": "Your session has ended; please sign in again.",
+        }
+        assert SESSION_KEY not in client.session
+        assert f"Session of backend user 1 ended: {reason}" in caplog.messages
+        assert len(backend.calls) == 0
+
+    def test_another_users_pair_ends_the_session(self, signed_in, backend, db):
+        other = fakes.sign_in_client(Client(), "evaluator", access="acc-e", refresh="refresh-e")
+        client = signed_in(access="acc-1")
+        for name in ("access_token", "refresh_token"):
+            client.cookies[name] = other.cookies[name].value
+        assert_signed_out(client, client.get("/dashboard/"))
+
+    def test_a_session_without_its_record_ends(self, signed_in, backend, caplog):
+        client = signed_in(access="acc-1")
+        session = client.session
+        del session["_auth_token_record"]
+        session.save()
+        assert_signed_out(client, client.get("/dashboard/"))
+        assert "Session of backend user 1 ended: no_record" in caplog.messages
+
+    def test_a_missing_access_cookie_is_refreshed_for_a_backend_call(self, signed_in, backend):
+        client = signed_in(access="acc-1")
+        del client.cookies["access_token"]
+        fakes.stub_refresh(backend, access="acc-2", refresh="refresh-2")
+        fakes.stub_me_by_token(backend, {"acc-2": "admin"})
+        response = client.get("/api/users/me")
+        assert response.status_code == 200
+        assert response.cookies["refresh_token"].value == "refresh-2"
+        assert sent_refresh_tokens(backend) == ["refresh-1"]
+        assert SESSION_KEY in client.session
+
+    def test_a_missing_access_cookie_is_refreshed_before_the_view(self, signed_in, backend):
+        client = signed_in(access="acc-1")
+        del client.cookies["access_token"]
+        fakes.stub_refresh(backend, refresh="refresh-2")
+        fakes.stub_me(backend)
+        response = client.get("/dashboard/")
+        assert response.status_code == 200
+        assert response.cookies["refresh_token"].value == "refresh-2"
+        assert sent_refresh_tokens(backend) == ["refresh-1"]
+
+    def test_the_sessions_own_pair_passes_without_a_call(self, signed_in, backend):
+        client = signed_in(access=fakes.access_jwt())
+        response = client.get("/dashboard/")
+        assert response.status_code == 200
+        assert len(backend.calls) == 0
+        assert "access_token" not in response.cookies
+
+
+class TestWhenToRefresh:
+    def test_the_recorded_expiry_decides_not_the_cookies_claims(self, signed_in, backend):
+        client = signed_in(access=fakes.access_jwt(ttl=1800))
+        edit_record(client, access_expires_at=time.time() - 5)
+        fakes.stub_refresh(backend)
+        fakes.stub_me(backend)
+        assert client.get("/dashboard/").status_code == 200
+        assert len(calls_to(backend, "/auth/refresh")) == 1
+
+    def test_an_expired_claim_in_a_recorded_fresh_token_changes_nothing(self, signed_in, backend):
+        client = signed_in(access=fakes.access_jwt(ttl=-60))
+        edit_record(client, access_expires_at=time.time() + 900, access_lifetime=1800)
+        assert client.get("/dashboard/").status_code == 200
+        assert len(backend.calls) == 0
+
+    def test_early_refresh_does_not_wait_and_the_next_request_collects(
+        self, signed_in, backend, gates, settle, settings
+    ):
+        settings.AUTH_REFRESH_WAIT = 5.0
+        old = fakes.access_jwt(ttl=30)
+        new = fakes.access_jwt(ttl=1800)
+        client = signed_in(access=old)
+        # Issued for 30 min, 30 s left: valid, inside the 60 s leeway.
+        edit_record(client, access_expires_at=time.time() + 30, access_lifetime=1800)
+        gate = gates()
+        fakes.stub_held_refresh(backend, gate, access=new)
+        fakes.stub_me_by_token(backend, {old: "admin", new: "admin"})
+
+        started = time.monotonic()
+        first = client.get("/api/users/me")
+        assert time.monotonic() - started < 2.5, "served without waiting for the refresh"
+        assert first.status_code == 200
+        assert fakes.sent_cookie(calls_to(backend, "/users/me")[0], "access_token") == old
+        assert "access_token" not in first.cookies
+
+        gate.wait_entered()
+        gate.open()
+        wait(settle, timeout=5)
+        second = client.get("/dashboard/")
+
+        assert second.cookies["access_token"].value == new
+        assert second.cookies["refresh_token"].value == "refresh-2"
+        assert len(calls_to(backend, "/auth/refresh")) == 1
+        assert record_of(client).refresh_hash == token_hash("refresh-2")
+
+    def test_an_expired_token_waits_one_budget_in_all(
+        self, signed_in, backend, gates, settings, monkeypatch
+    ):
+        settings.AUTH_REFRESH_WAIT = 0.5
+        client = signed_in(access=fakes.access_jwt(ttl=-10))
+        gate = gates()
+        fakes.stub_held_refresh(backend, gate)
+        waits, outcome = [], refresh.outcome
+
+        def counted(*args, deadline, **kwargs):
+            waits.append((deadline, time.monotonic()))
+            return outcome(*args, deadline=deadline, **kwargs)
+
+        monkeypatch.setattr(refresh, "outcome", counted)
+        response = client.get("/api/users/me")
+
+        assert response.status_code == 503
+        assert response.json()["error"] == "backend_unavailable"
+        assert SESSION_KEY in client.session
+        (budget, _), (again, asked_at) = waits
+        assert again == budget, "the view's call shares the middleware's budget"
+        assert asked_at >= budget, "and finds it spent"
+        assert gate.calls == 1
+
+
+class TestRenew:
+    def test_a_pair_that_expired_uncollected_renews_its_successor(self, signed_in, backend):
+        client = signed_in(access=fakes.access_jwt(ttl=-10))
+        fakes.stub_refresh(backend, access=fakes.access_jwt(ttl=-5), refresh="refresh-2")
+        fakes.stub_refresh(backend, refresh="refresh-3")
+        fakes.stub_me(backend)
+        response = client.get("/dashboard/")
+        assert response.status_code == 200
+        assert sent_refresh_tokens(backend) == ["refresh-1", "refresh-2"]
+        assert response.cookies["refresh_token"].value == "refresh-3"
+
+    def test_an_access_token_with_a_second_to_live_is_not_handed_out(self, signed_in, backend):
+        client = signed_in(access=fakes.access_jwt(ttl=-10))
+        backend.post(
+            f"{fakes.BASE}/auth/refresh",
+            headers=[
+                ("Set-Cookie", "access_token=opaque-2; Max-Age=1; Path=/"),
+                ("Set-Cookie", fakes.express_cookie("refresh_token", "refresh-2", 3600)),
+            ],
+        )
+        fakes.stub_refresh(backend, refresh="refresh-3")
+        fakes.stub_me(backend)
+        response = client.get("/dashboard/")
+        assert sent_refresh_tokens(backend) == ["refresh-1", "refresh-2"]
+        assert response.cookies["refresh_token"].value == "refresh-3"
+
+    def test_a_non_rotating_backend_moves_to_the_next_round(self, signed_in, backend):
+        client = signed_in(access=fakes.access_jwt(ttl=-10))
+        fakes.stub_refresh(backend, access=fakes.access_jwt(ttl=-5), refresh="refresh-1")
+        fakes.stub_refresh(backend, access=fakes.access_jwt(ttl=1800), refresh="refresh-1")
+        fakes.stub_me(backend)
+        assert client.get("/dashboard/").status_code == 200
+        assert sent_refresh_tokens(backend) == ["refresh-1", "refresh-1"]
+        assert record_of(client).round == 2
+
+    def test_an_access_only_answer_keeps_the_refresh_cookie(self, signed_in, backend):
+        client = signed_in(access=fakes.access_jwt(ttl=-10))
+        new = fakes.access_jwt()
+        backend.post(
+            f"{fakes.BASE}/auth/refresh",
+            headers=[("Set-Cookie", fakes.express_cookie("access_token", new, 1800))],
+        )
+        fakes.stub_me(backend)
+        response = client.get("/dashboard/")
+        assert set(response.cookies) & {"access_token", "refresh_token"} == {"access_token"}
+        record = record_of(client)
+        assert (record.refresh_hash, record.round) == (token_hash("refresh-1"), 1)
+        assert record.access_hash == token_hash(new)
+
+    def test_never_more_than_a_short_chain(self, signed_in, backend):
+        client = signed_in(access=fakes.access_jwt(ttl=-10))
+        for n in range(2, 8):
+            fakes.stub_refresh(backend, access=fakes.access_jwt(ttl=-5), refresh=f"refresh-{n}")
+        assert client.get("/api/users/me").status_code == 503
+        assert len(calls_to(backend, "/auth/refresh")) == 4
+        assert SESSION_KEY in client.session
+
+    @pytest.mark.parametrize(
+        ("answer", "reason"),
+        [({"status": 401}, "refused"), ({"status": 504}, "unknown_outcome")],
+    )
+    def test_a_refused_or_unknown_refresh_ends_the_session(
+        self, signed_in, backend, caplog, answer, reason
+    ):
+        client = signed_in(access=fakes.access_jwt(ttl=-10))
+        fakes.stub_refresh(backend, **answer)
+        assert_signed_out(client, client.get("/dashboard/"))
+        assert f"Session of backend user 1 ended: {reason}" in caplog.messages
+
+
+class TestLateTab:
+    def refreshed(self, client, backend, *, rounds=1):
+        for n in range(2, 2 + rounds):
+            fakes.stub_refresh(backend, refresh=f"refresh-{n}")
+        fakes.stub_me(backend)
+        for _ in range(rounds):
+            edit_record(client, access_expires_at=time.time() - 1)
+            client.get("/dashboard/")
+        return client.cookies["access_token"].value
+
+    @pytest.mark.parametrize("rounds", [1, 3])
+    def test_an_older_pair_gets_the_current_one(self, signed_in, backend, rounds):
+        old = fakes.access_jwt()
+        client = signed_in(access=old)
+        current = self.refreshed(client, backend, rounds=rounds)
+        client.cookies["access_token"], client.cookies["refresh_token"] = old, "refresh-1"
+
+        response = client.get("/dashboard/")
+
+        assert response.status_code == 200
+        assert response.cookies["access_token"].value == current
+        assert response.cookies["refresh_token"].value == f"refresh-{1 + rounds}"
+        assert len(calls_to(backend, "/auth/refresh")) == rounds
+
+    def test_a_pair_collected_midway_through_a_chain_gets_the_current_one(self, signed_in, backend):
+        client = signed_in(access=fakes.access_jwt(ttl=-10))
+        midway = fakes.access_jwt(ttl=-5)
+        fakes.stub_refresh(backend, access=midway, refresh="refresh-2")
+        fakes.stub_refresh(backend, refresh="refresh-3")
+        fakes.stub_me(backend)
+        current = client.get("/dashboard/").cookies["access_token"].value
+        client.cookies["access_token"], client.cookies["refresh_token"] = midway, "refresh-2"
+
+        response = client.get("/dashboard/")
+
+        assert response.cookies["access_token"].value == current
+        assert response.cookies["refresh_token"].value == "refresh-3"
+        assert len(calls_to(backend, "/auth/refresh")) == 2
+
+    def test_another_sessions_older_pair_is_foreign(self, signed_in, backend, db):
+        other = fakes.sign_in_client(Client(), "admin", access="acc-o", refresh="refresh-o")
+        fakes.stub_refresh(backend, refresh="refresh-o2")
+        fakes.stub_me(backend)
+        edit_record(other, access_expires_at=time.time() - 1)
+        other.get("/dashboard/")
+        client = signed_in(access="acc-1")
+        client.cookies["access_token"], client.cookies["refresh_token"] = "acc-o", "refresh-o"
+        assert_signed_out(client, client.get("/dashboard/"))
+
+    def test_a_non_rotating_backends_older_access_gets_the_current_one(self, signed_in, backend):
+        old, new = fakes.access_jwt(ttl=-10), fakes.access_jwt()
+        client = signed_in(access=old)
+        fakes.stub_refresh(backend, access=new, refresh="refresh-1")
+        fakes.stub_me(backend)
+        client.get("/dashboard/")
+        client.cookies["access_token"] = old
+
+        response = client.get("/dashboard/")
+
+        assert response.status_code == 200
+        assert response.cookies["access_token"].value == new
+        assert "refresh_token" not in response.cookies
+        assert SESSION_KEY in client.session
+        assert len(calls_to(backend, "/auth/refresh")) == 1
+
+    def test_an_older_access_without_a_kept_outcome_is_foreign(self, signed_in, backend):
+        client = signed_in(access="acc-1")
+        edit_record(client, round=1)  # a later round, but its outcome is gone
+        client.cookies["access_token"] = "acc-0"
+        assert_signed_out(client, client.get("/dashboard/"))
+
+    @pytest.mark.parametrize("rotating", [True, False])
+    def test_a_forged_access_beside_an_older_refresh_token_ends_the_session(
+        self, signed_in, backend, rotating
+    ):
+        client = signed_in(access=fakes.access_jwt(ttl=-10))
+        fakes.stub_refresh(backend, refresh="refresh-2" if rotating else "refresh-1")
+        fakes.stub_me(backend)
+        client.get("/dashboard/")
+        client.cookies["access_token"], client.cookies["refresh_token"] = FORGED, "refresh-1"
+        assert_signed_out(client, client.get("/dashboard/"))
+
+
+class TestNewerCookies:
+    """The record lost a concurrent request's save: the session's own newer pair is adopted."""
+
+    def advance_behind_the_sessions_back(self, client, backend, access="acc-2"):
+        fakes.stub_refresh(backend, access=access, refresh="refresh-2")
+        fakes.stub_me(backend)
+        record = record_of(client)
+        refresh.outcome(
+            "refresh-1", binding=record.binding, keep_for=600, deadline=time.monotonic() + 3
+        )
+        client.cookies["access_token"], client.cookies["refresh_token"] = access, "refresh-2"
+        return record
+
+    def test_are_adopted_without_a_refresh(self, signed_in, backend):
+        client = signed_in(access="acc-1")
+        before = self.advance_behind_the_sessions_back(client, backend)
+        assert client.get("/dashboard/").status_code == 200
+        after = record_of(client)
+        assert after.refresh_hash == token_hash("refresh-2")
+        assert after.access_hash == token_hash("acc-2")
+        assert after.generation == before.generation + 1
+        assert len(calls_to(backend, "/auth/refresh")) == 1
+
+    def test_with_the_wrong_access_token_are_foreign(self, signed_in, backend):
+        client = signed_in(access="acc-1")
+        self.advance_behind_the_sessions_back(client, backend)
+        client.cookies["access_token"] = "acc-forged"
+        assert_signed_out(client, client.get("/dashboard/"))
+
+
+class TestDirectly:
+    """TokenState on a RequestFactory request with a real session, branch by branch."""
+
+    @pytest.fixture
+    def make(self, rf, db, locmem_cache, backend):
+        return functools.partial(fakes.direct_request, rf)
+
+    def store(self, request, record):
+        """Save `record` as another request of the same session would have."""
+        other = type(request.session)(session_key=request.session.session_key)
+        other[RECORD_KEY] = record.as_session_value()
+        other.save()
+
+    def test_one_state_per_request(self, make):
+        request = make()
+        state = TokenState.of(request)
+        assert TokenState.of(request) is state is request.token_state
+        assert state.incoming == Tokens(access="acc-1", refresh="refresh-1")
+
+    @pytest.mark.parametrize(
+        ("path", "applies"),
+        [
+            ("accounts.backends.AuthApiBackend", True),
+            ("django.contrib.auth.backends.ModelBackend", False),
+            ("no.such.Backend", False),
+        ],
+    )
+    def test_applies_to_sign_ins_through_the_auth_api_only(self, make, path, applies):
+        request = make(backend_path=path)
+        assert TokenState(request).applies() is applies
+        request.user = AnonymousUser()
+        assert TokenState(request).applies() is False
+        del request.user
+        assert TokenState(request).applies() is False
+
+    def test_check_accepts_the_own_pair_and_leaves_the_session_alone(self, make):
+        request = make()
+        state = TokenState.of(request)
+        state.check()
+        response = HttpResponse()
+        state.finish(response)
+        assert state.tokens == Tokens(access="acc-1", refresh="refresh-1")
+        assert request.session.modified is False
+        assert not response.cookies
+
+    def test_check_ends_the_session_and_finish_deletes_the_cookies(self, make):
+        request = make(cookies={"access_token": FORGED, "refresh_token": "refresh-1"})
+        state = TokenState.of(request)
+        with pytest.raises(SessionEnded) as info:
+            state.check()
+        assert info.value.reason == "foreign_cookies"
+        for shown in (str(info.value), repr(info.value), repr(state.incoming), repr(state)):
+            assert FORGED not in shown and "refresh-1" not in shown
+        assert not request.user.is_authenticated
+        assert SESSION_KEY not in request.session
+        assert state.tokens == Tokens() and state.record is None
+        response = HttpResponse()
+        state.finish(response)
+        assert {name: m["max-age"] for name, m in response.cookies.items()} == {
+            "access_token": 0,
+            "refresh_token": 0,
+        }
+
+    def test_forget_deletes_at_the_paths_of_cookies_about_to_be_written(self, make):
+        request = make()
+        state = TokenState.of(request)
+        state.signed_in(
+            ADMIN,
+            [
+                BackendCookie(name="access_token", value="acc-2", max_age=60),
+                BackendCookie(name="refresh_token", value="r-2", max_age=60, path="/auth/r"),
+            ],
+        )
+        state.forget()
+        response = HttpResponse()
+        state.finish(response)
+        deleted = {(m.key, m["path"]) for m in response.cookies.values() if m["max-age"] == 0}
+        assert deleted == {
+            (name, path) for name in ("access_token", "refresh_token") for path in ("/", "/auth/r")
+        }
+        assert request.session[RECORD_KEY]["refresh_hash"] == token_hash("refresh-1")
+
+    def test_a_new_sign_in_is_recorded_and_relayed(self, make):
+        request = make(record="none", cookies={})
+        state = TokenState.of(request)
+        issued = [
+            BackendCookie(name="access_token", value="acc-2", max_age=60),
+            BackendCookie(name="refresh_token", value="r-2", max_age=3600),
+        ]
+        state.signed_in(ADMIN, issued)
+        response = HttpResponse()
+        state.finish(response)
+        assert {n: m.value for n, m in response.cookies.items()} == {
+            "access_token": "acc-2",
+            "refresh_token": "r-2",
+        }
+        assert request.session[RECORD_KEY]["refresh_hash"] == token_hash("r-2")
+        assert 3590 <= request.session.get_expiry_age() <= 3600
+
+    @pytest.mark.parametrize(("same_binding", "kept"), [(True, 2), (False, 0)])
+    def test_a_stale_request_never_overwrites_a_newer_record(self, make, same_binding, kept):
+        request = make()
+        state = TokenState.of(request)
+        record = state.load()
+        newer = replace(record, generation=2, binding=record.binding if same_binding else "x")
+        self.store(request, newer)
+        state.apply_profile(ADMIN)
+        state.finish(HttpResponse())
+        assert request.session[RECORD_KEY]["generation"] == kept
+
+    @pytest.mark.parametrize(("expires_in", "age"), [(3600, 3600), (-100, 1)])
+    def test_the_session_expires_with_the_refresh_token(self, make, expires_in, age):
+        request = make(record=replace(issued(), refresh_expires_at=time.time() + expires_in))
+        state = TokenState.of(request)
+        state.load()
+        state.apply_profile(ADMIN)
+        state.finish(HttpResponse())
+        assert age - 10 <= request.session.get_expiry_age() <= age
+
+    def test_a_rejection_without_a_record_or_after_a_renewal_ends_the_session(self, make):
+        request = make(record="none")
+        with pytest.raises(SessionEnded) as info:
+            TokenState.of(request).renew_after_rejection()
+        assert info.value.reason == "no_record"
+        state = TokenState(make())
+        state.renewed = True
+        with pytest.raises(SessionEnded) as info:
+            state.renew_after_rejection()
+        assert info.value.reason == "rejected_twice"
+
+    def test_the_user_is_read_again_the_moment_the_interval_has_passed(
+        self, make, backend, settings, monkeypatch
+    ):
+        from accounts import state as state_module
+
+        settings.AUTH_REVALIDATE_INTERVAL = 300
+        clock = types.SimpleNamespace(time=lambda: 1000.0, monotonic=time.monotonic)
+        monkeypatch.setattr(state_module, "time", clock)
+        me = fakes.stub_me(backend)
+        for validated_at, reads in ((700.1, 0), (700.0, 1)):
+            state = TokenState(make(record=replace(issued(), validated_at=validated_at)))
+            state.load()
+            state.revalidate_if_due()
+            assert len(me.calls) == reads
+
+    def test_tokens_for_a_call_without_a_record_are_the_incoming_ones(self, make, backend):
+        state = TokenState(make(record="none"))
+        assert state.tokens_for_call() == Tokens(access="acc-1", refresh="refresh-1")
+        assert len(backend.calls) == 0
+
+    @pytest.mark.parametrize("status", [200, 401])
+    def test_finish_collects_a_background_refresh_that_ended_meanwhile(
+        self, make, backend, gates, settle, status
+    ):
+        request = make(record=due_but_valid())
+        gate = gates()
+        if status == 200:
+            fakes.stub_held_refresh(backend, gate)
+        else:
+            fakes.stub_held(backend, "POST", "/auth/refresh", gate, status=status)
+        fakes.stub_me(backend)
+        state = TokenState.of(request)
+        state.check()
+        state.refresh_if_due()  # due but valid: in the background, returns at once
+        pending = HttpResponse()
+        TokenState(request).finish(pending)  # a state that started nothing writes nothing
+        assert not state.renewed and not pending.cookies
+
+        gate.wait_entered()
+        gate.open()
+        wait(settle, timeout=5)
+        response = HttpResponse()
+        state.finish(response)
+
+        if status == 200:
+            assert response.cookies["refresh_token"].value == "refresh-2"
+            assert request.session[RECORD_KEY]["refresh_hash"] == token_hash("refresh-2")
+        else:
+            assert response.cookies["refresh_token"]["max-age"] == 0
+            assert SESSION_KEY not in request.session
+
+    def test_finish_leaves_a_refresh_still_running_to_the_next_request(self, make, backend, gates):
+        request = make(record=due_but_valid())
+        fakes.stub_held_refresh(backend, gates())
+        state = TokenState.of(request)
+        state.refresh_if_due()
+        response = HttpResponse()
+        state.finish(response)
+        assert not response.cookies
+        assert request.session[RECORD_KEY]["refresh_hash"] == token_hash("refresh-1")
