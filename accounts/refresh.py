@@ -177,9 +177,9 @@ class _Keeper:
                     keys = list(self._held)
                 for key in keys:
                     # Only this process ever writes this mark (it won the claim),
-                    # so a renewal can never extend someone else's.
-                    if not cache.touch(key, conf.refresh_lock_ttl):
-                        cache.set(key, "1", conf.refresh_lock_ttl)
+                    # so a renewal can never extend someone else's; a mark the
+                    # cache lost comes back with it.
+                    cache.set(key, "1", conf.refresh_lock_ttl)
                 close_old_connections()
         except Exception:  # the next hold() starts a new keeper
             logger.exception("The refresh keeper stopped")

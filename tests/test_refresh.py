@@ -415,15 +415,19 @@ class TestKeeper:
             hung.set()
 
     def test_a_keeper_that_died_is_replaced(self, service, locmem_cache, monkeypatch, caplog):
-        class TouchFails:
+        class RenewalFails:
+            """The cache fails the keeper's renewals (its first mark was written)."""
+
             def __getattr__(self, name):
                 return getattr(locmem_cache, name)
 
-            def touch(self, *args, **kwargs):
-                raise RuntimeError("cache down")
+            def set(self, *args, **kwargs):
+                if threading.current_thread().name == "token-refresh-keeper":
+                    raise RuntimeError("cache down")
+                return locmem_cache.set(*args, **kwargs)
 
         keeper = refresh._Keeper()
-        monkeypatch.setattr(refresh, "cache", TouchFails())
+        monkeypatch.setattr(refresh, "cache", RenewalFails())
         keeper.hold("k:alive")
         keeper._thread.join(5)
         assert not keeper._thread.is_alive()
