@@ -82,6 +82,17 @@ class Outcome:
         return Tokens().updated_by(list(self.cookies))
 
 
+def following(token: str, round_: int, newer: str | None) -> tuple[str, int]:
+    """Return (token, round) of the refresh after one that answered with `newer`.
+
+    A backend that rotates gives a new token (round 0 again); one that does
+    not gives the same token back, or none, and its next refresh is a new round.
+    """
+    if newer is None or newer == token:
+        return token, round_ + 1
+    return newer, 0
+
+
 def entry_key(refresh_hash: str, round_: int = 0) -> str:
     """Return the cache key of the claim/outcome of one refresh round of a token."""
     suffix = f".{round_}" if round_ else ""
@@ -407,6 +418,5 @@ def successor(refresh_hash: str, round_: int, binding: str) -> tuple[str | None,
     entry = cache.get(entry_key(refresh_hash, round_))
     if not entry or entry.get("state") != OK or entry.get("binding") != binding:
         return None
-    next_refresh = entry["next_refresh"]
-    next_round = round_ + 1 if next_refresh == refresh_hash else 0
+    next_refresh, next_round = following(refresh_hash, round_, entry["next_refresh"])
     return entry.get("next_access"), next_refresh, next_round

@@ -194,10 +194,7 @@ class TokenState:
             if not gathered and not self._presented_replaced(found):
                 return False
             gathered.update({c.name: c for c in found.cookies})
-            newer = found.tokens
-            next_round = round_ + 1 if newer.refresh in (None, token) else 0
-            token = newer.refresh or token
-            round_ = next_round
+            token, round_ = refresh.following(token, round_, found.tokens.refresh)
             if hash_matches(token, record.refresh_hash) and round_ == record.round:
                 pair = Tokens().updated_by(list(gathered.values()))
                 if not hash_matches(pair.access, record.access_hash):
@@ -288,12 +285,12 @@ class TokenState:
             if found.state == refresh.OK:
                 gathered.update({c.name: c for c in found.cookies})
                 newer = found.tokens
-                next_round = round_ + 1 if newer.refresh in (None, token) else 0
+                next_token, next_round = refresh.following(token, round_, newer.refresh)
                 access_cookie = gathered.get(conf.access_cookie)
                 if access_cookie is None or not _expired(access_cookie, newer.access):
                     break
                 # A pair nobody collected in time: renew its successor, never the spent token.
-                token, round_ = newer.refresh or token, next_round
+                token, round_ = next_token, next_round
                 replaced = token_hash(newer.access) if newer.access else None
                 continue
             reason = {refresh.REFUSED: "refused", refresh.FOREIGN: "foreign_cookies"}

@@ -106,31 +106,32 @@ def workdir(tmp_path_factory):
     return tmp_path_factory.mktemp("invariants")
 
 
+def api_in(workdir, name: str, **env: str):
+    """Serve the reference API from its own directory under `workdir`."""
+    directory = workdir / name
+    directory.mkdir()
+    return api_server(directory, **env)
+
+
 @pytest.fixture(scope="module")
 def api_short(workdir):
     """Access tokens of 6 s: long enough to collect a result after the grace window."""
-    directory = workdir / "api-short"
-    directory.mkdir()
-    with api_server(directory, AUTHAPI_ACCESS_TTL="6") as api:
+    with api_in(workdir, "api-short", AUTHAPI_ACCESS_TTL="6") as api:
         yield api
 
 
 @pytest.fixture(scope="module")
 def api_long(workdir):
     """Access tokens of 5 minutes: nothing here expires during a test."""
-    directory = workdir / "api-long"
-    directory.mkdir()
-    with api_server(directory, AUTHAPI_ACCESS_TTL="300") as api:
+    with api_in(workdir, "api-long", AUTHAPI_ACCESS_TTL="300") as api:
         yield api
 
 
 @pytest.fixture(scope="module")
 def api_scoped(workdir):
     """A backend writing its refresh cookie with `Path=/auth/refresh`, as many NestJS apps do."""
-    directory = workdir / "api-scoped"
-    directory.mkdir()
-    with api_server(
-        directory, AUTHAPI_ACCESS_TTL="4", AUTHAPI_REFRESH_COOKIE_PATH="/auth/refresh"
+    with api_in(
+        workdir, "api-scoped", AUTHAPI_ACCESS_TTL="4", AUTHAPI_REFRESH_COOKIE_PATH="/auth/refresh"
     ) as api:
         yield api
 
