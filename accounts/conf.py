@@ -186,6 +186,12 @@ SETTINGS = (
         "proxy_prefixes_list",
     ),
     Setting(
+        "AUTH_PROXY_INLINE_TYPES",
+        ["application/json"],
+        "media types the proxy serves inline (others as attachments; `+json` types count as JSON)",
+        "proxy_inline_types_list",
+    ),
+    Setting(
         "AUTH_PROXY_MAX_BODY_BYTES",
         1024 * 1024,
         "the largest request body the proxy accepts",
@@ -199,16 +205,29 @@ SETTINGS = (
         "login_throttle_window",
     ),
     Setting(
+        "AUTH_LOGIN_MAX_FAILURES",
+        5,
+        "failed sign-ins per email from one client address and window",
+        "login_max_failures",
+    ),
+    Setting(
         "AUTH_LOGIN_MAX_FAILURES_PER_IP",
         20,
-        "failed sign-ins per client address and window",
+        "failed sign-ins per client address and window, whatever the email",
         "login_max_failures_per_ip",
     ),
     Setting(
-        "AUTH_LOGIN_MAX_FAILURES_PER_EMAIL",
-        5,
-        "failed sign-ins per email and window",
-        "login_max_failures_per_email",
+        "AUTH_LOGIN_EMAIL_CONCURRENCY",
+        2,
+        "sign-in attempts for one email in flight at once, from all clients",
+        "login_email_concurrency",
+    ),
+    # Sign-out
+    Setting(
+        "AUTH_REVOCATION_MAX_BACKOFF",
+        3600,
+        "longest pause, in seconds, between retries of a queued revocation",
+        "revocation_max_backoff",
     ),
     Setting(
         "AUTH_TRUSTED_PROXY_COUNT",
@@ -260,6 +279,10 @@ class AccountsSettings:
     def backend_timeout(self) -> tuple[float, float]:
         """(connect, read) seconds for every backend call."""
         return (self.backend_connect_timeout, self.backend_read_timeout)
+
+    @property
+    def proxy_inline_types(self) -> frozenset[str]:
+        return frozenset(t.strip().lower() for t in self.proxy_inline_types_list)
 
     @property
     def proxy_prefixes(self) -> tuple[str, ...]:

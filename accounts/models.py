@@ -89,3 +89,43 @@ class User(AbstractUser):
         result = super().delete(*args, **kwargs)
         cache.delete(user_cache_key(pk))
         return result
+
+
+class LoginCounter(models.Model):
+    """One sign-in throttle counter (accounts/throttle.py): a key, a count, its window's end.
+
+    Counted in the database, not the cache: one atomic upsert per step, shared
+    by every worker of every app server, and still there when the cache is not.
+    """
+
+    key = models.CharField(max_length=100, primary_key=True)
+    count = models.IntegerField(default=0)
+    expires_at = models.FloatField(help_text="Unix time the window ends")
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.count}"
+
+
+class PendingRevocation(models.Model):
+    """A sign-out the backend has not heard of yet (accounts/revocations.py).
+
+    The backend needs the token itself to revoke it, so the pair is kept
+    encrypted (`sealed`); `token_hash` is a keyed hash that lets the same
+    token be queued once. Retried with back-off until `expires_at`, the
+    refresh token's own expiry, after which there is nothing left to revoke.
+    """
+
+    token_hash = models.CharField(max_length=64, unique=True)
+    backend_user_id = models.CharField(max_length=128, blank=True)
+    sealed = models.TextField()
+    queued_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    next_attempt_at = models.DateTimeField()
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["next_attempt_at"])]
+
+    def __str__(self) -> str:
+        return f"revocation for backend user {self.backend_user_id or '?'}"

@@ -141,7 +141,9 @@ def running_authapi(workdir: Path, *, port: int = 0, **env_overrides: str):
     Started again with the same `workdir` and `port`, it is the same API with
     the same tokens: a backend that went down and came back.
     """
-    env = server_env(workdir / "authapi.sqlite3", AUTHAPI_EXPOSE_STATS="1", **env_overrides)
+    env = server_env(
+        workdir / "authapi.sqlite3", AUTHAPI_EXPOSE_STATS="1", AUTHAPI_ENABLED="1", **env_overrides
+    )
     manage("migrate", "--noinput", "-v", "0", env=env)
     manage("seed_demo_users", "--quiet", env=env)
     with _serve(

@@ -34,8 +34,14 @@ INSTALLED_APPS = [
     "csp",
     "accounts",
     "dashboard",
-    "authapi",
 ]
+# The reference auth API (authapi/) is a development and test tool, not part
+# of the app: installed by the dev and test settings, by `manage.py
+# runauthapi`, or by AUTHAPI_ENABLED=1 for the process that serves it, and
+# never in production, whose database holds only the app's tables.
+AUTHAPI_ENABLED = env.bool("AUTHAPI_ENABLED", default=False)
+if AUTHAPI_ENABLED:
+    INSTALLED_APPS.append("authapi")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

@@ -1,7 +1,12 @@
 """Development settings: `make run` and `manage.py runserver` on a laptop."""
 
 from .base import *  # noqa: F403
-from .base import env
+from .base import INSTALLED_APPS, env
+
+# The reference auth API and its commands (runauthapi, seed_demo_users, apiuser).
+AUTHAPI_ENABLED = env.bool("AUTHAPI_ENABLED", default=True)
+if AUTHAPI_ENABLED and "authapi" not in INSTALLED_APPS:
+    INSTALLED_APPS = [*INSTALLED_APPS, "authapi"]
 
 DEBUG = env.bool("DEBUG", default=True)
 SECRET_KEY = env(
