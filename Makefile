@@ -19,7 +19,6 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 	$(PY) manage.py migrate --noinput -v 0
-	$(PY) manage.py createcachetable
 	$(PY) manage.py seed_demo_users --quiet
 
 # Ctrl-C, or either server exiting, stops both (see scripts/run_dev.py).

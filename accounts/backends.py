@@ -4,14 +4,13 @@ import contextlib
 import logging
 
 from django.contrib.auth.backends import BaseBackend
-from django.core.cache import cache
 from django.http import HttpRequest
 from django.views.decorators.debug import sensitive_variables
 
 from .client import Tokens, get_client
 from .conf import conf
 from .exceptions import AccessRefused, BackendError, BackendProtocolError, InvalidCredentials
-from .models import USER_CACHE_SECONDS, User, user_cache_key
+from .models import User
 from .state import TokenState
 from .throttle import client_ip
 
@@ -78,15 +77,11 @@ class AuthApiBackend(BaseBackend):
         return user
 
     def get_user(self, user_id):
-        # Every request loads its user; the shared cache spares the database
-        # that query. User.save()/delete() drop the entry (see accounts.models).
-        user = cache.get(user_cache_key(user_id))
-        if user is None:
-            user = User.objects.filter(pk=user_id).first()
-            if user is None:
-                return None
-            cache.set(user_cache_key(user_id), user, USER_CACHE_SECONDS)
-        return user if self.user_can_authenticate(user) else None
+        # One indexed query per request, never a cached copy: a change of any
+        # kind (QuerySet.update(), the admin's bulk delete, deactivation)
+        # takes effect on that user's next request.
+        user = User.objects.filter(pk=user_id).first()
+        return user if user is not None and self.user_can_authenticate(user) else None
 
     @staticmethod
     def user_can_authenticate(user) -> bool:

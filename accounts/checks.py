@@ -4,6 +4,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.checks import Error, Warning, register
+from django.core.exceptions import ImproperlyConfigured
 
 from .conf import conf
 
@@ -62,6 +63,43 @@ def check_auth_settings(app_configs=None, **kwargs):
             )
         )
     return errors
+
+
+@register(deploy=True)
+def check_static_manifest(app_configs=None, **kwargs):
+    """Production serves hashed static files: without the manifest every page is a 500.
+
+    A deploy check (`check --deploy`), and config/wsgi.py runs it before the
+    first request, so a deploy that skipped `collectstatic` stops at start-up
+    with this message instead of answering 500 on every page.
+    """
+    from django.contrib.staticfiles.storage import ManifestFilesMixin
+    from django.core.files.storage import storages
+
+    storage = storages["staticfiles"]
+    if settings.DEBUG or not isinstance(storage, ManifestFilesMixin):
+        return []
+    try:
+        found = storage.manifest_storage.exists(storage.manifest_name)
+    except (ImproperlyConfigured, OSError):
+        found = False
+    if found:
+        return []
+    return [
+        Error(
+            f"No static files manifest in STATIC_ROOT ({settings.STATIC_ROOT}).",
+            hint="Run `manage.py collectstatic --noinput` as part of the deploy, after "
+            "`migrate`, with the same settings and STATIC_ROOT.",
+            id="accounts.E007",
+        )
+    ]
+
+
+def require_static_manifest() -> None:
+    """Raise ImproperlyConfigured when check_static_manifest finds an error (config/wsgi.py)."""
+    errors = check_static_manifest()
+    if errors:
+        raise ImproperlyConfigured(f"{errors[0].msg} {errors[0].hint}")
 
 
 TOKEN_MIDDLEWARE = "accounts.middleware.TokenRefreshMiddleware"  # noqa: S105 - a dotted path

@@ -2,7 +2,6 @@ from dataclasses import dataclass
 
 from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import AbstractUser, Group, UserManager
-from django.core.cache import cache
 from django.db import models, transaction
 
 from .conf import conf
@@ -56,14 +55,6 @@ class MirroredUserManager(UserManager):
         return user
 
 
-USER_CACHE_SECONDS = 300
-
-
-def user_cache_key(pk) -> str:
-    """Return the cache key under which `AuthApiBackend.get_user` keeps a user."""
-    return f"accounts:user:{pk}"
-
-
 class User(AbstractUser):
     """A person known to the auth backend, mirrored here at every sign-in and refresh.
 
@@ -77,18 +68,6 @@ class User(AbstractUser):
 
     def __str__(self) -> str:
         return self.get_full_name() or self.email or self.username
-
-    def save(self, *args, **kwargs):
-        super().save(*args, **kwargs)
-        # After commit: a concurrent request must not re-cache the old row.
-        transaction.on_commit(lambda: cache.delete(user_cache_key(self.pk)))
-        cache.delete(user_cache_key(self.pk))
-
-    def delete(self, *args, **kwargs):
-        pk = self.pk
-        result = super().delete(*args, **kwargs)
-        cache.delete(user_cache_key(pk))
-        return result
 
 
 class LoginCounter(models.Model):

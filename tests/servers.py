@@ -175,8 +175,7 @@ def running_app(
     pass REDIS_URL to share the cache across them too.
     """
     env = server_env(workdir / f"{database}.sqlite3", API_BASEURL=api_url, **env_overrides)
-    manage("migrate", "--noinput", "-v", "0", env=env)
-    manage("createcachetable", env=env)
+    manage("migrate", "--noinput", "-v", "0", env=env)  # creates the cache table too
     if collectstatic:  # production settings serve hashed files from STATIC_ROOT
         env.setdefault("STATIC_ROOT", str(workdir / f"static-{name}"))
         manage("collectstatic", "--noinput", "-v", "0", env=env)

@@ -4,12 +4,22 @@ import os
 import re
 import runpy
 import secrets
+import sqlite3
 import subprocess
 import sys
 
 import requests
 
-from tests.servers import GUNICORN, ROOT, ServerProcess, _serve, manage, server_env
+from tests.flows import ADMIN, sign_in
+from tests.servers import (
+    GUNICORN,
+    ROOT,
+    ServerProcess,
+    _serve,
+    manage,
+    running_authapi,
+    server_env,
+)
 
 PRODUCTION = {
     "DJANGO_SETTINGS_MODULE": "config.settings.production",
@@ -18,9 +28,8 @@ PRODUCTION = {
 }
 
 
-def test_check_deploy_is_clean_with_production_settings(tmp_path):
-    env = server_env(tmp_path / "db.sqlite3", **PRODUCTION)
-    result = subprocess.run(
+def check_deploy(env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
         env=env,
         cwd=ROOT,
@@ -29,8 +38,74 @@ def test_check_deploy_is_clean_with_production_settings(tmp_path):
         timeout=60,
         check=False,
     )
+
+
+def test_check_deploy_is_clean_with_production_settings(tmp_path):
+    env = server_env(tmp_path / "db.sqlite3", STATIC_ROOT=str(tmp_path / "static"), **PRODUCTION)
+    manage("collectstatic", "--noinput", "-v", "0", env=env)
+    result = check_deploy(env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues" in result.stdout
+
+
+def test_a_deploy_without_collectstatic_is_stopped_before_the_first_request(tmp_path):
+    env = server_env(tmp_path / "db.sqlite3", STATIC_ROOT=str(tmp_path / "static"), **PRODUCTION)
+    manage("migrate", "--noinput", "-v", "0", env=env)  # migrate does not need the files
+
+    result = check_deploy(env)
+    assert result.returncode != 0
+    assert "accounts.E007" in result.stderr + result.stdout
+    assert "collectstatic" in result.stderr + result.stdout
+
+    gunicorn = subprocess.run(
+        [GUNICORN, "config.wsgi", "--bind", "127.0.0.1:0", "--workers", "1"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert gunicorn.returncode != 0, "gunicorn must not start serving 500s"
+    assert "No static files manifest" in gunicorn.stderr
+    assert "collectstatic" in gunicorn.stderr
+
+
+def test_production_settings_keep_the_reference_api_out_of_the_database(tmp_path):
+    database = tmp_path / "db.sqlite3"
+    env = server_env(database, **PRODUCTION)
+    manage("migrate", "--noinput", "-v", "0", env=env)
+    tables = {row[0] for row in sqlite3.connect(database).execute("SELECT name FROM sqlite_master")}
+    assert "django_cache" in tables, "migrate alone creates the cache table"
+    assert "accounts_user" in tables
+    assert not [t for t in tables if t.startswith("authapi_")], tables
+
+
+def test_a_deploy_by_migrate_and_collectstatic_alone_signs_in(tmp_path):
+    """The usual Django steps, nothing project-specific: migrate, collectstatic, gunicorn."""
+    (tmp_path / "api").mkdir()
+    with running_authapi(tmp_path / "api") as api:
+        static_root = tmp_path / "static"
+        env = server_env(
+            tmp_path / "app.sqlite3",
+            **{**PRODUCTION, "DJANGO_SETTINGS_MODULE": "config.settings.bench"},
+            STATIC_ROOT=str(static_root),
+            API_BASEURL=api.url,
+        )
+        manage("migrate", "--noinput", "-v", "0", env=env)
+        manage("collectstatic", "--noinput", "-v", "0", env=env)
+        command = [GUNICORN, "config.wsgi", "--bind", "127.0.0.1:0", "--workers", "1"]
+        with _serve(
+            command,
+            env,
+            tmp_path / "gunicorn.log",
+            r"Listening at: http://127\.0\.0\.1:(?P<port>\d+)",
+            ServerProcess,
+        ) as app:
+            browser = sign_in(app.url)
+            dashboard = browser.get(f"{app.url}/dashboard/", timeout=10, allow_redirects=False)
+            assert dashboard.status_code == 200
+            assert ADMIN.email in dashboard.text
 
 
 def test_gunicorn_config_reads_the_environment(monkeypatch):
@@ -55,7 +130,6 @@ def test_production_serves_collected_static_files_with_whitenoise(tmp_path):
     static_root = tmp_path / "static"
     env = server_env(tmp_path / "db.sqlite3", STATIC_ROOT=str(static_root), **PRODUCTION)
     manage("migrate", "--noinput", "-v", "0", env=env)
-    manage("createcachetable", env=env)
     manage("collectstatic", "--noinput", "-v", "0", env=env)
     command = [GUNICORN, "config.wsgi", "--bind", "127.0.0.1:0", "--workers", "1"]
     with _serve(

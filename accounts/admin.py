@@ -1,0 +1,24 @@
+"""Django's admin for the mirrored users: read what the backend said, deactivate, delete.
+
+Names, email and roles come from the auth backend at every sign-in and
+refresh, so they are read-only here; `is_active` is the local switch (a
+deactivated user is signed out on their next request, accounts/backends.py).
+"""
+
+from django.contrib import admin
+from django.contrib.auth.admin import UserAdmin
+
+from .models import User
+
+
+@admin.register(User)
+class MirroredUserAdmin(UserAdmin):
+    list_display = ("username", "email", "first_name", "last_name", "roles", "is_active")
+    list_filter = ("is_active", "is_staff", "is_superuser")
+    readonly_fields = ("backend_id", "roles", "email", "first_name", "last_name", "last_login")
+    fieldsets = (
+        (None, {"fields": ("username", "backend_id", "roles")}),
+        ("Profile (from the auth backend)", {"fields": ("first_name", "last_name", "email")}),
+        ("Access here", {"fields": ("is_active", "is_staff", "is_superuser", "groups")}),
+        ("Dates", {"fields": ("last_login", "date_joined")}),
+    )

@@ -1,0 +1,62 @@
+"""Every kind of change to a user takes effect on that user's next request.
+
+`AuthApiBackend.get_user` reads the row on each request (no cached copy), so
+changes that bypass `User.save()` (QuerySet.update, the admin's bulk delete)
+count as much as the ones that do not.
+"""
+
+import pytest
+from django.contrib.admin.sites import site
+from django.contrib.auth import get_user_model
+from django.test import RequestFactory
+
+from tests import fakes
+
+pytestmark = pytest.mark.django_db
+
+User = get_user_model()
+
+
+def open_dashboard(client):
+    return client.get("/dashboard/")
+
+
+def test_a_queryset_update_deactivating_the_user_signs_them_out_at_once(signed_in, client, backend):
+    signed_in("admin", access=fakes.access_jwt())
+    user = User.objects.get(backend_id="1")
+    fakes.stub_me(backend, "admin")
+    assert open_dashboard(client).status_code == 200
+
+    User.objects.filter(pk=user.pk).update(is_active=False)
+
+    response = open_dashboard(client)
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/")
+
+
+def test_a_queryset_update_of_the_name_shows_on_the_next_page(signed_in, client, backend):
+    signed_in("admin", access=fakes.access_jwt())
+    user = User.objects.get(backend_id="1")
+    fakes.stub_me(backend, "admin")
+    assert open_dashboard(client).status_code == 200
+
+    User.objects.filter(pk=user.pk).update(first_name="Renamed-Ünïcode")
+
+    assert "Renamed-Ünïcode" in open_dashboard(client).content.decode()
+
+
+def test_the_admins_bulk_delete_signs_the_deleted_user_out(signed_in, client, backend):
+    signed_in("evaluator", access=fakes.access_jwt(sub="2"))
+    user = User.objects.get(backend_id="2")
+    fakes.stub_me(backend, "evaluator")
+    assert open_dashboard(client).status_code == 200
+
+    admin_user = User.objects.create_superuser("local-admin", "root@example.com", "x")
+    request = RequestFactory().post("/admin/accounts/user/")
+    request.user = admin_user
+    model_admin = site._registry[User]
+    model_admin.delete_queryset(request, User.objects.filter(pk=user.pk))
+
+    response = open_dashboard(client)
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/")
