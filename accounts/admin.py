@@ -8,7 +8,7 @@ deactivated user is signed out on their next request, accounts/backends.py).
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
 
-from .models import User
+from .models import PendingRevocation, User
 
 
 @admin.register(User)
@@ -22,3 +22,30 @@ class MirroredUserAdmin(UserAdmin):
         ("Access here", {"fields": ("is_active", "is_staff", "is_superuser", "groups")}),
         ("Dates", {"fields": ("last_login", "date_joined")}),
     )
+
+
+@admin.register(PendingRevocation)
+class PendingRevocationAdmin(admin.ModelAdmin):
+    """The sign-outs the backend has not received (accounts/revocations.py), read-only.
+
+    The sealed pair is never shown. Deleting a row gives up on telling the
+    backend; `manage.py revocations --flush` sends them all now.
+    """
+
+    list_display = (
+        "backend_user_id",
+        "queued_at",
+        "attempts",
+        "next_attempt_at",
+        "expires_at",
+        "last_error",
+    )
+    fields = list_display
+    readonly_fields = list_display
+    ordering = ("next_attempt_at",)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -21,6 +21,11 @@ logger = logging.getLogger(__name__)
 SUSPICIOUS = {"foreign_cookies", "half_pair", "other_user", "no_record"}
 MESSAGES = {
     "user": _("You have been signed out."),
+    # The backend missed the sign-out; accounts/revocations.py tells it later.
+    "revocation_queued": _(
+        "Signed out here. The sign-in service could not be reached; "
+        "it will be told as soon as it answers."
+    ),
     "unknown_outcome": _(
         "We could not confirm your sign-in with the sign-in service, so we signed you out "
         "to keep your account safe. Please sign in again."
