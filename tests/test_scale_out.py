@@ -146,10 +146,12 @@ def test_simultaneous_first_sign_ins_of_one_person(cluster):
 
 
 def test_sign_in_throttling_is_shared_by_both_servers(cluster):
-    """Failures counted on one server stop the next attempt on the other, before the API."""
+    """Failures of one (email, client) pair counted on one server stop the pair's next
+    attempt on the other, before the API: the counters are rows in the shared database."""
     a, b, api = cluster
     victim = "throttle-target@example.com"
-    for server in (a, b, a, b, a):  # AUTH_LOGIN_MAX_FAILURES_PER_EMAIL = 5, alternating servers
+    # AUTH_LOGIN_MAX_FAILURES = 5 for the pair (this email from 127.0.0.1), alternating servers
+    for server in (a, b, a, b, a):
         assert post_login(server.url, victim, "guess")[1].status_code == 200
     before = api.stats()
 
