@@ -230,6 +230,13 @@ SETTINGS = (
         "revocation_max_backoff",
     ),
     Setting(
+        "AUTH_REVOCATION_RETRY_INTERVAL",
+        30,
+        "seconds between a worker's looks for due revocations after a response (0: only "
+        "`manage.py revocations`)",
+        "revocation_retry_interval",
+    ),
+    Setting(
         "AUTH_TRUSTED_PROXY_COUNT",
         0,
         "proxies in front of the app whose `X-Forwarded-For` is believed",

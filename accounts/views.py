@@ -1,44 +1,52 @@
-"""Sign-in, sign-out and the readiness probe."""
+"""Sign-in, sign-out and the browser's refresh (the readiness probe: accounts/health.py)."""
 
 import logging
 import math
 from datetime import UTC, datetime
 
 from django.contrib.auth import views as auth_views
-from django.db import DatabaseError, connection
+from django.db import transaction
 from django.http import HttpRequest, JsonResponse
 from django.template.response import TemplateResponse
+from django.utils.decorators import method_decorator
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django.views import csrf
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from . import throttle
+from . import revocations, throttle
 from .client import get_client
 from .exceptions import BackendError, BackendUnavailable, SessionEnded, Throttled
 from .forms import LoginForm
 from .responses import json_error, json_view, wants_json
+from .signout import MESSAGES as SIGN_OUT_MESSAGES
 from .signout import end_session
 from .state import TokenState
 
 logger = logging.getLogger(__name__)
 
 
+# The throttle's counts must be seen by every other attempt at once, never
+# held back (and their rows locked) by a request-wide transaction.
+@method_decorator(transaction.non_atomic_requests, name="dispatch")
 class LoginView(auth_views.LoginView):
     """The sign-in form (`email`, `password`, `next`).
 
     Django's LoginView does the rest: CSRF, `never_cache`, sensitive POST
     parameters, `login()` (a new session key) and the safe-`next` check
-    (`url_has_allowed_host_and_scheme`, same host only). This adds the relay
-    of the backend's token cookies and the 429/503 answers.
+    (`url_has_allowed_host_and_scheme`, same host only). This adds the
+    sign-in throttle (accounts/throttle.py), the relay of the backend's token
+    cookies and the 429/503 answers.
     """
 
     form_class = LoginForm
     template_name = "registration/login.html"
 
     def post(self, request, *args, **kwargs):
-        email = request.POST.get("email", "")[:254]
-        wait = throttle.retry_after(request, email)
+        # Counted before the password is checked, settled after (accounts/throttle.py).
+        self.attempt = throttle.SignInAttempt(request, email=request.POST.get("email", "")[:254])
+        wait = self.attempt.start()
         if wait is not None:
             return self._throttled(wait)
         try:
@@ -55,13 +63,20 @@ class LoginView(auth_views.LoginView):
             if isinstance(exc, BackendUnavailable):
                 response["Retry-After"] = "5"
             return response
+        finally:
+            self.attempt.finish()
 
     def _throttled(self, retry_after: float) -> TemplateResponse:
         seconds = max(1, math.ceil(retry_after))
         response = self._service_error(
             429,
             _("Too many sign-in attempts"),
-            _("Please wait %(seconds)s seconds before you try again.") % {"seconds": seconds},
+            ngettext(
+                "Please wait %(seconds)s second before you try again.",
+                "Please wait %(seconds)s seconds before you try again.",
+                seconds,
+            )
+            % {"seconds": seconds},
         )
         response["Retry-After"] = str(seconds)
         return response
@@ -77,7 +92,7 @@ class LoginView(auth_views.LoginView):
     def form_valid(self, form):
         # login() runs here; the token middleware records the pair in the new
         # session and relays the cookies as the response goes out.
-        throttle.clear_email(self.request, form.cleaned_data["email"])
+        self.attempt.succeeded()
         return super().form_valid(form)
 
     def form_invalid(self, form):
@@ -85,27 +100,44 @@ class LoginView(auth_views.LoginView):
         if form.has_error("__all__", "invalid_login") or form.has_error(
             "__all__", "access_refused"
         ):
-            throttle.record_failure(self.request, form.cleaned_data.get("email", ""))
+            self.attempt.failed()
         return super().form_invalid(form)
 
 
 class LogoutView(auth_views.LogoutView):
-    """POST-only sign-out: revoke at the backend (best effort), then `end_session`.
+    """POST-only sign-out: revoke at the backend, then `end_session`.
 
     A backend that cannot be reached does not keep anyone signed in here: the
-    session ends and the cookies go regardless. Token cookie values that are
-    not cookie-octets count as absent, so sign-out always completes.
+    session ends and the cookies go regardless, and the revocation is queued
+    (accounts/revocations.py) and retried until the token expires; the user is
+    told so. A 401 from the backend means the token is no longer valid there:
+    nothing to queue. Token cookie values that are not cookie-octets count as
+    absent, so sign-out always completes. Scripts get JSON instead of the
+    redirect.
     """
 
     def post(self, request, *args, **kwargs):
-        tokens = TokenState.of(request).incoming
+        state = TokenState.of(request)
+        tokens = state.incoming
+        reason = "user"
         if tokens.access or tokens.refresh:
             try:
                 get_client().logout(tokens)
             except BackendError as exc:
                 logger.warning("Sign-out could not revoke the tokens at the backend: %s", exc)
-        end_session(request, "user")
-        return super().post(request, *args, **kwargs)
+                if revocations.queue(tokens, record=state.load(), error=exc):
+                    reason = "revocation_queued"
+        end_session(request, reason)
+        response = super().post(request, *args, **kwargs)
+        if wants_json(request):
+            return JsonResponse(
+                {
+                    "ok": True,
+                    "revocation": "queued" if reason == "revocation_queued" else "done",
+                    "message": str(SIGN_OUT_MESSAGES[reason]),
+                }
+            )
+        return response
 
 
 @json_view
@@ -147,25 +179,3 @@ def csrf_failure(request: HttpRequest, reason: str = ""):
         return json_error(403, "csrf", "CSRF verification failed; reload the page and try again.")
     return csrf.csrf_failure(request, reason=reason)
 
-
-@never_cache
-def healthz(request: HttpRequest) -> JsonResponse:
-    """Readiness: 200 when the database and the auth backend answer, else 503."""
-    checks = {}
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-        checks["database"] = "ok"
-    except DatabaseError:
-        logger.exception("Health check: database unavailable")
-        checks["database"] = "unavailable"
-    try:
-        get_client().ping()
-        checks["backend"] = "ok"
-    except BackendError as exc:
-        logger.warning("Health check: auth backend unavailable: %s", exc)
-        checks["backend"] = "unavailable"
-    healthy = all(value == "ok" for value in checks.values())
-    return JsonResponse(
-        {"status": "ok" if healthy else "unavailable", **checks}, status=200 if healthy else 503
-    )

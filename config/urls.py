@@ -4,17 +4,19 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
-from accounts import proxy
-from accounts import views as accounts_views
+from accounts import health, proxy
 from dashboard import views as dashboard_views
 
 urlpatterns = [
     path("", dashboard_views.home, name="home"),
     path("accounts/", include("accounts.urls")),
     path("dashboard/", include("dashboard.urls")),
-    path("healthz", accounts_views.healthz, name="healthz"),
+    path("healthz", health.healthz, name="healthz"),
     re_path(r"^api/(?P<path>.*)$", proxy.api_proxy, name="api-proxy"),
     # Django's admin signs in through the auth API like every other page.
     path("admin/login/", RedirectView.as_view(pattern_name="accounts:login", query_string=True)),
     path("admin/", admin.site.urls),
 ]
+
+# A database that does not answer gets a 503 page, not a 500 (accounts/outage.py).
+handler500 = "accounts.outage.server_error"

@@ -185,7 +185,12 @@ class TestHealthz:
         fakes.stub_me(backend, status=401)
         response = client.get("/healthz")
         assert response.status_code == 200
-        assert response.json() == {"status": "ok", "database": "ok", "backend": "ok"}
+        assert response.json() == {
+            "status": "ok",
+            "database": "ok",
+            "cache": "ok",
+            "backend": "ok",
+        }
 
     @pytest.mark.parametrize(
         "failure", [requests.ConnectionError(), requests.ReadTimeout()], ids=["refused", "timeout"]

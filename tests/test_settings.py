@@ -16,7 +16,9 @@ PRINT_SETTINGS = (
     "print(json.dumps({'debug': s.DEBUG, 'cache': s.CACHES['default']['BACKEND'], "
     "'db': s.DATABASES['default']['ENGINE'], 'secure': s.SESSION_COOKIE_SECURE, "
     "'auth_secure': s.AUTH_COOKIE_SECURE, 'api': s.API_BASEURL, "
-    "'roles': s.AUTH_ALLOWED_ROLES, 'leeway': s.AUTH_REFRESH_LEEWAY}))"
+    "'roles': s.AUTH_ALLOWED_ROLES, 'leeway': s.AUTH_REFRESH_LEEWAY, "
+    "'caches': {a: c['BACKEND'] for a, c in s.CACHES.items()}, "
+    "'fallback': s.CACHES['default'].get('OPTIONS', {}), 'session': s.SESSION_ENGINE}))"
 )
 
 
@@ -60,6 +62,7 @@ def test_development_defaults_run_with_no_configuration():
     assert loaded["debug"] is True
     assert loaded["db"] == "django.db.backends.sqlite3"
     assert loaded["cache"] == "django.core.cache.backends.db.DatabaseCache"
+    assert loaded["session"] == "django.contrib.sessions.backends.db"
     assert loaded["api"] == "http://127.0.0.1:8001"
     assert loaded["roles"] == ["admin", "evaluator"]
     assert loaded["leeway"] == 60
@@ -74,7 +77,15 @@ def test_redis_url_switches_the_cache_and_database_url_the_database():
     )
     assert result.returncode == 0, result.stderr
     loaded = json.loads(result.stdout)
-    assert loaded["cache"] == "django.core.cache.backends.redis.RedisCache"
+    # Redis first, the database cache when Redis does not answer (accounts/cache.py).
+    assert loaded["caches"] == {
+        "default": "accounts.cache.ResilientCache",
+        "redis": "django.core.cache.backends.redis.RedisCache",
+        "database": "django.core.cache.backends.db.DatabaseCache",
+    }
+    assert loaded["fallback"] == {"PRIMARY": "redis", "FALLBACK": "database"}
+    # Sessions stay in the database: a cached copy would outlive a sign-out during an outage.
+    assert loaded["session"] == "django.contrib.sessions.backends.db"
     assert loaded["db"] == "django.db.backends.postgresql"
     assert loaded["roles"] == ["admin", "auditor"]
 

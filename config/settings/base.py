@@ -21,6 +21,9 @@ environ.Env.read_env(env.str("ENV_FILE", default=str(BASE_DIR / ".env")), overwr
 
 DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = env("SECRET_KEY", default="")
+# Rotating SECRET_KEY: put the old one here for a while; sessions, token
+# hashes and queued revocations made under it stay readable.
+SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -96,41 +99,53 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        # A database that does not answer costs a request seconds (then the
+        # 503 page of accounts/outage.py), not a worker held for minutes;
+        # `?connect_timeout=` in DATABASE_URL wins.
+        DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 3)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# The cache coordinates single-flight token refresh and throttling. With
+# The cache coordinates single-flight token refresh. With
 # REDIS_URL every worker on every app server shares it; without it the
-# database cache is still shared by all worker processes of one machine.
+# database cache (its table made by `migrate`) is shared by every worker of
+# every server on the same database.
 REDIS_URL = env("REDIS_URL", default="")
+CACHE_KEY_PREFIX = env("CACHE_KEY_PREFIX", default="tokenauth")
+DATABASE_CACHE = {
+    "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+    "LOCATION": "django_cache",
+    "KEY_PREFIX": CACHE_KEY_PREFIX,
+    # Refresh outcomes must outlive their spent tokens (accounts/refresh.py):
+    # Django's default of 300 entries would cull them under load.
+    "OPTIONS": {"MAX_ENTRIES": env.int("CACHE_MAX_ENTRIES", default=1_000_000)},
+}
 if REDIS_URL:
+    # Redis while it answers, the database cache while it does not; how the
+    # two hand over (and back) is in accounts/cache.py.
     CACHES = {
         "default": {
+            "BACKEND": "accounts.cache.ResilientCache",
+            "OPTIONS": {"PRIMARY": "redis", "FALLBACK": "database"},
+        },
+        "redis": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
-            "KEY_PREFIX": env("CACHE_KEY_PREFIX", default="tokenauth"),
-        }
+            "KEY_PREFIX": CACHE_KEY_PREFIX,
+            # Passed to redis-py's connection pool: a Redis that does not
+            # answer costs half a second before the fallback takes the call.
+            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+        },
+        "database": DATABASE_CACHE,
     }
 else:
-    CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
-            "LOCATION": "django_cache",
-            "KEY_PREFIX": env("CACHE_KEY_PREFIX", default="tokenauth"),
-            # Refresh outcomes must outlive their spent tokens (accounts/refresh.py):
-            # Django's default of 300 entries would cull them under load.
-            "OPTIONS": {"MAX_ENTRIES": env.int("CACHE_MAX_ENTRIES", default=1_000_000)},
-        }
-    }
+    CACHES = {"default": DATABASE_CACHE}
 
-# With Redis, sessions are read from the cache and written through to the
-# database (they survive a Redis restart); without it, straight from the database.
-SESSION_ENGINE = env(
-    "SESSION_ENGINE",
-    default="django.contrib.sessions.backends.cached_db"
-    if REDIS_URL
-    else "django.contrib.sessions.backends.db",
-)
+# Sessions live in the database, with or without Redis. Not cached_db: a
+# session flushed while Redis is down would come back from Redis once it
+# answers again (a signed-out user signed in again, an older token record).
+SESSION_ENGINE = env("SESSION_ENGINE", default="django.contrib.sessions.backends.db")
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)
@@ -212,11 +227,16 @@ LOGGING = {
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     },
+    "filters": {
+        # A database outage is logged once a minute (accounts/outage.py), not per request.
+        "database_outage": {"()": "accounts.outage.OutageLogFilter"},
+    },
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "plain"},
     },
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
     "loggers": {
         "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        "django.request": {"filters": ["database_outage"]},
     },
 }
