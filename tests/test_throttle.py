@@ -373,6 +373,32 @@ class TestEmailConcurrency:
         assert right(client).status_code == 302
 
 
+class TestHostileInput:
+    @pytest.mark.parametrize("email", ["é€@example.com", "nul\x00@example.com", "a" * 5000])
+    def test_a_malformed_email_never_reaches_the_backend_nor_counts(self, client, db, api, email):
+        for _ in range(7):
+            response = client.post(LOGIN, {"email": email, "password": "nope"})
+            assert response.status_code == 200
+        assert logins(api) == 0
+        assert counts() == {"pair": 0, "client": 0, "inflight": 0}
+
+    @pytest.mark.parametrize("email", ["user@exämple.com", "  ADMIN@example.com  "])
+    def test_an_unusual_but_valid_email_is_counted(self, client, db, api, email):
+        for _ in range(5):  # AUTH_LOGIN_MAX_FAILURES
+            assert client.post(LOGIN, {"email": email, "password": "nope"}).status_code == 200
+        response = client.post(LOGIN, {"email": email, "password": "nope"})
+        assert response.status_code == 429
+        assert logins(api) == 5
+
+    def test_a_forged_forwarded_for_is_no_address(self, client, db, api, settings):
+        settings.AUTH_TRUSTED_PROXY_COUNT = 1
+        for n in range(5):
+            wrong(client, HTTP_X_FORWARDED_FOR=f"not-an-ip-{n}, ../é")
+        assert wrong(client, HTTP_X_FORWARDED_FOR="garbage").status_code == 429, (
+            "an unparsable hop falls back to REMOTE_ADDR, one pair"
+        )
+
+
 class TestClientAddress:
     def test_forwarded_for_counts_only_behind_trusted_proxies(self, client, db, api, settings):
         settings.AUTH_LOGIN_MAX_FAILURES_PER_IP = 2
