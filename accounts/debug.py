@@ -1,5 +1,7 @@
 """Keep token values out of Django's error reports and debug page."""
 
+from collections.abc import Mapping
+
 from django.views.debug import SafeExceptionReporterFilter
 
 from .conf import conf
@@ -17,6 +19,22 @@ class TokenSafeExceptionReporterFilter(SafeExceptionReporterFilter):
 
     def is_active(self, request):
         return True
+
+    # Keys that carry tokens in a WSGI environ (a frame's `request.META`) or
+    # in outgoing headers (a frame's prepared backend request).
+    TOKEN_KEYS = frozenset({"http_cookie", "http_authorization", "cookie", "authorization"})
+
+    def cleanse_special_types(self, request, value):
+        """Frame variables too: an environ or a header map shows no Cookie or Authorization."""
+        value = super().cleanse_special_types(request, value)
+        if isinstance(value, Mapping) and not isinstance(value, str):
+            try:
+                hidden = [k for k in value if isinstance(k, str) and k.lower() in self.TOKEN_KEYS]
+            except Exception:  # noqa: BLE001 - a debug page must not fail on an odd mapping
+                return value
+            if hidden:
+                value = {**value, **dict.fromkeys(hidden, self.cleansed_substitute)}
+        return value
 
     def get_safe_cookies(self, request):
         cookies = super().get_safe_cookies(request)
