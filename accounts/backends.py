@@ -80,8 +80,11 @@ class AuthApiBackend(BaseBackend):
         # One indexed query per request, never a cached copy: a change of any
         # kind (QuerySet.update(), the admin's bulk delete, deactivation)
         # takes effect on that user's next request.
-        user = User.objects.filter(pk=user_id).first()
-        return user if user is not None and self.user_can_authenticate(user) else None
+        try:
+            user = User.objects.get(pk=user_id)
+        except (User.DoesNotExist, ValueError, TypeError):
+            return None
+        return user if self.user_can_authenticate(user) else None
 
     @staticmethod
     def user_can_authenticate(user) -> bool:

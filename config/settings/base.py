@@ -145,7 +145,8 @@ else:
 # Sessions live in the database, with or without Redis. Not cached_db: a
 # session flushed while Redis is down would come back from Redis once it
 # answers again (a signed-out user signed in again, an older token record).
-SESSION_ENGINE = env("SESSION_ENGINE", default="django.contrib.sessions.backends.db")
+# accounts.sessions is Django's database store with a leaner read.
+SESSION_ENGINE = env("SESSION_ENGINE", default="accounts.sessions")
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)
