@@ -19,6 +19,7 @@ import requests
 from django.utils.module_loading import import_string
 from django.views.decorators.debug import sensitive_variables
 from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from .conf import conf
@@ -132,16 +133,101 @@ def _never_sent(exc: requests.RequestException) -> bool:
     return isinstance(reason, NewConnectionError | ConnectTimeoutError)
 
 
+class _BackendSession(requests.Session):
+    """A requests.Session for a peer service: no cookie jar, no environment, no redirects.
+
+    The backend is not the open web: no HTTP(S)_PROXY or ~/.netrc look-ups
+    (requests reads both per call), and its cookies belong to one user, so the
+    jar keeps none. With nothing of the session's own to merge into a call,
+    `request()` prepares it and hands it to the mounted (pooled) adapter
+    directly, without `Session.request`'s per-call merging of jars,
+    environment, hooks and redirect history: about a quarter of the client's
+    CPU per call (bench/README.md, "(e) A refresh's app CPU").
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.trust_env = False
+        self.cookies.set_policy(_NoCookies())
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params=None,
+        data=None,
+        json=None,
+        headers: Mapping[str, str] | None = None,
+        timeout=None,
+        allow_redirects: bool = False,
+        stream: bool = False,
+    ) -> requests.Response:
+        if allow_redirects:
+            raise ValueError("calls to the auth backend never follow redirects")
+        prepared = requests.Request(
+            method.upper(),
+            url,
+            headers={**self.headers, **(headers or {})},
+            data=data or {},
+            json=json,
+            params=params or {},
+        ).prepare()
+        return self.get_adapter(url).send(
+            prepared, stream=stream, timeout=timeout, verify=self.verify, cert=self.cert
+        )
+
+
 def _session() -> requests.Session:
-    session = requests.Session()
-    # The backend is a peer service, not the open web: no HTTP(S)_PROXY or
-    # ~/.netrc look-ups on every call (requests reads both per request).
-    session.trust_env = False
-    session.cookies.set_policy(_NoCookies())
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=conf.pool_size)
+    session = _BackendSession()
+    _mount(session, conf.pool_size)
+    return session
+
+
+def _mount(session: requests.Session, pool_size: int) -> None:
+    adapter = HTTPAdapter(pool_connections=min(4, pool_size), pool_maxsize=pool_size)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
-    return session
+
+
+class _ExactSession:
+    """A stand-in for the backend session in `_call` that sends the URL exactly as built.
+
+    Preparing a request the usual way re-quotes its URL: `%41` becomes `A`,
+    `%2E%2E` becomes `..` (which the backend then resolves). The `/api/` proxy
+    forwards the browser's path and query as they came (accounts/proxy.py), so
+    this prepares the request by hand and sends it through the session's own
+    adapter: the same connection pool, the same exceptions. No default
+    headers either: no `Accept-Encoding`, so the backend answers uncompressed.
+    """
+
+    def __init__(self, session: requests.Session):
+        self.session = session
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: str | None = None,
+        data: bytes | None = None,
+        headers: Mapping[str, str],
+        timeout: float | tuple[float, float],
+        json: None = None,
+        allow_redirects: bool = False,
+        stream: bool = True,
+    ) -> requests.Response:
+        if json is not None or allow_redirects or not stream or not isinstance(params, str | None):
+            raise TypeError("_ExactSession sends a body of bytes and a ready query string only")
+        prepared = requests.PreparedRequest()
+        prepared.method = method
+        prepared.url = f"{url}?{params}" if params else url
+        prepared.headers = CaseInsensitiveDict(headers)
+        prepared.prepare_body(data, None)
+        prepared.hooks = {"response": []}
+        return self.session.get_adapter(prepared.url).send(
+            prepared, stream=True, timeout=timeout, verify=self.session.verify, proxies={}
+        )
 
 
 class AuthApiClient:
@@ -209,7 +295,10 @@ class AuthApiClient:
         # A new connection for every refresh, closed after it: one the backend
         # closed while idle in a pool would fail *after* sending, and a refresh
         # whose fate is unknown costs the user their session (accounts/refresh.py).
+        # Its pool holds that one connection: urllib3 fills a new pool with a
+        # slot per connection it may hold, and drains them all on closing.
         refresh_session = _session()
+        _mount(refresh_session, 1)
         try:
             answer = self._call(
                 "POST",
@@ -245,14 +334,24 @@ class AuthApiClient:
         params: str | Mapping | None = None,
         body: bytes | None = None,
         headers: Mapping[str, str] | None = None,
+        exact: bool = False,
     ) -> BackendAnswer:
         """Make an authenticated call; on 401 renew the tokens once and replay, body included.
 
         A request wrapper and a 401 interceptor in one place. A
         plain `Tokens` is sent as is and its 401 returned to the caller.
+        With `exact` (the `/api/` proxy), `path` and a string `params` go out
+        byte for byte (`_ExactSession`).
         """
         call = functools.partial(
-            self._call, method, path, attach="access", params=params, data=body, headers=headers
+            self._call,
+            method,
+            path,
+            attach="access",
+            params=params,
+            data=body,
+            headers=headers,
+            session=_ExactSession(self.session) if exact else None,
         )
         if isinstance(auth, Tokens):
             return call(tokens=auth)

@@ -32,7 +32,6 @@ See docs/architecture.md for the whole request path.
 """
 
 import base64
-import contextlib
 import hashlib
 import json
 import logging
@@ -67,12 +66,17 @@ POOL_WAIT_WARNING = 1.0
 
 @dataclass(frozen=True, repr=False)
 class Outcome:
-    """What became of one refresh token: `state`, and for `ok` the new pair."""
+    """What became of one refresh token: `state`, and for `ok` the new pair.
+
+    `own` is true when the caller's own call made it, just now (taken from the
+    call's future, not read from the cache).
+    """
 
     state: str
     cookies: tuple[BackendCookie, ...] = ()
     profile: UserProfile | None = None
     replaced_access: str | None = None
+    own: bool = False
 
     def __repr__(self) -> str:
         return f"Outcome(state={self.state!r}, cookies={len(self.cookies)})"
@@ -112,7 +116,7 @@ def _fernet(refresh_token: str) -> Fernet:
     return Fernet(base64.urlsafe_b64encode(key))
 
 
-def _seal(refresh_token: str, cookies: list[BackendCookie], profile: UserProfile | None) -> bytes:
+def _seal(fernet: Fernet, cookies: list[BackendCookie], profile: UserProfile | None) -> bytes:
     payload = {
         "cookies": [
             {
@@ -126,7 +130,7 @@ def _seal(refresh_token: str, cookies: list[BackendCookie], profile: UserProfile
         ],
         "profile": profile.__dict__ if profile else None,
     }
-    return _fernet(refresh_token).encrypt(json.dumps(payload).encode())
+    return fernet.encrypt(json.dumps(payload).encode())
 
 
 @sensitive_variables()
@@ -215,8 +219,13 @@ def _executor() -> ThreadPoolExecutor:
 
 
 @sensitive_variables()
-def _call_backend(refresh_token: str, key: str, entry: dict, keep_for: int) -> None:
-    """Run in the pool: spend the token once and write its outcome, once."""
+def _call_backend(refresh_token: str, key: str, entry: dict, keep_for: int) -> Outcome | None:
+    """Run in the pool: spend the token once, write its outcome once, and return it.
+
+    The owner of the claim takes the returned outcome from the future, without
+    reading it back from the cache; None means the call certainly never reached
+    the backend and the claim is released.
+    """
     alive = f"{key}:alive"
     queued = time.time() - entry["started_at"]
     if queued > POOL_WAIT_WARNING:
@@ -228,20 +237,17 @@ def _call_backend(refresh_token: str, key: str, entry: dict, keep_for: int) -> N
             cookies = get_client().refresh(refresh_token)
         except RefreshRefused:
             logger.info("The backend refused a refresh token")
-            cache.set(key, {**entry, "state": REFUSED, "finished_at": time.time()}, keep_for)
-            return
+            return _finished(key, entry, REFUSED, keep_for)
         except BackendError as exc:
             if exc.maybe_processed:
                 logger.warning("Refresh outcome unknown (%s); its session will end", exc)
-                cache.set(key, {**entry, "state": UNKNOWN, "finished_at": time.time()}, keep_for)
-            else:
-                logger.warning("Refresh never reached the backend (%s); may be retried", exc)
-                cache.delete(key)
-            return
+                return _finished(key, entry, UNKNOWN, keep_for)
+            logger.warning("Refresh never reached the backend (%s); may be retried", exc)
+            cache.delete(key)
+            return None
         except Exception:
             logger.exception("Refresh call failed unexpectedly; its session will end")
-            cache.set(key, {**entry, "state": UNKNOWN, "finished_at": time.time()}, keep_for)
-            return
+            return _finished(key, entry, UNKNOWN, keep_for)
         new = Tokens().updated_by(cookies)
         done = {
             **entry,
@@ -252,13 +258,26 @@ def _call_backend(refresh_token: str, key: str, entry: dict, keep_for: int) -> N
         }
         # The new pair is stored before anything else can fail: the backend
         # has spent the old token, and a lost pair would mean a reuse later.
-        cache.set(key, {**done, "sealed": _seal(refresh_token, cookies, None)}, keep_for)
+        fernet = _fernet(refresh_token)
+        cache.set(key, {**done, "sealed": _seal(fernet, cookies, None)}, keep_for)
         profile = _profile_with(new)
         if profile is not None:
-            cache.set(key, {**done, "sealed": _seal(refresh_token, cookies, profile)}, keep_for)
+            cache.set(key, {**done, "sealed": _seal(fernet, cookies, profile)}, keep_for)
+        return Outcome(
+            state=OK,
+            cookies=tuple(cookies),
+            profile=profile,
+            replaced_access=entry.get("replaced_access"),
+            own=True,
+        )
     finally:
         _keeper.release(alive)
         close_old_connections()
+
+
+def _finished(key: str, entry: dict, state: str, keep_for: int) -> Outcome:
+    cache.set(key, {**entry, "state": state, "finished_at": time.time()}, keep_for)
+    return Outcome(state=state)
 
 
 @sensitive_variables()
@@ -318,24 +337,42 @@ def outcome(
     keep_for: int,
     deadline: float | None,
     replaced_access: str | None = None,
+    claims: dict[str, Claim] | None = None,
 ) -> Outcome:
     """Return the outcome of one refresh round, claiming and starting it if nobody has.
 
     With `deadline` None, never wait: a refresh in flight raises RefreshPending
-    at once (the caller goes on with the token it has).
+    at once (the caller goes on with the token it has). `claims`, one
+    request's record of the calls it started, lets the same request collect
+    its own call later (at the end of the request) from the call itself,
+    without a read of the cache.
 
     :raises RefreshPending: the call is still running when the budget is spent.
     """
     key = entry_key(token_hash(refresh_token), round_)
+    claim = claims.get(key) if claims is not None else None
+    tried = claim is not None  # one attempt per request
     delay = 0.01
-    claim = None
-    tried = False
     while True:
+        if claim is not None:
+            # Our own call: wait on it and take its outcome as it is.
+            remaining = (deadline - time.monotonic()) if deadline is not None else 0
+            try:
+                found = claim.future.result(timeout=max(remaining, 0))
+            except FutureTimeout:
+                raise RefreshPending("the refresh is still running; try again") from None
+            except Exception:
+                logger.exception("A refresh call failed; reading what it left in the cache")
+                claim = None
+                continue
+            if found is None:
+                # It failed before reaching the backend and released the claim:
+                # the next request may try again, this one does not.
+                raise BackendUnavailable("the refresh call did not reach the backend")
+            return found
         entry = cache.get(key)
         if entry is None:
             if tried:
-                # Our own call failed before reaching the backend and released
-                # the claim: the next request may try again, this one does not.
                 raise BackendUnavailable("the refresh call did not reach the backend")
             claim = start(
                 refresh_token,
@@ -344,10 +381,11 @@ def outcome(
                 keep_for=keep_for,
                 replaced_access=replaced_access,
             )
-            if claim is None:
-                continue  # someone claimed it between our read and our add
-            tried = True
-            continue
+            if claim is not None:
+                tried = True
+                if claims is not None:
+                    claims[key] = claim
+            continue  # None: someone claimed it between our read and our add
         state = entry.get("state")
         if state == OK:
             return _collect(refresh_token, entry, binding)
@@ -359,11 +397,6 @@ def outcome(
         remaining = (deadline - time.monotonic()) if deadline is not None else 0
         if remaining <= 0:
             raise RefreshPending("the refresh is still running; try again")
-        if claim is not None:
-            with contextlib.suppress(FutureTimeout):
-                claim.future.result(timeout=remaining)
-            claim = None
-            continue
         time.sleep(min(delay, remaining))
         delay = min(delay * 1.5, 0.25)
 

@@ -79,6 +79,8 @@ class TokenState:
         self._failure: BackendError | None = None
         self._background = False
         self._deadline: float | None = None
+        self._made_newest = False
+        self._claims: dict[str, refresh.Claim] = {}
 
     @classmethod
     def of(cls, request: HttpRequest) -> "TokenState":
@@ -276,6 +278,7 @@ class TokenState:
                     keep_for=record.keep_outcome_for(),
                     deadline=deadline,
                     replaced_access=replaced,
+                    claims=self._claims,
                 )
             except RefreshPending:
                 raise
@@ -298,6 +301,7 @@ class TokenState:
         else:
             raise RefreshPending("too many refreshes in a row; try again")
         self._adopt(list(gathered.values()), found.profile, round_=next_round)
+        self._made_newest = found.own
         return self.tokens
 
     def _wait_deadline(self) -> float:
@@ -397,7 +401,12 @@ class TokenState:
 
     def _save_record(self) -> None:
         session = self.request.session
-        stored = _stored_record(session)
+        # A pair this request's own refresh call has just made is the newest
+        # there is: to move further, another request would have to spend it
+        # first, within these moments; were one to, the next request adopts its
+        # pair through the kept outcomes (`_adopt_newer_cookies`). So only
+        # other changes (a collected pair, revalidation) re-read the store.
+        stored = None if self._made_newest else _stored_record(session)
         if (
             stored is not None
             and stored.binding == self.record.binding

@@ -141,6 +141,23 @@ class TestLogin:
         assert "Cookie" not in backend.calls[-1].request.headers
         assert AuthApiClient().session.trust_env is False
 
+    def test_the_session_sends_its_defaults_and_keeps_no_cookies_or_redirects(self, backend):
+        """The lean `request()` still merges the session's default headers."""
+        session = AuthApiClient().session
+        backend.get(f"{fakes.BASE}/x", headers=[("Set-Cookie", "kept=no; Path=/")])
+        url = f"{fakes.BASE}/x"
+
+        response = session.request("GET", url, headers={"Accept": "application/json"}, timeout=1)
+
+        sent = backend.calls[0].request
+        assert response.status_code == 200 and sent.url == url
+        assert sent.headers["Accept"] == "application/json"
+        assert sent.headers["User-Agent"].startswith("python-requests/")
+        assert len(session.cookies) == 0
+        with pytest.raises(ValueError, match="never follow redirects"):
+            session.request("GET", url, timeout=1, allow_redirects=True)
+        assert len(backend.calls) == 1
+
     def test_the_pool_size_is_a_setting(self, settings):
         settings.AUTH_BACKEND_POOL_SIZE = 7
         session = AuthApiClient().session
@@ -260,6 +277,7 @@ class TestRefresh:
         assert [len(session.calls) for session in made] == [1, 1]
         assert all(session.closed and session.trust_env is False for session in made)
         assert made[0].calls[0]["timeout"] == (1.5, 77.0)
+        assert [session.adapters["http://"]._pool_maxsize for session in made] == [1, 1]
 
     @pytest.mark.parametrize("status", [400, 401, 403])
     def test_refusals(self, backend, client, status):

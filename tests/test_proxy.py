@@ -1,18 +1,50 @@
 """`/api/<path>`: the same-origin proxy to the auth backend."""
 
+import http.client
+import io
+import threading
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
 import pytest
 
-from accounts.proxy import allowed_path
+from accounts.proxy import SANDBOX_POLICY, allowed_path
 from tests import fakes
 from tests.fakes import calls_to, make_user
+from tests.flows import csrf_headers, sign_in
+from tests.servers import running_app, running_authapi
 
 
+# `path` is what Django's URL routing hands the view: the browser's path,
+# decoded once (the WSGI server decodes PATH_INFO).
 @pytest.mark.parametrize(
     ("path", "expected"),
     [
         ("users/me", "/users/me"),
         ("users/42/notes", "/users/42/notes"),
         ("users/", "/users/"),
+        # Encoded again for the wire: the backend decodes it back to `path`.
+        ("users/me?x=1", "/users/me%3Fx=1"),
+        ("users/a#b", "/users/a%23b"),
+        ("users/100%", "/users/100%25"),
+        ("users/a b", "/users/a%20b"),
+        ("users/\u20ac", "/users/%E2%82%AC"),
+        ("users/me;v=1,2", "/users/me;v=1,2"),
+        ("users/a:b@c!$&'()*+=", "/users/a:b@c!$&'()*+="),
+        ("users/%2541", "/users/%252541"),
+        # A backend that decodes twice would see these as dot or empty segments.
+        ("users/%2e%2e/auth/refresh", None),
+        ("users/%2E%2E/auth/refresh", None),
+        ("users/%2e/me", None),
+        ("users%2F..%2Fauth/refresh", None),
+        ("users/%2F%2Fevil", None),
+        ("users/%5c..", None),
+        ("users/%00", None),
+        # Some servers (Tomcat, Jetty) drop `;params` and would see `..`.
+        ("users/..;/auth/refresh", None),
+        ("users/.;x/me", None),
+        ("users/..", None),
         ("users/../auth/refresh", None),
         ("users/%2e%2e/auth/refresh", None),
         ("users%2F..%2Fauth/refresh", None),
@@ -26,7 +58,8 @@ from tests.fakes import calls_to, make_user
         ("usersX/me", None),
         ("", None),
         ("./users/me", None),
-        ("users/%00", None),
+        ("users/\x00", None),
+        ("/users/me", None),
     ],
 )
 def test_allow_list_after_normalisation(path, expected):
@@ -114,6 +147,30 @@ class TestProxy:
         assert response.json()["error"] == "csrf"
         assert len(backend.calls) == 0
 
+    def test_multipart_post_is_refused_not_a_500(self, csrf_client, locmem_cache, backend):
+        """CsrfViewMiddleware parses a POST's form (for its token), consuming a multipart body."""
+        fakes.sign_in_client(csrf_client, "admin", access=fakes.access_jwt())
+        csrf_client.get("/accounts/login/")
+        token = csrf_client.cookies["csrftoken"].value
+        response = csrf_client.post("/api/users/notes", {"csrfmiddlewaretoken": token, "a": "1"})
+        assert response.status_code == 415
+        assert response.json()["error"] == "unsupported_body"
+        assert len(backend.calls) == 0
+
+    def test_form_encoded_post_with_the_token_in_the_form_is_forwarded(
+        self, csrf_client, locmem_cache, backend
+    ):
+        fakes.sign_in_client(csrf_client, "admin", access=fakes.access_jwt())
+        csrf_client.get("/accounts/login/")
+        token = csrf_client.cookies["csrftoken"].value
+        backend.post(f"{fakes.BASE}/users/notes", status=201, json={})
+        body = f"csrfmiddlewaretoken={token}&a=1"
+        response = csrf_client.post(
+            "/api/users/notes", body, content_type="application/x-www-form-urlencoded"
+        )
+        assert response.status_code == 201
+        assert backend.calls[0].request.body == body.encode()
+
     def test_backend_throttling_is_passed_on(self, signed_in, backend):
         client = signed_in(access=fakes.access_jwt())
         backend.get(f"{fakes.BASE}/users/me", status=429, headers={"Retry-After": "9"})
@@ -127,3 +184,306 @@ class TestProxy:
         response = client.post("/api/users/notes", data="x" * 500, content_type="text/plain")
         assert response.status_code == 413
         assert len(backend.calls) == 0
+
+    def test_oversized_declared_body_is_413_before_reading(self, signed_in, backend, settings):
+        settings.AUTH_PROXY_MAX_BODY_BYTES = 10
+        client = signed_in(access=fakes.access_jwt())
+        response = client.put("/api/users/1", data="x" * 11, content_type="text/plain")
+        assert response.status_code == 413
+        assert len(backend.calls) == 0
+
+
+class TestExactPath:
+    """What the browser encoded stays encoded: the backend decodes it once, as Django did."""
+
+    def test_encoded_question_mark_reaches_the_backend_as_part_of_the_path(
+        self, signed_in, backend
+    ):
+        client = signed_in(access=fakes.access_jwt())
+        backend.get(f"{fakes.BASE}/users/me%3Fx=1", json={"id": 1})
+
+        response = client.get("/api/users/me%3Fx=1")
+
+        assert response.status_code == 200
+        (call,) = backend.calls
+        assert call.request.url == f"{fakes.BASE}/users/me%3Fx=1"
+
+    @pytest.mark.parametrize(
+        ("browser_path", "backend_path"),
+        [
+            ("/api/users/a%2520b", "/users/a%2520b"),
+            ("/api/users/%E2%82%AC", "/users/%E2%82%AC"),
+            ("/api/users/%23frag", "/users/%23frag"),
+            ("/api/users/100%25", "/users/100%25"),
+            ("/api/users/me;v=1", "/users/me;v=1"),
+        ],
+    )
+    def test_other_encodings_reach_the_backend_unchanged(
+        self, signed_in, backend, browser_path, backend_path
+    ):
+        client = signed_in(access=fakes.access_jwt())
+        backend.get(f"{fakes.BASE}{backend_path}", json={})
+        assert client.get(browser_path).status_code == 200
+        assert backend.calls[0].request.url == f"{fakes.BASE}{backend_path}"
+
+    def test_query_string_goes_out_byte_for_byte(self, signed_in, backend):
+        """requests would re-quote it (`%41` to `A`) or refuse it (`%zz`)."""
+        client = signed_in(access=fakes.access_jwt())
+        backend.get(f"{fakes.BASE}/users/me", json={})
+        response = client.get("/api/users/me?b=%41&c=%zz&d=a+b&e=%2e%2e")
+        assert response.status_code == 200
+        assert backend.calls[0].request.url == (f"{fakes.BASE}/users/me?b=%41&c=%zz&d=a+b&e=%2e%2e")
+
+    def test_raw_non_ascii_in_the_query_is_percent_encoded(self, signed_in, backend):
+        client = signed_in(access=fakes.access_jwt())
+        backend.get(f"{fakes.BASE}/users/me", json={})
+        # As a WSGI server hands it over: the bytes as latin-1 (PEP 3333).
+        response = client.get("/api/users/me", QUERY_STRING="q=\u20ac".encode().decode("latin-1"))
+        assert response.status_code == 200
+        assert backend.calls[0].request.url == f"{fakes.BASE}/users/me?q=%E2%82%AC"
+
+    def test_twice_encoded_dot_segments_never_reach_the_backend(self, signed_in, backend):
+        client = signed_in(access=fakes.access_jwt())
+        for path in ("/api/users/%252e%252e/auth/refresh", "/api/users/..%3B/auth/refresh"):
+            assert client.get(path).status_code == 404
+        assert len(backend.calls) == 0
+
+
+def chunked_post(client, path: str, body: bytes, *, terminated: bool = True):
+    """POST `body` as gunicorn hands a chunked request to Django: no Content-Length,
+    `Transfer-Encoding: chunked`, a stream that ends with the body (when the
+    server sets `wsgi.input_terminated`)."""
+    extra = {
+        "CONTENT_LENGTH": "",
+        "CONTENT_TYPE": "application/json",
+        "HTTP_TRANSFER_ENCODING": "chunked",
+        "wsgi.input": io.BytesIO(body),
+    }
+    if terminated:
+        extra["wsgi.input_terminated"] = True
+    return client.generic("POST", path, **extra)
+
+
+class TestChunkedBody:
+    def test_chunked_body_is_forwarded_whole(self, signed_in, backend):
+        client = signed_in(access=fakes.access_jwt())
+        backend.post(f"{fakes.BASE}/users/notes", status=201, json={"ok": True})
+        body = b'{"note": "' + b"n" * 200_000 + b'"}'  # several reads of the stream
+
+        response = chunked_post(client, "/api/users/notes", body)
+
+        assert response.status_code == 201
+        sent = calls_to(backend, "/users/notes")[0].request
+        assert sent.body == body
+        assert sent.headers["Content-Length"] == str(len(body))
+        assert sent.headers["Content-Type"] == "application/json"
+
+    def test_chunked_body_over_the_limit_is_413(self, signed_in, backend, settings):
+        settings.AUTH_PROXY_MAX_BODY_BYTES = 1000
+        client = signed_in(access=fakes.access_jwt())
+        assert chunked_post(client, "/api/users/notes", b"x" * 1000).status_code != 413
+        response = chunked_post(client, "/api/users/notes", b"x" * 1001)
+        assert response.status_code == 413
+        assert response.json()["error"] == "too_large"
+        assert len(calls_to(backend, "/users/notes")) == 1
+
+    def test_chunked_body_the_server_does_not_delimit_is_411(self, signed_in, backend):
+        client = signed_in(access=fakes.access_jwt())
+        response = chunked_post(client, "/api/users/notes", b"{}", terminated=False)
+        assert response.status_code == 411
+        assert response.json()["error"] == "length_required"
+        assert len(backend.calls) == 0
+
+
+class TestServedAsData:
+    """A backend answer is data, never a page of this origin."""
+
+    @pytest.mark.parametrize(
+        "content_type", ["application/json", "application/problem+json; charset=utf-8"]
+    )
+    def test_json_is_inline_sandboxed_and_not_sniffed(self, signed_in, backend, content_type):
+        client = signed_in(access=fakes.access_jwt())
+        backend.get(f"{fakes.BASE}/users/me", body=b"{}", content_type=content_type)
+        response = client.get("/api/users/me")
+        assert response.status_code == 200
+        assert response["Content-Type"] == content_type
+        # Through the real MIDDLEWARE: django-csp's middleware keeps the view's policy.
+        assert response["Content-Security-Policy"] == "sandbox; default-src 'none'"
+        assert response["X-Content-Type-Options"] == "nosniff"
+        assert "Content-Disposition" not in response
+
+    @pytest.mark.parametrize(
+        "content_type",
+        ["text/html; charset=utf-8", "text/javascript", "image/svg+xml", "text/plain"],
+    )
+    def test_other_types_are_attachments(self, signed_in, backend, content_type):
+        client = signed_in(access=fakes.access_jwt())
+        backend.get(
+            f"{fakes.BASE}/users/me", body=b"<script>alert(1)</script>", content_type=content_type
+        )
+        response = client.get("/api/users/me")
+        assert response["Content-Type"] == content_type
+        assert response["Content-Disposition"] == "attachment"
+        assert response["Content-Security-Policy"] == SANDBOX_POLICY
+        assert response["X-Content-Type-Options"] == "nosniff"
+
+    def test_no_content_type_is_an_octet_stream_attachment(self, signed_in, backend):
+        client = signed_in(access=fakes.access_jwt())
+        backend.get(f"{fakes.BASE}/users/me", body=b"<html>", content_type=None)
+        response = client.get("/api/users/me")
+        assert response["Content-Type"] == "application/octet-stream"
+        assert response["Content-Disposition"] == "attachment"
+
+    def test_inline_types_setting_allows_a_type(self, signed_in, backend, settings):
+        settings.AUTH_PROXY_INLINE_TYPES = ["application/json", "Text/Plain"]
+        client = signed_in(access=fakes.access_jwt())
+        backend.get(f"{fakes.BASE}/users/me", body=b"hi", content_type="text/plain; charset=utf-8")
+        backend.get(f"{fakes.BASE}/users/page", body=b"<p>", content_type="text/html")
+        assert "Content-Disposition" not in client.get("/api/users/me")
+        assert client.get("/api/users/page")["Content-Disposition"] == "attachment"
+
+    def test_proxy_errors_carry_the_app_policy_not_the_sandbox(self, signed_in, backend):
+        """The proxy's own JSON errors are the app's answers, under the site-wide policy."""
+        client = signed_in(access=fakes.access_jwt())
+        response = client.get("/api/auth/refresh")
+        assert response.status_code == 404
+        assert "sandbox" not in response["Content-Security-Policy"]
+
+
+# --- Over real HTTP: the app under gunicorn, the reference API, and a tap between them ---
+
+
+@dataclass
+class Seen:
+    method: str
+    target: str  # the request line's target, exactly as it arrived
+    headers: dict[str, str]
+    body: bytes
+
+
+class BackendTap:
+    """A real HTTP hop in front of the reference API that records what reaches it.
+
+    Every request is forwarded as it came (request target, headers, body) and
+    the API's answer returned as it came, so the app signs in and refreshes
+    through it as through the API itself.
+    """
+
+    def __init__(self, upstream_url: str):
+        self.upstream = urlsplit(upstream_url)
+        self.seen: list[Seen] = []
+        tap = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+
+            def forward(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                tap.seen.append(Seen(self.command, self.path, dict(self.headers), body))
+                upstream = http.client.HTTPConnection(
+                    tap.upstream.hostname, tap.upstream.port, timeout=10
+                )
+                try:
+                    upstream.putrequest(self.command, self.path, skip_host=True)
+                    for name, value in self.headers.items():
+                        if name.lower() != "connection":
+                            upstream.putheader(name, value)
+                    upstream.endheaders(body or None)
+                    answer = upstream.getresponse()
+                    content = answer.read()
+                finally:
+                    upstream.close()
+                self.send_response_only(answer.status, answer.reason)
+                for name, value in answer.getheaders():
+                    if name.lower() not in ("connection", "content-length", "transfer-encoding"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(content)))
+                self.end_headers()
+                self.wfile.write(content)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = forward
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> "BackendTap":
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    """The reference API, a tap in front of it, the app under gunicorn; a signed-in browser."""
+    work = tmp_path_factory.mktemp("proxy")
+    (work / "api").mkdir()
+    with (
+        running_authapi(work / "api") as api,
+        BackendTap(api.url) as tap,
+        running_app(work, api_url=tap.url, workers=1, AUTH_PROXY_MAX_BODY_BYTES="4096") as app,
+    ):
+        yield app, tap, sign_in(app.url)
+
+
+class TestOverRealHttp:
+    def test_encoded_path_reaches_the_api_encoded(self, live):
+        app, tap, browser = live
+        before = len(tap.seen)
+
+        response = browser.get(f"{app.url}/api/users/me%3Fx=1", timeout=10)
+
+        (seen,) = tap.seen[before:]
+        assert (seen.method, seen.target) == ("GET", "/users/me%3Fx=1")
+        # The API decoded it once: a path of its own, not /users/me with a query.
+        assert response.status_code == 404
+        assert response.json()["message"] == "Cannot GET /users/me?x=1"
+        assert browser.get(f"{app.url}/api/users/me?x=1", timeout=10).json()["email"]
+
+    def test_chunked_body_reaches_the_api_whole(self, live):
+        app, tap, browser = live
+        body = b"z" * 3000
+        before = len(tap.seen)
+
+        response = browser.post(
+            f"{app.url}/api/users/me",
+            data=(body[i : i + 700] for i in range(0, len(body), 700)),  # chunked
+            headers={**csrf_headers(browser, app.url), "Content-Type": "text/plain"},
+            timeout=10,
+        )
+
+        (seen,) = tap.seen[before:]
+        assert seen.method == "POST"
+        assert seen.body == body
+        assert seen.headers["Content-Length"] == "3000"
+        assert response.status_code == 405  # the API's own answer to POST /users/me
+        assert response.request.headers["Transfer-Encoding"] == "chunked"
+
+    def test_chunked_body_over_the_limit_is_413(self, live):
+        app, tap, browser = live
+        before = len(tap.seen)
+        response = browser.post(
+            f"{app.url}/api/users/me",
+            data=(b"z" * 1024 for _ in range(5)),
+            headers=csrf_headers(browser, app.url),
+            timeout=10,
+        )
+        assert response.status_code == 413
+        assert response.json()["error"] == "too_large"
+        assert tap.seen[before:] == []
+
+    def test_answers_are_sandboxed_data(self, live):
+        app, _, browser = live
+        response = browser.get(f"{app.url}/api/users/me", timeout=10)
+        assert response.status_code == 200
+        assert response.headers["Content-Security-Policy"] == SANDBOX_POLICY
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert "Content-Disposition" not in response.headers

@@ -200,6 +200,90 @@ class TestOutcomes:
         assert sent_refresh_tokens(service) == ["refresh-1", "refresh-1"]
 
 
+class TestTheOwnCall:
+    """The caller whose call it is takes the outcome from the call, not back from the cache."""
+
+    def test_the_owner_takes_its_outcome_from_its_call(self, service, locmem_cache, monkeypatch):
+        fakes.stub_refresh(service)
+        fakes.stub_me(service, "evaluator")
+        reads = []
+
+        class ReadSpy:
+            def __getattr__(self, name):
+                return getattr(locmem_cache, name)
+
+            def get(self, cache_key, *args):
+                reads.append(cache_key)
+                return locmem_cache.get(cache_key, *args)
+
+        monkeypatch.setattr(refresh, "cache", ReadSpy())
+
+        own = run()
+
+        assert (own.state, own.own, own.profile.roles) == (refresh.OK, True, ("evaluator",))
+        assert values(own)["refresh_token"] == "refresh-2"
+        assert reads == [key()], "one read before the claim, none after the call"
+        collected = run()
+        assert (collected.own, values(collected)) == (False, values(own))
+
+    def test_a_request_collects_its_background_call_from_the_call(
+        self, service, gates, locmem_cache
+    ):
+        gate = gates()
+        fakes.stub_held_refresh(service, gate)
+        fakes.stub_me(service)
+        claims = {}
+        with pytest.raises(RefreshPending):
+            refresh.outcome(
+                "refresh-1", binding=BINDING, keep_for=600, deadline=None, claims=claims
+            )
+        assert list(claims) == [key()]
+        gate.open()
+        claims[key()].future.result(5)
+        locmem_cache.delete(key())  # gone from the cache: only the call itself can answer
+
+        found = refresh.outcome(
+            "refresh-1", binding=BINDING, keep_for=600, deadline=None, claims=claims
+        )
+
+        assert (found.state, found.own, values(found)["refresh_token"]) == (
+            refresh.OK,
+            True,
+            "refresh-2",
+        )
+        assert sent_refresh_tokens(service) == ["refresh-1"]
+
+    def test_a_call_that_failed_past_its_handling_leaves_the_cache_to_answer(
+        self, service, gates, locmem_cache, monkeypatch, caplog
+    ):
+        gate = gates()
+        fakes.stub_held_refresh(service, gate)
+        claims = {}
+        with pytest.raises(RefreshPending):
+            refresh.outcome(
+                "refresh-1", binding=BINDING, keep_for=600, deadline=None, claims=claims
+            )
+        running = claims[key()].future
+        broken = running.__class__()
+        broken.set_exception(RuntimeError("cache write failed"))
+        monkeypatch.setattr(claims[key()], "future", broken)
+
+        def again():
+            refresh.outcome(
+                "refresh-1", binding=BINDING, keep_for=600, deadline=None, claims=claims
+            )
+
+        with pytest.raises(RefreshPending):
+            again()  # the claim is still pending in the cache
+        assert "A refresh call failed; reading what it left in the cache" in caplog.messages
+        locmem_cache.delete(key())
+        with pytest.raises(BackendUnavailable):
+            again()  # one attempt per request: never a claim of its own a second time
+        gate.open()
+        running.result(5)
+        assert sent_refresh_tokens(service) == ["refresh-1"]
+
+
 class TestWaiting:
     def test_without_a_deadline_a_call_in_flight_raises_at_once(self, service, gates):
         gate = gates()

@@ -495,6 +495,36 @@ class TestDirectly:
         state.finish(HttpResponse())
         assert request.session[RECORD_KEY]["generation"] == kept
 
+    @pytest.mark.parametrize("made_here", [True, False], ids=["own-call", "collected"])
+    def test_only_a_pair_made_elsewhere_reads_the_stored_record_again(
+        self, make, backend, monkeypatch, made_here
+    ):
+        """The pair this request's own call just made is the newest there is; a pair
+        collected from the cache may have been moved past by another request."""
+        from accounts import state as state_module
+
+        fakes.stub_refresh(backend)
+        fakes.stub_me(backend)
+        request = make(cookies={"refresh_token": "refresh-1"})  # refreshes before the view
+        state = TokenState.of(request)
+        if not made_here:
+            binding = state.load().binding
+            deadline = time.monotonic() + 3
+            refresh.outcome("refresh-1", binding=binding, keep_for=600, deadline=deadline)
+        reads = []
+        stored_record = state_module._stored_record
+        monkeypatch.setattr(
+            state_module, "_stored_record", lambda s: reads.append(s) or stored_record(s)
+        )
+
+        state.check()
+        state.refresh_if_due()
+        state.finish(HttpResponse())
+
+        assert request.session[RECORD_KEY]["refresh_hash"] == token_hash("refresh-2")
+        assert len(reads) == (0 if made_here else 1)
+        assert sent_refresh_tokens(backend) == ["refresh-1"]
+
     @pytest.mark.parametrize(("expires_in", "age"), [(3600, 3600), (-100, 1)])
     def test_the_session_expires_with_the_refresh_token(self, make, expires_in, age):
         request = make(record=replace(issued(), refresh_expires_at=time.time() + expires_in))
