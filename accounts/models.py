@@ -19,23 +19,11 @@ class UserProfile:
 
 
 class MirroredUserManager(UserManager):
-    @transaction.atomic
-    def sync_from_profile(self, profile: UserProfile) -> "User":
-        """Create or update the mirror of `profile`, keyed by the backend's id.
-
-        Roles become the user's `roles` and groups of the same names; roles in
-        AUTH_SUPERUSER_ROLES make the user staff and superuser, so Django's
-        admin follows the backend. The password stays unusable: this database
-        can never sign anyone in on its own.
-        """
-        # get_or_create absorbs the race of two first sign-ins of one person
-        # (the losing INSERT hits the unique key and reads the winner's row).
-        user, created = self.select_for_update().get_or_create(
-            backend_id=profile.id,
-            defaults={"username": f"api-{profile.id}"[:150], "password": make_password(None)},
-        )
+    @staticmethod
+    def mirrored_fields(profile: UserProfile) -> dict:
+        """Return the fields of the mirror that follow `profile`."""
         is_super = bool(conf.superuser_roles & set(profile.roles))
-        wanted = {
+        return {
             "email": profile.email,
             "first_name": profile.first_name[:150],
             "last_name": profile.last_name[:150],
@@ -43,16 +31,41 @@ class MirroredUserManager(UserManager):
             "is_staff": is_super,
             "is_superuser": is_super,
         }
-        if not created and all(getattr(user, f) == value for f, value in wanted.items()):
-            return user  # the common case at refresh: nothing to write
-        roles_changed = created or user.roles != wanted["roles"]
-        for field, value in wanted.items():
-            setattr(user, field, value)
-        user.save()
-        if roles_changed:
-            groups = [Group.objects.get_or_create(name=role[:150])[0] for role in profile.roles]
-            user.groups.set(groups)
-        return user
+
+    def sync_from_profile(self, profile: UserProfile, *, current: "User | None" = None) -> "User":
+        """Create or update the mirror of `profile`, keyed by the backend's id.
+
+        Roles become the user's `roles` and groups of the same names; roles in
+        AUTH_SUPERUSER_ROLES make the user staff and superuser, so Django's
+        admin follows the backend. The password stays unusable: this database
+        can never sign anyone in on its own. `current`, the user the request
+        has loaded already, comes back as it is when it mirrors `profile`
+        (the common case at every refresh): no query at all.
+        """
+        wanted = self.mirrored_fields(profile)
+        if (
+            isinstance(current, User)
+            and current.backend_id == profile.id
+            and all(getattr(current, f) == value for f, value in wanted.items())
+        ):
+            return current
+        with transaction.atomic():
+            # get_or_create absorbs the race of two first sign-ins of one person
+            # (the losing INSERT hits the unique key and reads the winner's row).
+            user, created = self.select_for_update().get_or_create(
+                backend_id=profile.id,
+                defaults={"username": f"api-{profile.id}"[:150], "password": make_password(None)},
+            )
+            if not created and all(getattr(user, f) == value for f, value in wanted.items()):
+                return user
+            roles_changed = created or user.roles != wanted["roles"]
+            for field, value in wanted.items():
+                setattr(user, field, value)
+            user.save()
+            if roles_changed:
+                groups = [Group.objects.get_or_create(name=role[:150])[0] for role in profile.roles]
+                user.groups.set(groups)
+            return user
 
 
 class User(AbstractUser):

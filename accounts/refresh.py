@@ -62,6 +62,8 @@ CACHE_PREFIX = "accounts:refresh"
 PENDING, OK, REFUSED, UNKNOWN, FOREIGN = "pending", "ok", "refused", "unknown", "foreign"
 # Seconds a call may wait for a pool thread before the log says the pool is too small.
 POOL_WAIT_WARNING = 1.0
+# Claims lost to an entry that then cannot be read, before the cache counts as unavailable.
+MAX_LOST_CLAIMS = 3
 
 
 @dataclass(frozen=True, repr=False)
@@ -352,6 +354,7 @@ def outcome(
     key = entry_key(token_hash(refresh_token), round_)
     claim = claims.get(key) if claims is not None else None
     tried = claim is not None  # one attempt per request
+    lost = 0
     delay = 0.01
     while True:
         if claim is not None:
@@ -385,7 +388,14 @@ def outcome(
                 tried = True
                 if claims is not None:
                     claims[key] = claim
-            continue  # None: someone claimed it between our read and our add
+                continue
+            # Someone claimed it between our read and our add; a cache whose
+            # add keeps failing while get finds nothing (a database cache
+            # timing out on its lock) is unavailable: never spin on it.
+            lost += 1
+            if lost >= MAX_LOST_CLAIMS:
+                raise BackendUnavailable("the cache neither holds nor takes the refresh claim")
+            continue
         state = entry.get("state")
         if state == OK:
             return _collect(refresh_token, entry, binding)

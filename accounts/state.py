@@ -355,7 +355,7 @@ class TokenState:
             self.end("other_user")
         if not roles_allowed(profile.roles):
             self.end("lost_role")
-        self.request.user = User.objects.sync_from_profile(profile)
+        self.request.user = User.objects.sync_from_profile(profile, current=self.request.user)
         self._set_record(replace(self.record, validated_at=time.time()))
 
     # --- TokenSource, for the backend client ------------------------------------

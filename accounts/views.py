@@ -178,4 +178,3 @@ def csrf_failure(request: HttpRequest, reason: str = ""):
     if wants_json(request):
         return json_error(403, "csrf", "CSRF verification failed; reload the page and try again.")
     return csrf.csrf_failure(request, reason=reason)
-

@@ -200,6 +200,31 @@ class TestOutcomes:
         assert sent_refresh_tokens(service) == ["refresh-1", "refresh-1"]
 
 
+def test_a_cache_that_neither_holds_nor_takes_the_claim_is_unavailable(
+    service, locmem_cache, monkeypatch
+):
+    """A database cache timing out on its lock: add says taken, get finds nothing."""
+
+    class Jammed:
+        def __getattr__(self, name):
+            return getattr(locmem_cache, name)
+
+        def get(self, *args, **kwargs):
+            return None
+
+        def add(self, *args, **kwargs):
+            return False
+
+    monkeypatch.setattr(refresh, "cache", Jammed())
+    fakes.stub_refresh(service)
+
+    with pytest.raises(BackendUnavailable):
+        run(wait=None)
+    with pytest.raises(BackendUnavailable):
+        run(wait=3.0)
+    assert sent_refresh_tokens(service) == [], "the token was never sent"
+
+
 class TestTheOwnCall:
     """The caller whose call it is takes the outcome from the call, not back from the cache."""
 

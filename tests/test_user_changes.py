@@ -60,3 +60,46 @@ def test_the_admins_bulk_delete_signs_the_deleted_user_out(signed_in, client, ba
     response = open_dashboard(client)
     assert response.status_code == 302
     assert response["Location"].startswith("/accounts/login/")
+
+
+def profile_of(who: str, **changes):
+    from accounts.models import UserProfile
+
+    data = fakes.PROFILES[who]
+    return UserProfile(
+        id=str(data["id"]),
+        email=changes.get("email", data["email"]),
+        first_name=data["firstName"],
+        last_name=data["lastName"],
+        roles=tuple(changes.get("roles", data["roles"])),
+    )
+
+
+def test_a_profile_matching_the_loaded_user_costs_no_query(django_assert_num_queries):
+    user = fakes.make_user("admin")
+    loaded = User.objects.get(pk=user.pk)
+    with django_assert_num_queries(0):
+        assert User.objects.sync_from_profile(profile_of("admin"), current=loaded) is loaded
+
+
+def test_a_changed_profile_is_written_even_with_the_loaded_user():
+    user = fakes.make_user("evaluator")
+    loaded = User.objects.get(pk=user.pk)
+    synced = User.objects.sync_from_profile(
+        profile_of("evaluator", email="new-é@example.com", roles=["evaluator", "admin"]),
+        current=loaded,
+    )
+    fresh = User.objects.get(pk=user.pk)
+    assert (fresh.email, fresh.roles, fresh.is_superuser) == (
+        "new-é@example.com",
+        ["evaluator", "admin"],
+        synced.is_superuser,
+    )
+    assert sorted(fresh.groups.values_list("name", flat=True)) == ["admin", "evaluator"]
+
+
+def test_a_loaded_user_of_another_backend_id_is_not_taken_for_the_profile():
+    admin = User.objects.get(pk=fakes.make_user("admin").pk)
+    synced = User.objects.sync_from_profile(profile_of("evaluator"), current=admin)
+    assert synced.backend_id == "2"
+    assert synced.pk != admin.pk
