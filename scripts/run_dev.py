@@ -25,6 +25,22 @@ def _stop(signum, frame):
     raise Stop
 
 
+DEFAULT_API_ADDR = "127.0.0.1:8001"
+
+
+def app_environment(api_addr: str) -> dict[str, str]:
+    """The app's environment: pointed at the reference API wherever `make run` put it.
+
+    `make run API_ADDR=…` moves the API; the app follows it unless API_BASEURL
+    is set in the environment. A .env naming your own backend keeps working
+    with the default address (the API then just runs unused).
+    """
+    env = dict(os.environ)
+    if api_addr != DEFAULT_API_ADDR and "API_BASEURL" not in env:
+        env["API_BASEURL"] = f"http://{api_addr}"
+    return env
+
+
 def main(app_addr: str, api_addr: str) -> int:
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
@@ -36,7 +52,10 @@ def main(app_addr: str, api_addr: str) -> int:
             [*manage, "runauthapi", api_addr], cwd=ROOT, start_new_session=True
         )
         servers["web app"] = subprocess.Popen(
-            [*manage, "runserver", app_addr], cwd=ROOT, start_new_session=True
+            [*manage, "runserver", app_addr],
+            cwd=ROOT,
+            start_new_session=True,
+            env=app_environment(api_addr),
         )
         while True:
             for name, process in servers.items():

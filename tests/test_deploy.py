@@ -154,3 +154,17 @@ def test_production_serves_collected_static_files_with_whitenoise(tmp_path):
         assert css.status_code == 200
         assert "max-age=315360000" in css.headers["Cache-Control"]
         assert ".site-header" in css.text
+
+
+def test_make_run_points_the_app_at_the_api_wherever_it_was_put(monkeypatch):
+    run_dev = runpy.run_path(str(ROOT / "scripts" / "run_dev.py"))
+    monkeypatch.delenv("API_BASEURL", raising=False)
+    moved = run_dev["app_environment"]("127.0.0.1:18001")
+    assert moved["API_BASEURL"] == "http://127.0.0.1:18001"
+    assert "API_BASEURL" not in run_dev["app_environment"]("127.0.0.1:8001"), (
+        "the default address leaves a .env's API_BASEURL in charge"
+    )
+    monkeypatch.setenv("API_BASEURL", "https://auth.example.com")
+    assert run_dev["app_environment"]("127.0.0.1:18001")["API_BASEURL"] == (
+        "https://auth.example.com"
+    )
