@@ -219,7 +219,7 @@ SETTINGS = (
     Setting(
         "AUTH_LOGIN_EMAIL_CONCURRENCY",
         2,
-        "sign-in attempts for one email in flight at once, from all clients",
+        "sign-in attempts in flight at once for an email being guessed, from all clients",
         "login_email_concurrency",
     ),
     # Sign-out
