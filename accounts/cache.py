@@ -45,6 +45,8 @@ from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError
 
+from .pacing import AtMostEvery
+
 logger = logging.getLogger(__name__)
 
 FAILOVER_KEY = "accounts:cache:failover-at"
@@ -74,7 +76,7 @@ class _Circuit:
     lock: threading.Lock = field(default_factory=threading.Lock)
     open: bool = False
     open_until: float = 0.0  # monotonic
-    warned_at: float = float("-inf")  # monotonic
+    warning: AtMostEvery = field(default_factory=lambda: AtMostEvery(WARN_EVERY))
     marked_at: float = float("-inf")  # monotonic: this process last wrote the marker
     checked_at: float = float("-inf")  # monotonic: this process last read the marker
     failover_at: float | None = None  # wall clock of the last failover anywhere, as last read
@@ -96,10 +98,7 @@ class _Circuit:
             now = time.monotonic()
             self.open = True
             self.open_until = now + retry_after
-            warn = now - self.warned_at >= WARN_EVERY
-            if warn:
-                self.warned_at = now
-        if warn:
+        if self.warning.due():
             logger.warning(
                 "Shared cache %r unreachable (%s: %s); using the %r cache",
                 primary,

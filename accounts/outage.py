@@ -20,14 +20,13 @@ per-request "Service Unavailable" record is dropped by `OutageLogFilter`
 
 import logging
 import sys
-import threading
-import time
 
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 from django.views import defaults
 
+from .pacing import AtMostEvery
 from .responses import json_error, wants_json
 
 logger = logging.getLogger(__name__)
@@ -36,8 +35,7 @@ RETRY_AFTER = 30
 LOG_EVERY = 60.0
 OUTAGE_ERRORS = (OperationalError, InterfaceError)
 
-_logged_at = float("-inf")
-_log_lock = threading.Lock()
+_outage_log = AtMostEvery(LOG_EVERY)
 
 
 def outage_cause(exc: BaseException | None) -> BaseException | None:
@@ -79,12 +77,8 @@ def server_error(request: HttpRequest, *args, **kwargs) -> HttpResponse:
 
 
 def _log_outage(cause: BaseException) -> None:
-    global _logged_at
-    with _log_lock:
-        now = time.monotonic()
-        if now - _logged_at < LOG_EVERY:
-            return
-        _logged_at = now
+    if not _outage_log.due():
+        return
     logger.error(
         "Database unavailable (%s); answering 503 until it is back",
         type(cause).__name__,

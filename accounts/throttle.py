@@ -54,7 +54,6 @@ import ipaddress
 import logging
 import math
 import random
-import threading
 import time
 from dataclasses import dataclass
 
@@ -65,6 +64,7 @@ from django.utils.crypto import salted_hmac
 
 from .conf import conf
 from .models import LoginCounter
+from .pacing import AtMostEvery
 
 logger = logging.getLogger(__name__)
 
@@ -79,24 +79,7 @@ FORWARDED_WARNING_INTERVAL = 60.0
 # --- The client address -------------------------------------------------------------
 
 
-class _Once:
-    """At most once per `interval` seconds in this process."""
-
-    def __init__(self, interval: float):
-        self.interval = interval
-        self._last: float | None = None
-        self._lock = threading.Lock()
-
-    def due(self) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            if self._last is not None and now - self._last < self.interval:
-                return False
-            self._last = now
-            return True
-
-
-_forwarded_warning = _Once(FORWARDED_WARNING_INTERVAL)
+_forwarded_warning = AtMostEvery(FORWARDED_WARNING_INTERVAL)
 
 
 def client_ip(request: HttpRequest) -> str:

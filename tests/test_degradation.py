@@ -32,6 +32,7 @@ from django.test import Client, RequestFactory
 from accounts import cache as shared_cache
 from accounts import outage, refresh
 from accounts.cache import FAILOVER_KEY, SwitchBack
+from accounts.pacing import AtMostEvery
 from tests import fakes
 from tests.fakes import calls_to
 from tests.flows import (
@@ -422,7 +423,7 @@ def test_other_errors_keep_the_500_page():
 
 
 def test_an_outage_is_logged_once_a_minute_and_not_per_request(monkeypatch, caplog):
-    monkeypatch.setattr(outage, "_logged_at", float("-inf"))
+    monkeypatch.setattr(outage, "_outage_log", AtMostEvery(outage.LOG_EVERY))
     with caplog.at_level(logging.ERROR, logger="accounts.outage"):
         for _ in range(5):
             handled(OperationalError("gone"))

@@ -22,6 +22,7 @@ from django.urls import resolve
 
 from accounts import throttle
 from accounts.models import LoginCounter
+from accounts.pacing import AtMostEvery
 from authapi.demo import DEMO_USERS
 from tests import fakes
 from tests.fakes import calls_to
@@ -415,7 +416,7 @@ class TestClientAddress:
     def test_forwarded_for_without_a_trusted_proxy_logs_an_error_once_a_minute(
         self, rf, settings, monkeypatch, caplog
     ):
-        once = throttle._Once(60)
+        once = AtMostEvery(60)
         monkeypatch.setattr(throttle, "_forwarded_warning", once)
         forwarded = rf.post(LOGIN, HTTP_X_FORWARDED_FOR="192.0.2.1")
         caplog.set_level(logging.ERROR, logger="accounts.throttle")
