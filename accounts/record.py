@@ -7,10 +7,14 @@ the backend, and a random `binding` that ties refresh outcomes to this
 session. `accounts.state.TokenState` compares every request's cookies with it.
 """
 
+import base64
 import secrets
 import time
 from dataclasses import asdict, dataclass, replace
 
+from cryptography.fernet import Fernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 from django.utils.crypto import constant_time_compare, salted_hmac
 
@@ -25,6 +29,12 @@ _HASH_SALT = "accounts.record.token"
 def token_hash(value: str, *, secret: str | None = None) -> str:
     """Return the keyed hash of a token value (HMAC-SHA256 under SECRET_KEY)."""
     return salted_hmac(_HASH_SALT, value, secret=secret, algorithm="sha256").hexdigest()[:40]
+
+
+def derived_fernet(material: bytes, *, info: bytes, salt: bytes | None = None) -> Fernet:
+    """Return a Fernet whose key is HKDF-SHA256 over `material`: one key per purpose (`info`)."""
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(material)
+    return Fernet(base64.urlsafe_b64encode(key))
 
 
 def hash_matches(value: str | None, stored: str | None) -> bool:

@@ -31,7 +31,6 @@ handed out again and the same token may be presented once per round.
 See docs/architecture.md for the whole request path.
 """
 
-import base64
 import hashlib
 import json
 import logging
@@ -42,8 +41,6 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 from django.core.cache import cache
 from django.db import close_old_connections
@@ -54,7 +51,7 @@ from .conf import conf
 from .cookies import BackendCookie
 from .exceptions import BackendError, BackendUnavailable, RefreshPending
 from .models import UserProfile
-from .record import token_hash
+from .record import derived_fernet, token_hash
 
 logger = logging.getLogger(__name__)
 
@@ -109,13 +106,11 @@ def entry_key(refresh_hash: str, round_: int = 0) -> str:
 def _fernet(refresh_token: str) -> Fernet:
     # Only a holder of the spent token (and of SECRET_KEY) can read the pair
     # issued for it: the cache never holds a readable token.
-    key = HKDF(
-        algorithm=hashes.SHA256(),
-        length=32,
-        salt=hashlib.sha256(settings.SECRET_KEY.encode()).digest(),
+    return derived_fernet(
+        refresh_token.encode("utf-8", "surrogatepass"),
         info=b"accounts.refresh.outcome",
-    ).derive(refresh_token.encode("utf-8", "surrogatepass"))
-    return Fernet(base64.urlsafe_b64encode(key))
+        salt=hashlib.sha256(settings.SECRET_KEY.encode()).digest(),
+    )
 
 
 def _seal(fernet: Fernet, cookies: list[BackendCookie], profile: UserProfile | None) -> bytes:

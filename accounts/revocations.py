@@ -26,7 +26,6 @@ daemon thread, so no response waits for the backend. Token values are never
 logged, printed or rendered.
 """
 
-import base64
 import json
 import logging
 import threading
@@ -35,8 +34,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 from django.core.signals import request_finished
 from django.db import DatabaseError, IntegrityError, connection, connections, transaction
@@ -49,7 +46,7 @@ from .client import Tokens, get_client
 from .conf import conf
 from .exceptions import BackendError, Throttled
 from .models import PendingRevocation
-from .record import TokenRecord, token_hash
+from .record import TokenRecord, derived_fernet, token_hash
 
 logger = logging.getLogger(__name__)
 
@@ -66,13 +63,7 @@ DELIVERED, FAILED, EXPIRED, UNREADABLE = "delivered", "failed", "expired", "unre
 
 
 def _fernet(secret: str) -> Fernet:
-    key = HKDF(
-        algorithm=hashes.SHA256(),
-        length=32,
-        salt=None,
-        info=b"accounts.revocations.pending",
-    ).derive(secret.encode())
-    return Fernet(base64.urlsafe_b64encode(key))
+    return derived_fernet(secret.encode(), info=b"accounts.revocations.pending")
 
 
 def _keys() -> MultiFernet:
