@@ -7,6 +7,7 @@ import secrets
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import requests
 
@@ -26,6 +27,15 @@ PRODUCTION = {
     "SECRET_KEY": secrets.token_urlsafe(50),
     "ALLOWED_HOSTS": "127.0.0.1,app.example.com",
 }
+
+
+GUNICORN_COMMAND = [GUNICORN, "config.wsgi", "--bind", "127.0.0.1:0", "--workers", "1"]
+
+
+def serving(env: dict[str, str], log: Path):
+    """Serve the app as deployed (`gunicorn config.wsgi`, one worker); yield a ServerProcess."""
+    listening = r"Listening at: http://127\.0\.0\.1:(?P<port>\d+)"
+    return _serve(GUNICORN_COMMAND, env, log, listening, ServerProcess)
 
 
 def check_deploy(env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -58,7 +68,7 @@ def test_a_deploy_without_collectstatic_is_stopped_before_the_first_request(tmp_
     assert "collectstatic" in result.stderr + result.stdout
 
     gunicorn = subprocess.run(
-        [GUNICORN, "config.wsgi", "--bind", "127.0.0.1:0", "--workers", "1"],
+        GUNICORN_COMMAND,
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -94,14 +104,7 @@ def test_a_deploy_by_migrate_and_collectstatic_alone_signs_in(tmp_path):
         )
         manage("migrate", "--noinput", "-v", "0", env=env)
         manage("collectstatic", "--noinput", "-v", "0", env=env)
-        command = [GUNICORN, "config.wsgi", "--bind", "127.0.0.1:0", "--workers", "1"]
-        with _serve(
-            command,
-            env,
-            tmp_path / "gunicorn.log",
-            r"Listening at: http://127\.0\.0\.1:(?P<port>\d+)",
-            ServerProcess,
-        ) as app:
+        with serving(env, tmp_path / "gunicorn.log") as app:
             browser = sign_in(app.url)
             dashboard = browser.get(f"{app.url}/dashboard/", timeout=10, allow_redirects=False)
             assert dashboard.status_code == 200
@@ -131,14 +134,7 @@ def test_production_serves_collected_static_files_with_whitenoise(tmp_path):
     env = server_env(tmp_path / "db.sqlite3", STATIC_ROOT=str(static_root), **PRODUCTION)
     manage("migrate", "--noinput", "-v", "0", env=env)
     manage("collectstatic", "--noinput", "-v", "0", env=env)
-    command = [GUNICORN, "config.wsgi", "--bind", "127.0.0.1:0", "--workers", "1"]
-    with _serve(
-        command,
-        env,
-        tmp_path / "gunicorn.log",
-        r"Listening at: http://127\.0\.0\.1:(?P<port>\d+)",
-        ServerProcess,
-    ) as app:
+    with serving(env, tmp_path / "gunicorn.log") as app:
         https = {"X-Forwarded-Proto": "https"}
         plain = requests.get(f"{app.url}/", allow_redirects=False, timeout=10)
         assert plain.status_code == 301
