@@ -2,6 +2,7 @@
 
 import contextlib
 import logging
+from contextvars import ContextVar
 
 from django.contrib.auth.backends import BaseBackend
 from django.http import HttpRequest
@@ -15,6 +16,22 @@ from .state import TokenState
 from .throttle import client_ip
 
 logger = logging.getLogger(__name__)
+
+
+# The user row the request's session query already read (accounts/sessions.py),
+# offered to get_user for the length of one auth.get_user() call
+# (accounts/middleware.py).
+_prefetched_user: ContextVar = ContextVar("prefetched_user", default=None)
+
+
+@contextlib.contextmanager
+def offering(user):
+    """Let `AuthApiBackend.get_user` use `user` instead of querying, if it is the one asked for."""
+    token = _prefetched_user.set(user)
+    try:
+        yield
+    finally:
+        _prefetched_user.reset(token)
 
 
 def roles_allowed(roles) -> bool:
@@ -77,13 +94,16 @@ class AuthApiBackend(BaseBackend):
         return user
 
     def get_user(self, user_id):
-        # One indexed query per request, never a cached copy: a change of any
-        # kind (QuerySet.update(), the admin's bulk delete, deactivation)
-        # takes effect on that user's next request.
-        try:
-            user = User.objects.get(pk=user_id)
-        except (User.DoesNotExist, ValueError, TypeError):
-            return None
+        # Read with every request, never a cached copy: a change of any kind
+        # (QuerySet.update(), the admin's bulk delete, deactivation) takes
+        # effect on that user's next request. Usually the row came with the
+        # session, in the same query.
+        user = _prefetched_user.get()
+        if user is None or str(user.pk) != str(user_id):
+            try:
+                user = User.objects.get(pk=user_id)
+            except (User.DoesNotExist, ValueError, TypeError):
+                return None
         return user if self.user_can_authenticate(user) else None
 
     @staticmethod

@@ -5,6 +5,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.checks import Error, Warning, register
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
 
 from .conf import conf
 
@@ -117,13 +118,26 @@ def check_middleware_order(app_configs=None, **kwargs):
     if TOKEN_MIDDLEWARE not in middleware:
         return []
     position = middleware.index(TOKEN_MIDDLEWARE)
-    return [
-        Warning(
-            f"{TOKEN_MIDDLEWARE} comes before {name} in MIDDLEWARE.",
-            hint=f"Move it after {name.rsplit('.', 1)[1]}: it reads the session and the "
-            "user, and a session it ends must still leave its message.",
-            id="accounts.W001",
-        )
-        for name in MUST_COME_BEFORE
-        if name in middleware and middleware.index(name) > position
-    ]
+    warnings = []
+    for name in MUST_COME_BEFORE:
+        # A subclass (accounts.middleware.AuthenticationMiddleware) stands in for its base.
+        found = next((entry for entry in middleware if _is_or_extends(entry, name)), None)
+        if found is not None and middleware.index(found) > position:
+            warnings.append(
+                Warning(
+                    f"{TOKEN_MIDDLEWARE} comes before {found} in MIDDLEWARE.",
+                    hint=f"Move it after {found.rsplit('.', 1)[1]}: it reads the session and "
+                    "the user, and a session it ends must still leave its message.",
+                    id="accounts.W001",
+                )
+            )
+    return warnings
+
+
+def _is_or_extends(entry: str, base: str) -> bool:
+    if entry == base:
+        return True
+    try:
+        return issubclass(import_string(entry), import_string(base))
+    except (ImportError, TypeError):
+        return False

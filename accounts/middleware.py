@@ -2,17 +2,45 @@
 
 import logging
 
+from django.contrib import auth
+from django.contrib.auth import middleware as auth_middleware
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest
 from django.shortcuts import render
+from django.utils.functional import SimpleLazyObject
 
+from .backends import offering
 from .conf import conf
 from .exceptions import BackendError, SessionEnded, Throttled
 from .responses import json_error, wants_json
 from .state import TokenState
 
 logger = logging.getLogger(__name__)
+
+
+class AuthenticationMiddleware(auth_middleware.AuthenticationMiddleware):
+    """Django's, with `request.user` read from the row the session query brought.
+
+    accounts/sessions.py reads a request's session and its user in one join;
+    this offers that row to the backend's `get_user`, so Django's
+    `auth.get_user` runs unchanged (the session's user id, its password hash)
+    without a second query. Any other session store: Django's behaviour.
+    """
+
+    def process_request(self, request):
+        super().process_request(request)
+        request.user = SimpleLazyObject(lambda: _user(request))
+
+
+def _user(request: HttpRequest):
+    if not hasattr(request, "_cached_user"):
+        session = request.session
+        # Reading the session loads it, and with it the row (accounts/sessions.py).
+        row = getattr(session, "prefetched_user", None) if auth.SESSION_KEY in session else None
+        with offering(row):
+            request._cached_user = auth.get_user(request)
+    return request._cached_user
 
 
 class TokenRefreshMiddleware:

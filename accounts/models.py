@@ -1,7 +1,9 @@
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import AbstractUser, Group, UserManager
+from django.contrib.sessions.base_session import AbstractBaseSession
 from django.db import models, transaction
 
 from .conf import conf
@@ -81,6 +83,31 @@ class User(AbstractUser):
 
     def __str__(self) -> str:
         return self.get_full_name() or self.email or self.username
+
+
+class Session(AbstractBaseSession):
+    """Django's session row, plus whose it is (the store: accounts/sessions.py).
+
+    `user` is copied from the session's own `_auth_user_id` at every save, so
+    one query reads a request's session and its user together. No database
+    constraint: a session saved while its user is being deleted must not fail
+    the request; deleting a user through the ORM still deletes their sessions.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        db_constraint=False,
+        related_name="sessions",
+    )
+
+    @classmethod
+    def get_session_store_class(cls):
+        from .sessions import SessionStore
+
+        return SessionStore
 
 
 class LoginCounter(models.Model):

@@ -1,14 +1,22 @@
-"""accounts.sessions: Django's database store, read with one lean statement."""
+"""accounts.sessions: Django's database store, the session and its user read in one statement."""
 
 from datetime import timedelta
 
 import pytest
-from django.contrib.sessions.models import Session
+from django.contrib.auth import SESSION_KEY, get_user_model
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from accounts.backends import AuthApiBackend, offering
+from accounts.checks import TOKEN_MIDDLEWARE, check_middleware_order
+from accounts.models import Session
 from accounts.sessions import SessionStore
+from tests import fakes
 
 pytestmark = pytest.mark.django_db
+
+User = get_user_model()
 
 
 def saved(data: dict) -> str:
@@ -45,3 +53,81 @@ def test_tampered_data_reads_as_empty():
 
 def test_it_is_the_configured_engine(settings):
     assert settings.SESSION_ENGINE == "accounts.sessions"
+
+
+# One query for the session and its user (accounts/sessions.py, accounts/middleware.py).
+
+
+def test_a_session_records_whose_it_is():
+    user = User.objects.create_user("ünï", email="u@example.com")
+    key = saved({SESSION_KEY: str(user.pk)})
+    assert Session.objects.get(pk=key).user_id == user.pk
+
+
+@pytest.mark.parametrize("value", [None, "", "not-a-number", ["1"]])
+def test_a_session_without_a_usable_user_id_records_none(value):
+    key = saved({SESSION_KEY: value} if value is not None else {"who": "anonymous"})
+    assert Session.objects.get(pk=key).user_id is None
+
+
+def test_loading_a_session_brings_its_user_row_exactly_as_the_orm_reads_it():
+    user = User.objects.create_user("ünï", email="u@example.com", first_name="Zoë")
+    User.objects.filter(pk=user.pk).update(last_login=timezone.now(), roles=["admin", "é"])
+    key = saved({SESSION_KEY: str(user.pk)})
+    store = SessionStore(session_key=key)
+    store.load()
+    prefetched = store.prefetched_user
+    expected = User.objects.get(pk=user.pk)
+    assert isinstance(prefetched, User)
+    for field in User._meta.concrete_fields:
+        got, want = getattr(prefetched, field.attname), getattr(expected, field.attname)
+        assert (got, type(got)) == (want, type(want)), field.name
+    assert prefetched._state.adding is False
+    assert prefetched._state.db == expected._state.db
+
+
+def test_a_session_whose_user_is_gone_brings_no_row():
+    user = User.objects.create_user("gone")
+    key = saved({SESSION_KEY: str(user.pk)})
+    User.objects.filter(pk=user.pk).update(id=user.pk + 1000)  # the row no longer matches
+    store = SessionStore(session_key=key)
+    assert store.load() == {SESSION_KEY: str(user.pk)}
+    assert store.prefetched_user is None
+
+
+def test_a_signed_in_page_reads_session_and_user_in_one_query(signed_in, client, backend):
+    signed_in("admin", access=fakes.access_jwt())
+    fakes.stub_me(backend, "admin")
+    client.get("/dashboard/")  # settles anything the sign-in left to do
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get("/dashboard/").status_code == 200
+    user_table = User._meta.db_table
+    reads = [q["sql"] for q in queries.captured_queries if user_table in q["sql"]]
+    assert len(reads) == 1, reads
+    assert Session._meta.db_table in reads[0]
+
+
+def test_the_backend_ignores_an_offered_row_of_another_user():
+    mine = User.objects.create_user("mine")
+    other = User.objects.create_user("other")
+    with offering(other):
+        assert AuthApiBackend().get_user(mine.pk) == mine
+    with offering(mine):
+        got = AuthApiBackend().get_user(mine.pk)
+    assert got is mine
+
+
+def test_an_offered_row_of_an_inactive_user_signs_nobody_in():
+    user = User.objects.create_user("off", is_active=False)
+    with offering(user):
+        assert AuthApiBackend().get_user(user.pk) is None
+
+
+def test_the_auth_middleware_check_accepts_the_subclass_in_place(settings):
+    assert check_middleware_order() == []
+    order = list(settings.MIDDLEWARE)
+    order.remove(TOKEN_MIDDLEWARE)
+    order.insert(order.index("accounts.middleware.AuthenticationMiddleware"), TOKEN_MIDDLEWARE)
+    settings.MIDDLEWARE = order
+    messages = [w.msg for w in check_middleware_order()]
+    assert any("accounts.middleware.AuthenticationMiddleware" in m for m in messages), messages

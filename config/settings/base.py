@@ -52,7 +52,7 @@ MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "accounts.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     # After MessageMiddleware: a session ended as the response goes out still
     # leaves its message ("We could not confirm your sign-in").
@@ -100,6 +100,9 @@ else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
     if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        # Django's backend, with a health check that needs no round trip while
+        # the connection is idle and the server has not closed it.
+        DATABASES["default"]["ENGINE"] = "accounts.postgresql"
         # A database that does not answer costs a request seconds (then the
         # 503 page of accounts/outage.py), not a worker held for minutes;
         # `?connect_timeout=` in DATABASE_URL wins.
@@ -130,7 +133,8 @@ if REDIS_URL:
             "OPTIONS": {"PRIMARY": "redis", "FALLBACK": "database"},
         },
         "redis": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            # Django's, with one redis-py client per pool (accounts/cache.py).
+            "BACKEND": "accounts.cache.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": CACHE_KEY_PREFIX,
             # Passed to redis-py's connection pool: a Redis that does not
