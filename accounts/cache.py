@@ -42,6 +42,8 @@ from enum import IntEnum
 import redis
 from django.core.cache import caches
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
+from django.core.cache.backends.redis import RedisCache as DjangoRedisCache
+from django.core.cache.backends.redis import RedisCacheClient
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError
 
@@ -345,3 +347,33 @@ def cache_health() -> str:
         logger.warning("Health check: cache unavailable: %s: %s", type(exc).__name__, exc)
         return "unavailable"
     return "ok"
+
+
+class _SharedClient(RedisCacheClient):
+    """Django's Redis client, keeping one `redis.Redis` per connection pool.
+
+    Django's builds a new `redis.Redis` for every cache operation, and its
+    constructor fills a table of about two hundred response callbacks: a
+    quarter of a token refresh's app CPU (six cache operations; bench/run.py
+    section (e)). A `redis.Redis` is safe to share between threads (each
+    command takes a connection from the pool), so one per pool serves them all.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._clients = {}
+
+    def get_client(self, key=None, *, write=False):
+        pool = self._get_connection_pool(write)
+        client = self._clients.get(pool)
+        if client is None:
+            client = self._clients[pool] = self._client(connection_pool=pool)
+        return client
+
+
+class RedisCache(DjangoRedisCache):
+    """django.core.cache.backends.redis.RedisCache with `_SharedClient`."""
+
+    def __init__(self, server, params):
+        super().__init__(server, params)
+        self._class = _SharedClient

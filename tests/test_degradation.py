@@ -143,7 +143,7 @@ def resilient(settings, monkeypatch):
                 },
             },
             "redis": {
-                "BACKEND": "django.core.cache.backends.redis.RedisCache",
+                "BACKEND": "accounts.cache.RedisCache",
                 "LOCATION": redis_url,
                 "KEY_PREFIX": prefix,
                 "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},

@@ -80,13 +80,13 @@ def test_redis_url_switches_the_cache_and_database_url_the_database():
     # Redis first, the database cache when Redis does not answer (accounts/cache.py).
     assert loaded["caches"] == {
         "default": "accounts.cache.ResilientCache",
-        "redis": "django.core.cache.backends.redis.RedisCache",
+        "redis": "accounts.cache.RedisCache",
         "database": "django.core.cache.backends.db.DatabaseCache",
     }
     assert loaded["fallback"] == {"PRIMARY": "redis", "FALLBACK": "database"}
     # Sessions stay in the database: a cached copy would outlive a sign-out during an outage.
     assert loaded["session"] == "accounts.sessions"
-    assert loaded["db"] == "django.db.backends.postgresql"
+    assert loaded["db"] == "accounts.postgresql"
     assert loaded["roles"] == ["admin", "auditor"]
 
 
