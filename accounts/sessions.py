@@ -8,16 +8,19 @@ with one parameterised join and keeps the user row on the store
 (`prefetched_user`), where accounts/middleware.py's AuthenticationMiddleware
 hands it to the backend's `get_user` (accounts/backends.py) instead of a
 second query. Django's own checks stay: the session's user id and its
-password hash are compared as always. Saving, expiry and cycling the key are
-Django's store, unchanged, apart from writing the user id column.
+password hash are compared as always. Saving an existing session is one
+UPDATE statement, not Django's transaction around the ORM's (three round
+trips); creating one, expiry and cycling the key are Django's store,
+unchanged, apart from writing the user id column.
 """
 
 from functools import cache
 from types import SimpleNamespace
 
 from django.contrib.auth import SESSION_KEY, get_user_model
+from django.contrib.sessions.backends.base import UpdateError
 from django.contrib.sessions.backends.db import SessionStore as DatabaseSessionStore
-from django.db import connections, router
+from django.db import DatabaseError, connections, router
 from django.utils import timezone
 
 
@@ -34,6 +37,29 @@ class SessionStore(DatabaseSessionStore):
         instance = super().create_model_instance(data)
         instance.user_id = _user_id(data.get(SESSION_KEY))
         return instance
+
+    def save(self, must_create=False):
+        # Updating a session is one UPDATE. Django's store sends it through
+        # the ORM inside a transaction: BEGIN, UPDATE, COMMIT, three round
+        # trips on every request that changes the session (each refresh does).
+        if must_create or self.session_key is None:
+            return super().save(must_create=must_create)
+        instance = self.create_model_instance(self._get_session())
+        connection = connections[router.db_for_write(self.model, instance=instance)]
+        params = [
+            instance.session_data,
+            connection.ops.adapt_datetimefield_value(instance.expire_date),
+            instance.user_id,
+            instance.session_key,
+        ]
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(_update_statement(connection.alias), params)
+                updated = cursor.rowcount
+        except DatabaseError as exc:
+            raise UpdateError from exc  # as Django's store does
+        if updated != 1:
+            raise UpdateError  # the session was deleted meanwhile
 
     def _get_session_from_db(self):
         self.prefetched_user = None
@@ -112,3 +138,19 @@ class _JoinedQuery:
 @cache
 def _joined_query(alias: str) -> _JoinedQuery:
     return _JoinedQuery(alias)
+
+
+@cache
+def _update_statement(alias: str) -> str:
+    from .models import Session
+
+    quote = connections[alias].ops.quote_name
+    meta = Session._meta
+
+    def column(name: str) -> str:
+        return quote(meta.get_field(name).column)
+
+    return (
+        f"UPDATE {quote(meta.db_table)} SET {column('session_data')} = %s, "  # noqa: S608 - quoted names only
+        f"{column('expire_date')} = %s, {column('user')} = %s WHERE {column('session_key')} = %s"
+    )

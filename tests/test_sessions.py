@@ -4,10 +4,12 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth import SESSION_KEY, get_user_model
+from django.contrib.sessions.backends.base import UpdateError
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from accounts import sessions
 from accounts.backends import AuthApiBackend, offering
 from accounts.checks import TOKEN_MIDDLEWARE, check_middleware_order
 from accounts.models import Session
@@ -131,3 +133,47 @@ def test_the_auth_middleware_check_accepts_the_subclass_in_place(settings):
     settings.MIDDLEWARE = order
     messages = [w.msg for w in check_middleware_order()]
     assert any("accounts.middleware.AuthenticationMiddleware" in m for m in messages), messages
+
+
+def test_saving_an_existing_session_is_one_statement():
+    user = User.objects.create_user("ünï")
+    key = saved({"who": "é"})
+    store = SessionStore(session_key=key)
+    store[SESSION_KEY] = str(user.pk)
+    store["who"] = "€"
+    with CaptureQueriesContext(connection) as queries:
+        store.save()
+    assert len(queries.captured_queries) == 1, queries.captured_queries
+    assert queries.captured_queries[0]["sql"].startswith("UPDATE")
+    row = Session.objects.get(pk=key)
+    assert row.user_id == user.pk
+    assert SessionStore(session_key=key).load() == {SESSION_KEY: str(user.pk), "who": "€"}
+
+
+def test_saving_a_session_deleted_meanwhile_is_an_update_error():
+    key = saved({"who": "someone"})
+    store = SessionStore(session_key=key)
+    store["who"] = "else"  # read before the row went
+    Session.objects.filter(pk=key).delete()
+    with pytest.raises(UpdateError):
+        store.save()
+    assert not Session.objects.filter(pk=key).exists()
+
+
+def test_a_database_error_while_saving_is_an_update_error(monkeypatch):
+    key = saved({"who": "someone"})
+    store = SessionStore(session_key=key)
+    store.load()
+    monkeypatch.setattr(sessions, "_update_statement", lambda alias: "UPDATE no_such_table SET x=1")
+    with pytest.raises(UpdateError):
+        store.save()
+
+
+def test_the_expiry_is_saved_too():
+    key = saved({"who": "someone"})
+    store = SessionStore(session_key=key)
+    store.load()
+    store.set_expiry(60)
+    store.save()
+    left = Session.objects.get(pk=key).expire_date - timezone.now()
+    assert timedelta(seconds=50) < left <= timedelta(seconds=60)
