@@ -1,5 +1,6 @@
 """The backend client: outgoing requests, timeouts and the mapping of failures."""
 
+import io
 import json
 import socket
 
@@ -508,3 +509,26 @@ def test_messages_never_hold_tokens(settings):
     with pytest.raises(BackendProtocolError) as info:
         AuthApiClient().me(Tokens(access="secret-access", refresh="secret-refresh"))
     assert str(info.value) == "/users/me answered 418"
+
+
+def test_the_adapter_builds_the_response_and_leaves_cookies_to_the_client():
+    from urllib3 import HTTPResponse
+
+    from accounts.client import _Adapter
+
+    prepared = requests.Request("GET", "http://api.test/users/me").prepare()
+    raw = HTTPResponse(
+        body=io.BytesIO('{"name": "Zoë"}'.encode()),
+        headers={"Set-Cookie": "access_token=a", "Content-Type": "application/json; charset=utf-8"},
+        status=201,
+        reason="Created",
+        preload_content=False,
+    )
+    response = _Adapter().build_response(prepared, raw)
+    assert (response.status_code, response.reason) == (201, "Created")
+    assert response.headers["set-cookie"] == "access_token=a"
+    assert response.encoding == "utf-8"
+    assert response.url == "http://api.test/users/me"
+    assert response.request is prepared
+    assert len(response.cookies) == 0, "Set-Cookie is parsed by accounts/cookies.py only"
+    assert response.json() == {"name": "Zoë"}
