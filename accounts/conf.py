@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.core.signals import setting_changed
 
 
 @dataclass(frozen=True)
@@ -248,14 +249,32 @@ _BY_ATTR = {setting.attr: setting for setting in SETTINGS}
 
 
 class AccountsSettings:
-    """Typed access to `SETTINGS`: `from accounts.conf import conf; conf.refresh_wait`."""
+    """Typed access to `SETTINGS`: `from accounts.conf import conf; conf.refresh_wait`.
+
+    Each value is read from Django's settings once and kept (a request reads
+    dozens, and a setting left to its default costs Django an exception each
+    time); a changed setting (`override_settings`, pytest-django's
+    `settings`) clears what was kept.
+    """
+
+    def __init__(self):
+        self._values: dict[str, Any] = {}
+        setting_changed.connect(self._forget, dispatch_uid="accounts.conf")
 
     def __getattr__(self, attr: str) -> Any:
+        try:
+            return self._values[attr]
+        except KeyError:
+            pass
         try:
             setting = _BY_ATTR[attr]
         except KeyError:
             raise AttributeError(attr) from None
-        return getattr(settings, setting.name, setting.default)
+        value = self._values[attr] = getattr(settings, setting.name, setting.default)
+        return value
+
+    def _forget(self, **kwargs) -> None:
+        self._values.clear()
 
     # Values derived from the raw settings above.
     @property

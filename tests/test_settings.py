@@ -123,3 +123,15 @@ def test_the_token_middleware_placed_before_messages_is_a_warning(settings):
     warnings = check_middleware_order()
     assert [w.id for w in warnings] == ["accounts.W001"]
     assert "MessageMiddleware" in warnings[0].msg
+
+
+def test_conf_keeps_a_value_and_sees_a_changed_setting(settings):
+    from accounts.conf import conf
+
+    settings.AUTH_REFRESH_WAIT = 3
+    assert conf.refresh_wait == 3
+    assert conf._values["refresh_wait"] == 3, "read once, then kept"
+    settings.AUTH_REFRESH_WAIT = 4.5
+    assert conf.refresh_wait == 4.5
+    del settings.AUTH_REFRESH_WAIT
+    assert conf.refresh_wait == 10  # the default (accounts/conf.py)
