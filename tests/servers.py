@@ -231,17 +231,24 @@ def throwaway_database(prefix: str = "tokenauth"):
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def worker_pids(master_pid: int) -> list[int]:
-    """Return the pids of a gunicorn master's workers."""
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == master_pid:
-            pids.append(int(stat.parent.name))
-    return pids
+def worker_pids(master_pid: int, *, at_least: int = 1, timeout: float = 10.0) -> list[int]:
+    """Return the pids of a gunicorn master's workers, waiting for `at_least` of them.
+
+    The master says "Listening at" before it forks its workers.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == master_pid:
+                pids.append(int(stat.parent.name))
+        if len(pids) >= at_least or time.monotonic() > deadline:
+            return pids
+        time.sleep(0.05)
 
 
 @contextlib.contextmanager
