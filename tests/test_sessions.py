@@ -177,3 +177,32 @@ def test_the_expiry_is_saved_too():
     store.save()
     left = Session.objects.get(pk=key).expire_date - timezone.now()
     assert timedelta(seconds=50) < left <= timedelta(seconds=60)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_brings_the_unexpired_sessions_along():
+    """Deploying 0004 signs nobody out: Django's table's live sessions move over."""
+    from django.core.management import call_command
+
+    call_command("migrate", "accounts", "0003", verbosity=0)
+    try:
+        now = timezone.now()
+        live = SessionStore().encode({SESSION_KEY: "7", "who": "é"})
+        with connection.cursor() as cursor:
+            cursor.execute("DELETE FROM django_session")
+            cursor.executemany(
+                "INSERT INTO django_session (session_key, session_data, expire_date) "
+                "VALUES (%s, %s, %s)",
+                [
+                    ("livesessionkey000000000000000000", live, now + timedelta(days=1)),
+                    ("deadsessionkey000000000000000000", live, now - timedelta(seconds=1)),
+                ],
+            )
+    finally:
+        call_command("migrate", "accounts", verbosity=0)
+    moved = list(Session.objects.values_list("session_key", "user_id"))
+    assert moved == [("livesessionkey000000000000000000", None)]
+    store = SessionStore(session_key="livesessionkey000000000000000000")
+    assert store.load() == {SESSION_KEY: "7", "who": "é"}
+    store.save()  # its user column fills in at its next save
+    assert Session.objects.get(pk="livesessionkey000000000000000000").user_id == 7
