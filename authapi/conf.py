@@ -16,6 +16,10 @@ def _is_cookie_path(path: str) -> bool:
     return path.startswith("/") and all(0x20 < ord(c) < 0x7F and c != ";" for c in path)
 
 
+# RFC 2616 separators: not allowed in a cookie name (RFC 6265 §4.1.1).
+SEPARATORS = '()<>@,;:\\"/[]?={}'
+
+
 class ApiSettings:
     @property
     def jwt_secret(self) -> str:
@@ -83,9 +87,65 @@ class ApiSettings:
     def expose_stats(self) -> bool:
         return settings.AUTHAPI_EXPOSE_STATS
 
+    # --- backend shapes (README, "The reference API's shapes") ---------------
+
+    @property
+    def access_cookie(self) -> str:
+        return self._cookie_name(settings.AUTHAPI_ACCESS_COOKIE, "/")
+
+    @property
+    def refresh_cookie(self) -> str:
+        return self._cookie_name(settings.AUTHAPI_REFRESH_COOKIE, self.refresh_cookie_path)
+
+    def _cookie_name(self, name: str, path: str) -> str:
+        """Return `name`, refusing a prefix its own attributes break (RFC 6265bis §4.1.3)."""
+        if not name or not all(0x20 < ord(c) < 0x7F and c not in SEPARATORS for c in name):
+            raise ImproperlyConfigured(f"{name!r} is not a cookie name.")
+        if name.startswith(("__Secure-", "__Host-")) and not self.cookie_secure:
+            prefix = name.split("-", 1)[0]
+            raise ImproperlyConfigured(f"A {prefix}- cookie needs AUTHAPI_COOKIE_SECURE.")
+        if name.startswith("__Host-") and (path != "/" or self.cookie_domain):
+            raise ImproperlyConfigured(f"A __Host- cookie needs Path=/ and no Domain ({name}).")
+        return name
+
+    @property
+    def rotate_refresh(self) -> bool:
+        """Whether a refresh spends its token for a new pair (False: a new access token only)."""
+        return settings.AUTHAPI_ROTATE_REFRESH
+
+    @property
+    def reuse_detection(self) -> bool:
+        """Whether a spent refresh token presented again revokes its sign-in (False: accepted)."""
+        return settings.AUTHAPI_REUSE_DETECTION
+
+    @property
+    def token_transport(self) -> str:
+        """`cookies`: tokens in Set-Cookie; `body`: in JSON bodies and `Authorization: Bearer`."""
+        transport = settings.AUTHAPI_TOKEN_TRANSPORT
+        if transport not in ("cookies", "body"):
+            raise ImproperlyConfigured(
+                f"AUTHAPI_TOKEN_TRANSPORT must be 'cookies' or 'body' (got {transport!r})."
+            )
+        return transport
+
+    @property
+    def tokens_in_body(self) -> bool:
+        return self.token_transport == "body"  # noqa: S105 - a transport name
+
+    @property
+    def access_field(self) -> str:
+        return settings.AUTHAPI_ACCESS_FIELD
+
+    @property
+    def refresh_field(self) -> str:
+        return settings.AUTHAPI_REFRESH_FIELD
+
+    @property
+    def clock_offset(self) -> float:
+        """Seconds the API's clock is ahead (negative: behind) for `iat`, `exp` and `Date`."""
+        return settings.AUTHAPI_CLOCK_OFFSET
+
 
 api_settings = ApiSettings()
 
-ACCESS_COOKIE = "access_token"
-REFRESH_COOKIE = "refresh_token"
 JWT_ALGORITHM = "HS256"

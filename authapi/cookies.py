@@ -14,15 +14,14 @@ Python's Morsel writes lower-case `expires` in another order, so the reference
 API renders its own; the app under test must cope with the real thing.
 """
 
-import time
 from http.cookies import Morsel
 
 from django.http import HttpResponse
 from django.utils.http import http_date
 
 from . import faults
-from .conf import ACCESS_COOKIE, REFRESH_COOKIE, api_settings
-from .tokens import IssuedTokens
+from .conf import api_settings
+from .tokens import IssuedTokens, now
 
 EPOCH = "Thu, 01 Jan 1970 00:00:00 GMT"
 
@@ -55,7 +54,7 @@ class ExpressMorsel(Morsel):
 
 def _path(name: str) -> str:
     """Return the `Path` a token cookie is written (and cleared) with."""
-    return api_settings.refresh_cookie_path if name == REFRESH_COOKIE else "/"
+    return api_settings.refresh_cookie_path if name == api_settings.refresh_cookie else "/"
 
 
 def _set(response: HttpResponse, name: str, value: str, *, max_age: int, expires: str) -> None:
@@ -73,13 +72,17 @@ def _set(response: HttpResponse, name: str, value: str, *, max_age: int, expires
 
 
 def set_token_cookies(response: HttpResponse, tokens: IssuedTokens) -> None:
-    """Attach both tokens as two Express-style `Set-Cookie` headers."""
-    now = time.time()
+    """Attach the tokens as Express-style `Set-Cookie` headers, one per cookie.
+
+    A refresh without rotation has no new refresh token: only the access cookie.
+    """
+    issued_at = now()
     for name, value, ttl in (
-        (ACCESS_COOKIE, tokens.access_token, faults.access_ttl()),
-        (REFRESH_COOKIE, tokens.refresh_token, api_settings.refresh_ttl),
+        (api_settings.access_cookie, tokens.access_token, faults.access_ttl()),
+        (api_settings.refresh_cookie, tokens.refresh_token, api_settings.refresh_ttl),
     ):
-        _set(response, name, value, max_age=ttl, expires=http_date(now + ttl))
+        if value is not None:
+            _set(response, name, value, max_age=ttl, expires=http_date(issued_at + ttl))
 
 
 def clear_token_cookies(response: HttpResponse) -> None:
@@ -88,5 +91,5 @@ def clear_token_cookies(response: HttpResponse) -> None:
     Each is cleared with the `Path` it was set with: a browser only replaces a
     cookie of the same name, domain and path.
     """
-    for name in (ACCESS_COOKIE, REFRESH_COOKIE):
+    for name in (api_settings.access_cookie, api_settings.refresh_cookie):
         _set(response, name, "", max_age=0, expires=EPOCH)

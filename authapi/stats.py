@@ -3,7 +3,9 @@
 The reference API runs as one process, so a locked Counter is the whole truth
 about what reached it: how many refreshes, how many reuse detections.
 `refresh_calls` counts every POST /auth/refresh that reached the view, before
-any delay and whatever its outcome; `refresh` only the successful rotations.
+any delay and whatever its outcome; `refresh` only the successful ones;
+`spent_presented` every spent refresh token presented again, whether or not
+reuse detection (AUTHAPI_REUSE_DETECTION) acts on it.
 """
 
 import threading
@@ -20,6 +22,7 @@ NAMES = (
     "refresh",
     "refresh_rejected",
     "reuse_detected",
+    "spent_presented",
     "logout",
     "me",
     "me_rejected",

@@ -14,10 +14,11 @@ from http import HTTPStatus
 from django.contrib.auth.hashers import make_password
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.http import http_date
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
 from . import faults, stats, throttle, tokens
-from .conf import ACCESS_COOKIE, REFRESH_COOKIE, api_settings
+from .conf import api_settings
 from .cookies import clear_token_cookies, set_token_cookies
 from .models import ApiUser
 
@@ -73,6 +74,10 @@ def api_view(*methods: str):
                     response = error_response(500, "Internal server error")
             response["Content-Length"] = str(len(response.content))
             response["Cache-Control"] = "no-store"
+            if api_settings.clock_offset:
+                # The server's clock as a client can read it (the WSGI server
+                # adds a true Date only when the application sent none).
+                response["Date"] = http_date(tokens.now())
             return response
 
         return wrapper
@@ -142,9 +147,28 @@ def login(request: HttpRequest) -> HttpResponse:
     throttle.clear_failures(email=email)
     issued = tokens.sign_in(user)
     stats.bump("login")
-    response = JsonResponse(user.as_profile(), status=201)
+    return _issued_response(issued, user.as_profile(), status=201)
+
+
+@sensitive_variables("issued")
+def _issued_response(issued: tokens.IssuedTokens, data: dict, *, status: int = 200) -> HttpResponse:
+    """Hand out a pair: as cookies, or (AUTHAPI_TOKEN_TRANSPORT=body) in the JSON answer."""
+    if api_settings.tokens_in_body:
+        data = {api_settings.access_field: issued.access_token}
+        if issued.refresh_token is not None:
+            data[api_settings.refresh_field] = issued.refresh_token
+        return JsonResponse(data, status=status)
+    response = JsonResponse(data, status=status)
     set_token_cookies(response, issued)
     return response
+
+
+def _refresh_token(request: HttpRequest) -> str:
+    """The refresh token a call presents: its cookie, or its body's field in body transport."""
+    if api_settings.tokens_in_body:
+        value = _json_object(request).get(api_settings.refresh_field)
+        return value if isinstance(value, str) else ""
+    return request.COOKIES.get(api_settings.refresh_cookie, "")
 
 
 @api_view("POST")
@@ -155,7 +179,7 @@ def refresh(request: HttpRequest) -> HttpResponse:
     if delay:
         # Test hook: a slow backend widens the window in which races happen.
         time.sleep(delay)
-    raw = request.COOKIES.get(REFRESH_COOKIE)
+    raw = _refresh_token(request)
     if not raw:
         stats.bump("refresh_rejected")
         raise ApiError(401, "Missing refresh token")
@@ -166,15 +190,13 @@ def refresh(request: HttpRequest) -> HttpResponse:
         logger.info("Refresh refused: %s", exc.reason)
         raise ApiError(401, "Invalid refresh token") from exc
     stats.bump("refresh")
-    response = JsonResponse({"ok": True})
-    set_token_cookies(response, issued)
-    return response
+    return _issued_response(issued, {"ok": True})
 
 
 @api_view("POST")
 @sensitive_variables("raw_refresh", "raw_access")
 def logout(request: HttpRequest) -> HttpResponse:
-    raw_refresh = request.COOKIES.get(REFRESH_COOKIE)
+    raw_refresh = _refresh_token(request)
     raw_access = _access_token(request)
     if raw_refresh:
         tokens.revoke(raw_refresh)
@@ -183,7 +205,8 @@ def logout(request: HttpRequest) -> HttpResponse:
             tokens.revoke_family(tokens.decode_access(raw_access)["sid"])
     stats.bump("logout")
     response = JsonResponse({"ok": True})
-    clear_token_cookies(response)
+    if not api_settings.tokens_in_body:
+        clear_token_cookies(response)
     return response
 
 
@@ -191,7 +214,9 @@ def _access_token(request: HttpRequest) -> str:
     scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer" and credentials.strip():
         return credentials.strip()
-    return request.COOKIES.get(ACCESS_COOKIE, "")
+    if api_settings.tokens_in_body:
+        return ""  # a passport-jwt backend reads the header only
+    return request.COOKIES.get(api_settings.access_cookie, "")
 
 
 @api_view("GET")

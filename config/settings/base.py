@@ -225,6 +225,15 @@ AUTHAPI_LOGIN_MAX_FAILURES_PER_IP = env.int("AUTHAPI_LOGIN_MAX_FAILURES_PER_IP",
 AUTHAPI_TRUSTED_PROXIES = env.list("AUTHAPI_TRUSTED_PROXIES", default=["127.0.0.1", "::1"])
 AUTHAPI_REFRESH_DELAY = env.float("AUTHAPI_REFRESH_DELAY", default=0.0)
 AUTHAPI_EXPOSE_STATS = env.bool("AUTHAPI_EXPOSE_STATS", default=False)
+# The backend shapes the reference API can take (README, "The reference API's shapes").
+AUTHAPI_ACCESS_COOKIE = env("AUTHAPI_ACCESS_COOKIE", default="access_token")
+AUTHAPI_REFRESH_COOKIE = env("AUTHAPI_REFRESH_COOKIE", default="refresh_token")
+AUTHAPI_ROTATE_REFRESH = env.bool("AUTHAPI_ROTATE_REFRESH", default=True)
+AUTHAPI_REUSE_DETECTION = env.bool("AUTHAPI_REUSE_DETECTION", default=True)
+AUTHAPI_TOKEN_TRANSPORT = env("AUTHAPI_TOKEN_TRANSPORT", default="cookies")
+AUTHAPI_ACCESS_FIELD = env("AUTHAPI_ACCESS_FIELD", default="accessToken")
+AUTHAPI_REFRESH_FIELD = env("AUTHAPI_REFRESH_FIELD", default="refreshToken")
+AUTHAPI_CLOCK_OFFSET = env.float("AUTHAPI_CLOCK_OFFSET", default=0.0)
 
 LOGGING = {
     "version": 1,

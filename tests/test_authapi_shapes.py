@@ -1,0 +1,194 @@
+"""The reference API's backend shapes (AUTHAPI_* switches; README, "The reference API's shapes").
+
+Each switch turns the reference API into another common NestJS backend, so the
+app can be tested against it: cookie names of the backend's choice, a refresh
+without rotation, reuse detection off, tokens in JSON bodies with
+`Authorization: Bearer`, a clock that is off.
+"""
+
+import json
+import time
+from email.utils import parsedate_to_datetime
+
+import jwt
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from authapi import stats
+from authapi.conf import api_settings
+from authapi.models import TokenFamily
+from tests.cookies import parse_set_cookie
+from tests.test_authapi import ADMIN, login, post_json, raw_set_cookies
+
+
+def cookies_of(response) -> dict[str, str]:
+    return {c.name: c.value for c in map(parse_set_cookie, raw_set_cookies(response))}
+
+
+def counts() -> dict[str, int]:
+    return stats.snapshot()
+
+
+class TestCookieNames:
+    @pytest.fixture(autouse=True)
+    def prefixed(self, settings):
+        settings.AUTHAPI_ACCESS_COOKIE = "__Host-access"
+        settings.AUTHAPI_REFRESH_COOKIE = "__Secure-refresh"
+        settings.AUTHAPI_REFRESH_COOKIE_PATH = "/auth/refresh"
+
+    def test_the_tokens_come_and_go_under_the_configured_names(self, api_client):
+        response = login(api_client)
+        assert set(cookies_of(response)) == {"__Host-access", "__Secure-refresh"}
+        headers = dict(h.split("=", 1)[0:2] for h in raw_set_cookies(response))
+        assert "Path=/auth/refresh" in headers["__Secure-refresh"]
+        tokens = cookies_of(response)
+        api_client.cookies.clear()
+        assert (
+            api_client.get("/users/me", HTTP_COOKIE=f"__Host-access={tokens['__Host-access']}")
+        ).status_code == 200
+        assert (
+            api_client.get("/users/me", HTTP_COOKIE=f"access_token={tokens['__Host-access']}")
+        ).status_code == 401
+        refreshed = api_client.post(
+            "/auth/refresh", HTTP_COOKIE=f"__Secure-refresh={tokens['__Secure-refresh']}"
+        )
+        assert refreshed.status_code == 200
+        assert set(cookies_of(refreshed)) == {"__Host-access", "__Secure-refresh"}
+
+    @pytest.mark.parametrize(
+        ("setting", "value", "message"),
+        [
+            ("AUTHAPI_ACCESS_COOKIE", "bad name", "is not a cookie name"),
+            ("AUTHAPI_ACCESS_COOKIE", "", "is not a cookie name"),
+            ("AUTHAPI_REFRESH_COOKIE", "__Host-refresh", "needs Path=/"),
+            ("AUTHAPI_COOKIE_SECURE", False, "needs AUTHAPI_COOKIE_SECURE"),
+        ],
+    )
+    def test_a_name_its_attributes_break_is_refused(self, settings, setting, value, message):
+        setattr(settings, setting, value)
+        with pytest.raises(ImproperlyConfigured, match=message):
+            assert api_settings.access_cookie and api_settings.refresh_cookie
+
+
+class TestNoRotation:
+    def test_a_refresh_renews_only_the_access_token_and_keeps_the_refresh_token(
+        self, api_client, settings
+    ):
+        settings.AUTHAPI_ROTATE_REFRESH = False
+        first = cookies_of(login(api_client))
+        for _ in range(3):
+            api_client.cookies.clear()
+            response = api_client.post(
+                "/auth/refresh", HTTP_COOKIE=f"refresh_token={first['refresh_token']}"
+            )
+            assert response.status_code == 200
+            assert set(cookies_of(response)) == {"access_token"}
+            assert cookies_of(response)["access_token"] != first["access_token"]
+        assert counts()["spent_presented"] == 0
+
+
+class TestReuseDetection:
+    def spend_twice(self, api_client) -> list[int]:
+        first = cookies_of(login(api_client))
+        statuses = []
+        for _ in range(2):
+            api_client.cookies.clear()
+            statuses.append(
+                api_client.post(
+                    "/auth/refresh", HTTP_COOKIE=f"refresh_token={first['refresh_token']}"
+                ).status_code
+            )
+        return statuses
+
+    def test_on_a_spent_token_revokes_the_sign_in(self, api_client):
+        before = counts()
+        assert self.spend_twice(api_client) == [200, 401]
+        assert counts()["spent_presented"] - before["spent_presented"] == 1
+        assert counts()["reuse_detected"] - before["reuse_detected"] == 1
+        assert TokenFamily.objects.get().revoked_reason == "reuse"
+
+    def test_off_a_spent_token_is_accepted_but_still_counted(self, api_client, settings):
+        settings.AUTHAPI_REUSE_DETECTION = False
+        before = counts()
+        assert self.spend_twice(api_client) == [200, 200]
+        assert counts()["spent_presented"] - before["spent_presented"] == 1
+        assert counts()["reuse_detected"] - before["reuse_detected"] == 0
+        assert TokenFamily.objects.get().revoked_at is None
+
+
+class TestTokensInTheBody:
+    @pytest.fixture(autouse=True)
+    def body(self, settings):
+        settings.AUTHAPI_TOKEN_TRANSPORT = "body"
+
+    def test_login_answers_the_pair_in_json_and_sets_no_cookie(self, api_client):
+        response = login(api_client)
+        assert response.status_code == 201
+        assert raw_set_cookies(response) == []
+        assert set(response.json()) == {"accessToken", "refreshToken"}
+
+    def test_users_me_takes_bearer_only(self, api_client):
+        access = login(api_client).json()["accessToken"]
+        api_client.cookies.clear()
+        assert api_client.get("/users/me", HTTP_COOKIE=f"access_token={access}").status_code == 401
+        bearer = api_client.get("/users/me", HTTP_AUTHORIZATION=f"Bearer {access}")
+        assert bearer.status_code == 200
+        assert bearer.json()["email"] == ADMIN.email
+
+    def test_refresh_takes_the_token_in_the_body_and_answers_the_next_pair(self, api_client):
+        pair = login(api_client).json()
+        api_client.cookies.clear()
+        as_cookie = f"refresh_token={pair['refreshToken']}"
+        assert api_client.post("/auth/refresh", HTTP_COOKIE=as_cookie).status_code in (400, 401)
+        response = post_json(api_client, "/auth/refresh", {"refreshToken": pair["refreshToken"]})
+        assert response.status_code == 200
+        assert raw_set_cookies(response) == []
+        new = response.json()
+        assert set(new) == {"accessToken", "refreshToken"}
+        assert new["refreshToken"] != pair["refreshToken"]
+
+    def test_logout_takes_the_token_in_the_body(self, api_client):
+        pair = login(api_client).json()
+        assert post_json(
+            api_client, "/auth/logout", {"refreshToken": pair["refreshToken"]}
+        ).json() == {"ok": True}
+        again = post_json(api_client, "/auth/refresh", {"refreshToken": pair["refreshToken"]})
+        assert again.status_code == 401
+
+    def test_field_names_and_no_rotation_are_configurable(self, api_client, settings):
+        settings.AUTHAPI_ACCESS_FIELD = "access_token"
+        settings.AUTHAPI_REFRESH_FIELD = "refresh_token"
+        settings.AUTHAPI_ROTATE_REFRESH = False
+        pair = login(api_client).json()
+        assert set(pair) == {"access_token", "refresh_token"}
+        again = post_json(api_client, "/auth/refresh", {"refresh_token": pair["refresh_token"]})
+        assert set(again.json()) == {"access_token"}
+
+    @pytest.mark.parametrize("body", [b"", b"[]", b'{"refreshToken": 7}', b"{not json"])
+    def test_a_refresh_without_a_usable_token_is_a_4xx(self, api_client, body):
+        response = api_client.post("/auth/refresh", body, content_type="application/json")
+        assert response.status_code in (400, 401)
+        assert json.loads(response.content)["statusCode"] == response.status_code
+
+
+class TestClockOffset:
+    @pytest.mark.parametrize("offset", [300, -300])
+    def test_iat_exp_expires_and_date_follow_the_api_clock(self, api_client, settings, offset):
+        settings.AUTHAPI_CLOCK_OFFSET = offset
+        settings.AUTHAPI_ACCESS_TTL = 60
+        response = login(api_client)
+        now = time.time()
+        access = cookies_of(response)["access_token"]
+        claims = jwt.decode(access, options={"verify_signature": False})
+        assert abs(claims["iat"] - (now + offset)) < 5
+        assert claims["exp"] - claims["iat"] == 60
+        assert abs(parsedate_to_datetime(response["Date"]).timestamp() - (now + offset)) < 5
+        header = next(h for h in raw_set_cookies(response) if h.startswith("access_token="))
+        expires = parsedate_to_datetime(parse_set_cookie(header).attr("expires")).timestamp()
+        assert abs(expires - (now + offset + 60)) < 5
+        # Valid on its own clock, though behind or ahead of the real one.
+        api_client.cookies.clear()
+        assert api_client.get("/users/me", HTTP_COOKIE=f"access_token={access}").status_code == 200
+
+    def test_without_an_offset_the_date_is_the_servers_own(self, api_client):
+        assert "Date" not in login(api_client)  # the WSGI server adds the true one
