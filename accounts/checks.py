@@ -9,7 +9,7 @@ from django.utils.module_loading import import_string
 
 from .conf import conf
 
-TRANSPORTS = ("cookie", "bearer")
+TRANSPORTS = ("cookie", "bearer", "body")
 SAMESITE = (None, "Lax", "Strict", "None")
 
 

@@ -6,12 +6,15 @@ timeout on every call, paths from settings, and failures translated into
 `accounts.exceptions` where they meet the network, chained with `raise … from`.
 """
 
+import dataclasses
 import functools
 import json
 import logging
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from http.cookiejar import DefaultCookiePolicy
 from typing import Any, Protocol
 
@@ -23,8 +26,9 @@ from requests.structures import CaseInsensitiveDict
 from requests.utils import get_encoding_from_headers
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
+from . import clock
 from .conf import conf
-from .cookies import BackendCookie, parse_set_cookies
+from .cookies import COOKIE_VALUE, BackendCookie, parse_set_cookies
 from .exceptions import (
     BackendError,
     BackendProtocolError,
@@ -33,6 +37,7 @@ from .exceptions import (
     Throttled,
 )
 from .models import UserProfile
+from .tokens import access_token_claims
 
 logger = logging.getLogger(__name__)
 
@@ -286,8 +291,9 @@ class AuthApiClient:
         if answer.status in (400, 401, 403):
             raise InvalidCredentials(f"POST {conf.login_path} answered {answer.status}")
         self._expect_success(answer, conf.login_path)
-        self._expect_access_cookie(answer, conf.login_path)
-        return answer.cookies
+        issued = self._issued(answer, conf.login_path)
+        self._expect_access_token(issued, conf.login_path)
+        return issued
 
     def me(self, auth: "Tokens | TokenSource") -> UserProfile:
         """Return the profile the access token belongs to (401: renew and replay once).
@@ -339,12 +345,13 @@ class AuthApiClient:
             raise RefreshRefused(f"POST {conf.refresh_path} answered {answer.status}")
         try:
             self._expect_success(answer, conf.refresh_path)
-            self._expect_access_cookie(answer, conf.refresh_path)
+            issued = self._issued(answer, conf.refresh_path)
+            self._expect_access_token(issued, conf.refresh_path)
         except BackendProtocolError as exc:
             # A 2xx without a usable pair: the token may be spent all the same.
             exc.maybe_processed = True
             raise
-        return answer.cookies
+        return issued
 
     @sensitive_variables()
     def request(
@@ -402,22 +409,26 @@ class AuthApiClient:
     # --- plumbing ----------------------------------------------------------
 
     @sensitive_variables()
-    def _headers(self, tokens: Tokens | None, attach: str) -> dict[str, str]:
+    def _credentials(self, tokens: Tokens | None, attach: str) -> tuple[dict[str, str], dict]:
+        """Return the headers and JSON fields that carry `tokens` (`attach`: which of them)."""
         if tokens is None:
-            return {}
+            return {}, {}
         access, refresh = usable_token(tokens.access), usable_token(tokens.refresh)
-        cookies = {}
-        headers = {}
+        transport = conf.token_transport
+        cookies, headers, fields = {}, {}, {}
         if attach in ("access", "both") and access:
-            if conf.token_transport == "bearer":  # noqa: S105 - a transport name
+            if transport in ("bearer", "body"):
                 headers["Authorization"] = f"Bearer {access}"
             else:
                 cookies[conf.access_cookie] = access
         if attach in ("refresh", "both") and refresh:
-            cookies[conf.refresh_cookie] = refresh
+            if transport == "body":  # noqa: S105 - a transport name
+                fields[conf.body_refresh_field] = refresh
+            else:
+                cookies[conf.refresh_cookie] = refresh
         if cookies:
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
-        return headers
+        return headers, fields
 
     @sensitive_variables()
     def _call(
@@ -435,6 +446,10 @@ class AuthApiClient:
         session: requests.Session | None = None,
     ) -> BackendAnswer:
         url = f"{conf.api_baseurl}{path}"
+        token_headers, token_fields = self._credentials(tokens, attach)
+        if token_fields:
+            json = {**(json or {}), **token_fields}
+        sent_at = time.time()
         try:
             response = (session or self.session).request(
                 method,
@@ -446,12 +461,13 @@ class AuthApiClient:
                     "Accept": "application/json",
                     **self.extra_headers(),
                     **(headers or {}),
-                    **self._headers(tokens, attach),
+                    **token_headers,
                 },
                 timeout=timeout or conf.backend_timeout,
                 allow_redirects=False,
                 stream=True,
             )
+            clock.observe(response.headers.get("Date"), sent_at=sent_at, received_at=time.time())
             content = _read_capped(response, conf.max_response_bytes, f"{method} {path}")
         except (requests.ConnectionError, requests.Timeout) as exc:
             failure = BackendUnavailable(f"{method} {path}: {type(exc).__name__}")
@@ -476,7 +492,10 @@ class AuthApiClient:
             status=response.status_code,
             content=content,
             headers=response.headers,
-            cookies=parse_set_cookies(response.raw.headers.getlist("Set-Cookie")),
+            cookies=[
+                _on_local_clock(cookie)
+                for cookie in parse_set_cookies(response.raw.headers.getlist("Set-Cookie"))
+            ],
         )
 
     @staticmethod
@@ -485,13 +504,73 @@ class AuthApiClient:
             raise BackendProtocolError(f"{path} answered {answer.status}")
 
     @staticmethod
-    def _expect_access_cookie(answer: BackendAnswer, path: str) -> None:
-        if not Tokens().updated_by(answer.cookies).access:
-            raise BackendProtocolError(f"POST {path} set no usable {conf.access_cookie} cookie")
+    def _expect_access_token(issued: list[BackendCookie], path: str) -> None:
+        if not Tokens().updated_by(issued).access:
+            where = (
+                f"no usable {conf.body_access_field!r} in its JSON"
+                if conf.token_transport == "body"  # noqa: S105 - a transport name
+                else f"no usable {conf.access_cookie} cookie"
+            )
+            raise BackendProtocolError(f"POST {path} set {where}")
+
+    @staticmethod
+    def _issued(answer: BackendAnswer, path: str) -> list[BackendCookie]:
+        """Return the tokens a login or refresh answer hands out, as cookies to relay."""
+        if conf.token_transport != "body":  # noqa: S105 - a transport name
+            return answer.cookies
+        return _body_tokens(answer, path)
 
 
 class AccessTokenRejected(BackendError):
     """`/users/me` refused plain Tokens (sign-in uses plain Tokens: nothing to renew)."""
+
+
+def _on_local_clock(cookie: BackendCookie) -> BackendCookie:
+    """Return `cookie` with its `Expires` (the backend's clock) on this server's clock."""
+    if cookie.expires is None or not clock.skew():
+        return cookie
+    return dataclasses.replace(cookie, expires=cookie.expires - timedelta(seconds=clock.skew()))
+
+
+@sensitive_variables()
+def _body_tokens(answer: BackendAnswer, path: str) -> list[BackendCookie]:
+    """Return the tokens a JSON answer holds (body transport), as cookies to relay.
+
+    Each lives as long as its JWT `exp` says (on this server's clock), else
+    AUTH_BODY_ACCESS_LIFETIME / AUTH_BODY_REFRESH_LIFETIME. A value that
+    cannot be a cookie's is refused: the app relays the tokens as cookies.
+
+    :raises BackendProtocolError: not a JSON object, or a token field that is no string.
+    """
+    data = answer.data
+    if not isinstance(data, dict):
+        raise _answered_unusable(f"POST {path} answered no JSON object")
+    issued = []
+    for field, name, lifetime in (
+        (conf.body_access_field, conf.access_cookie, conf.body_access_lifetime),
+        (conf.body_refresh_field, conf.refresh_cookie, conf.body_refresh_lifetime),
+    ):
+        value = data.get(field)
+        if value is None:
+            continue  # a refresh that does not rotate has no new refresh token
+        if not isinstance(value, str) or not value or not COOKIE_VALUE.match(value):
+            raise _answered_unusable(f"POST {path} answered an unusable {field!r}")
+        issued.append(BackendCookie(name, value, max_age=_lifetime(value, lifetime)))
+    return issued
+
+
+def _lifetime(token: str, default: int) -> int:
+    exp = (access_token_claims(token) or {}).get("exp")
+    if isinstance(exp, int | float) and not isinstance(exp, bool):
+        return max(0, int(clock.local(float(exp)) - time.time()))
+    return int(default)
+
+
+def _answered_unusable(message: str) -> BackendProtocolError:
+    # The backend answered a token call: it may have spent the token all the same.
+    failure = BackendProtocolError(message)
+    failure.maybe_processed = True
+    return failure
 
 
 def _read_capped(response: requests.Response, limit: int, what: str) -> bytes:

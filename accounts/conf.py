@@ -67,8 +67,35 @@ SETTINGS = (
     Setting(
         "AUTH_BACKEND_TOKEN_TRANSPORT",
         "cookie",
-        "`bearer` sends the access token as `Authorization: Bearer`",
+        "`cookie`: the backend sets and reads token cookies; `bearer`: the same, but the "
+        "access token goes out as `Authorization: Bearer`; `body`: login and refresh answer "
+        "the tokens in JSON, the access token goes out as `Bearer`, the refresh token in the "
+        "JSON body of refresh and logout",
         "token_transport",
+    ),
+    Setting(
+        "AUTH_BODY_ACCESS_FIELD",
+        "accessToken",
+        "with `body` transport, the JSON field that holds the access token",
+        "body_access_field",
+    ),
+    Setting(
+        "AUTH_BODY_REFRESH_FIELD",
+        "refreshToken",
+        "with `body` transport, the JSON field that holds the refresh token",
+        "body_refresh_field",
+    ),
+    Setting(
+        "AUTH_BODY_ACCESS_LIFETIME",
+        1800,
+        "with `body` transport, seconds an access token lives when it is no JWT with `exp`",
+        "body_access_lifetime",
+    ),
+    Setting(
+        "AUTH_BODY_REFRESH_LIFETIME",
+        604800,
+        "with `body` transport, seconds a refresh token lives when it is no JWT with `exp`",
+        "body_refresh_lifetime",
     ),
     Setting(
         "AUTH_CLIENT_CLASS",

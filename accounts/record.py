@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 from django.utils.crypto import constant_time_compare, salted_hmac
 
+from . import clock
 from .conf import conf
 from .cookies import BackendCookie
 from .tokens import access_token_claims
@@ -55,7 +56,7 @@ def access_expiry(cookie: BackendCookie | None, token: str | None) -> float | No
     claims = access_token_claims(token)
     exp = claims.get("exp") if claims else None
     if isinstance(exp, int | float) and not isinstance(exp, bool):
-        known.append(float(exp))
+        known.append(clock.local(float(exp)))  # written on the backend's clock
     return min(known) if known else None
 
 

@@ -10,6 +10,14 @@ from tests import fakes
 
 
 @pytest.fixture(autouse=True)
+def backend_clock_in_step(monkeypatch):
+    """The skew accounts/clock.py measured is per process: none leaks between tests."""
+    from accounts import clock
+
+    monkeypatch.setattr(clock, "_skew", 0.0)
+
+
+@pytest.fixture(autouse=True)
 def own_refresh_pool(monkeypatch):
     """Each test gets a refresh pool and alive-mark keeper of its own, in its own process.
 
