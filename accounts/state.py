@@ -154,10 +154,12 @@ class TokenState:
         if not incoming.refresh:
             self.end("half_pair")
         if hash_matches(incoming.refresh, record.refresh_hash):
-            # A missing access cookie is one the browser let expire: refresh.
-            if not incoming.access or hash_matches(incoming.access, record.access_hash):
+            if incoming.access and hash_matches(incoming.access, record.access_hash):
                 return
-            if not self._catch_up_same_refresh(record):
+            # An older access cookie, or none (the browser let it expire): with a
+            # backend that keeps its refresh token, another tab may have renewed
+            # the access token already; else a missing one is refreshed.
+            if not self._catch_up_same_refresh(record) and incoming.access:
                 self.end("foreign_cookies")
             return
         if self._catch_up_late_tab(record) or self._adopt_newer_cookies(record):

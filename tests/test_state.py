@@ -337,6 +337,35 @@ class TestLateTab:
         assert SESSION_KEY in client.session
         assert len(calls_to(backend, "/auth/refresh")) == 1
 
+    def test_a_non_rotating_backends_late_tab_without_its_access_cookie_gets_the_current_one(
+        self, signed_in, backend
+    ):
+        """The browser dropped the expired access cookie: no second refresh for that tab."""
+        old, new = fakes.access_jwt(ttl=-10), fakes.access_jwt()
+        client = signed_in(access=old)
+        fakes.stub_refresh(backend, access=new, refresh="refresh-1")
+        fakes.stub_me(backend)
+        client.get("/dashboard/")
+        del client.cookies["access_token"]
+
+        response = client.get("/dashboard/")
+
+        assert response.status_code == 200
+        assert response.cookies["access_token"].value == new
+        assert len(calls_to(backend, "/auth/refresh")) == 1
+
+    def test_a_missing_access_cookie_without_a_kept_outcome_is_refreshed(self, signed_in, backend):
+        client = signed_in(access="acc-1")
+        fakes.stub_refresh(backend, access=fakes.access_jwt(), refresh="refresh-2")
+        fakes.stub_me(backend)
+        del client.cookies["access_token"]
+
+        response = client.get("/dashboard/")
+
+        assert response.status_code == 200
+        assert response.cookies["refresh_token"].value == "refresh-2"
+        assert len(calls_to(backend, "/auth/refresh")) == 1
+
     def test_an_older_access_without_a_kept_outcome_is_foreign(self, signed_in, backend):
         client = signed_in(access="acc-1")
         edit_record(client, round=1)  # a later round, but its outcome is gone
