@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import Mapping
@@ -562,7 +563,9 @@ def _body_tokens(answer: BackendAnswer, path: str) -> list[BackendCookie]:
 def _lifetime(token: str, default: int) -> int:
     exp = (access_token_claims(token) or {}).get("exp")
     if isinstance(exp, int | float) and not isinstance(exp, bool):
-        return max(0, int(clock.local(float(exp)) - time.time()))
+        # Rounded up: the record keeps the exact expiry (accounts/record.py); the
+        # cookie only has to outlive it.
+        return max(0, math.ceil(clock.local(float(exp)) - time.time()))
     return int(default)
 
 
