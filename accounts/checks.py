@@ -63,6 +63,37 @@ def check_auth_settings(app_configs=None, **kwargs):
                 id="accounts.E006",
             )
         )
+    errors.extend(_prefix_errors())
+    return errors
+
+
+def _prefix_errors() -> list[Error]:
+    """Token cookie names with a prefix the app's own cookie attributes would break.
+
+    Browsers drop a `__Secure-` cookie without `Secure`, and a `__Host-` one
+    without `Secure`, with a `Domain` or with a `Path` other than `/` (RFC
+    6265bis §4.1.3): the user would seem to sign in and be signed out at once.
+    """
+    errors = []
+    for setting, name in (
+        ("AUTH_ACCESS_COOKIE", conf.access_cookie),
+        ("AUTH_REFRESH_COOKIE", conf.refresh_cookie),
+    ):
+        needs = []
+        if name.startswith(("__Secure-", "__Host-")) and not conf.cookie_secure:
+            needs.append("AUTH_COOKIE_SECURE=True")
+        if name.startswith("__Host-") and conf.cookie_path != "/":
+            needs.append("AUTH_COOKIE_PATH=/")
+        if name.startswith("__Host-") and conf.cookie_domain:
+            needs.append("no AUTH_COOKIE_DOMAIN")
+        if needs:
+            errors.append(
+                Error(
+                    f"{setting} {name!r} needs {', '.join(needs)}.",
+                    hint="Browsers drop a prefixed cookie whose attributes break its prefix.",
+                    id="accounts.E008",
+                )
+            )
     return errors
 
 

@@ -153,3 +153,30 @@ def test_body_is_a_known_transport(settings):
     assert "accounts.E003" not in [e.id for e in check_auth_settings()]
     settings.AUTH_BACKEND_TOKEN_TRANSPORT = "json"
     assert "accounts.E003" in [e.id for e in check_auth_settings()]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needs"),
+    [
+        ({"AUTH_ACCESS_COOKIE": "__Secure-a"}, "AUTH_COOKIE_SECURE=True"),
+        (
+            {"AUTH_REFRESH_COOKIE": "__Host-r", "AUTH_COOKIE_PATH": "/app/"},
+            "AUTH_COOKIE_SECURE=True, AUTH_COOKIE_PATH=/",
+        ),
+        (
+            {"AUTH_REFRESH_COOKIE": "__Host-r", "AUTH_COOKIE_DOMAIN": "example.com"},
+            "no AUTH_COOKIE_DOMAIN",
+        ),
+    ],
+)
+def test_a_prefixed_cookie_name_its_attributes_break_is_an_error(settings, overrides, needs):
+    from accounts.checks import check_auth_settings
+
+    settings.AUTH_COOKIE_SECURE = False
+    for name, value in overrides.items():
+        setattr(settings, name, value)
+    errors = [e for e in check_auth_settings() if e.id == "accounts.E008"]
+    assert len(errors) == 1 and needs in errors[0].msg
+    settings.AUTH_COOKIE_SECURE = True
+    settings.AUTH_COOKIE_PATH, settings.AUTH_COOKIE_DOMAIN = "/", None
+    assert [e for e in check_auth_settings() if e.id == "accounts.E008"] == []
