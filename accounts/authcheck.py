@@ -374,7 +374,9 @@ class AuthCheck:
                 ms,
             )
             return
-        self.add("profile", PASS, f"id, email, roles {data['roles']}", ms=ms)
+        name = " ".join(str(data.get(k) or "") for k in ("firstName", "lastName")).strip()
+        shown = f"name {name!r}" if name else "no firstName/lastName (the app shows the email)"
+        self.add("profile", PASS, f"id, email, {shown}, roles {data['roles']}", ms=ms)
         shared = sorted(conf.allowed_roles & set(map(str, data["roles"])))
         if shared:
             self.add("allowed roles", PASS, f"shares {', '.join(shared)} with AUTH_ALLOWED_ROLES")
@@ -520,15 +522,25 @@ class AuthCheck:
 
     def suggested_env(self) -> dict[str, str]:
         shape = self.shape
-        env = {"API_BASEURL": self.backend.base_url}
+        env = {
+            "API_BASEURL": self.backend.base_url,
+            "AUTH_LOGIN_PATH": conf.login_path,
+            "AUTH_REFRESH_PATH": conf.refresh_path,
+            "AUTH_LOGOUT_PATH": conf.logout_path,
+            "AUTH_ME_PATH": conf.me_path,
+        }
         if shape.transport:
             env[TRANSPORT_SETTING] = shape.transport
         if shape.transport == "cookie":
             env["AUTH_ACCESS_COOKIE"] = shape.access_name
             env["AUTH_REFRESH_COOKIE"] = shape.refresh_name
-            if any(n.startswith(("__Host-", "__Secure-")) for n in env.values() if n):
+            # Whatever Path the backend wrote: the app's copies go to every page.
+            env["AUTH_COOKIE_PATH"] = "/"
+            if any(
+                n.startswith(("__Host-", "__Secure-"))
+                for n in (shape.access_name, shape.refresh_name)
+            ):
                 env["AUTH_COOKIE_SECURE"] = "True"
-                env["AUTH_COOKIE_PATH"] = "/"
         elif shape.transport == "body":
             env["AUTH_BODY_ACCESS_FIELD"] = shape.access_field
             env["AUTH_BODY_REFRESH_FIELD"] = shape.refresh_field or "refreshToken"

@@ -70,16 +70,24 @@ SHAPES = {
         },
         {"AUTH_BODY_ACCESS_FIELD": "access_token", "AUTH_BODY_REFRESH_FIELD": "refresh_token"},
     ),
-    "reuse detection off": ({"AUTHAPI_REUSE_DETECTION": "False"}, {}),
+    "slow refresh, reuse detection off": (
+        {"AUTHAPI_REUSE_DETECTION": "False", "AUTHAPI_REFRESH_DELAY": "1"},
+        {},
+    ),
     "clock 5 minutes behind": ({"AUTHAPI_CLOCK_OFFSET": "-300"}, {}),
+    "clock 5 minutes ahead, tokens in the body": (
+        {"AUTHAPI_CLOCK_OFFSET": "300", "AUTHAPI_TOKEN_TRANSPORT": "body"},
+        {"AUTH_BACKEND_TOKEN_TRANSPORT": "body"},
+    ),
 }
 EXPECTED_WARNINGS = {
     # An opaque refresh token in a body says nothing of its lifetime.
     "tokens in the body": {"token lifetimes"},
     "body, snake_case fields": {"token lifetimes"},
     "no rotation": {"rotation", "reuse detection"},
-    "reuse detection off": {"reuse detection"},
+    "slow refresh, reuse detection off": {"reuse detection"},
     "clock 5 minutes behind": {"clock"},
+    "clock 5 minutes ahead, tokens in the body": {"clock", "token lifetimes"},
 }
 
 
