@@ -213,7 +213,7 @@ class AuthCheck:
                     self.shape.access_name, self.shape.refresh_name = access.name, refresh.name
                 pair.access, pair.refresh = access.value, refresh.value
                 return pair
-            if self.shape.transport == "cookie" and access:
+            if self.shape.transport in ("cookie", "bearer") and access:
                 pair.access = access.value
                 by_name = pair.cookies.get(self.shape.refresh_name or "")
                 pair.refresh = by_name.value if by_name else None
@@ -339,7 +339,7 @@ class AuthCheck:
     def _send(self, method: str, path: str, pair: Pair, attach: str) -> tuple:
         headers, body, cookies = {}, None, {}
         if attach in ("access", "both") and pair.access:
-            if self.shape.transport == "body":
+            if self.shape.transport in ("body", "bearer"):
                 headers["Authorization"] = f"Bearer {pair.access}"
             else:
                 cookies[self.shape.access_name] = pair.access
@@ -354,6 +354,14 @@ class AuthCheck:
 
     def profile(self, pair: Pair) -> None:
         response, ms = self._send("GET", conf.me_path, pair, "access")
+        if response.status_code == 401 and self.shape.transport == "cookie":
+            # Cookies out, but a passport-jwt guard reading the header only?
+            bearer, bearer_ms = self.backend.call(
+                "GET", conf.me_path, headers={"Authorization": f"Bearer {pair.access}"}
+            )
+            if bearer.status_code == 200:
+                self.shape.transport = "bearer"
+                response, ms = bearer, bearer_ms
         data = _json(response)
         if response.status_code != 200 or not isinstance(data, dict):
             self.add(
@@ -376,7 +384,12 @@ class AuthCheck:
             return
         name = " ".join(str(data.get(k) or "") for k in ("firstName", "lastName")).strip()
         shown = f"name {name!r}" if name else "no firstName/lastName (the app shows the email)"
-        self.add("profile", PASS, f"id, email, {shown}, roles {data['roles']}", ms=ms)
+        via = (
+            " (read with Authorization: Bearer, not the cookie)"
+            if (self.shape.transport == "bearer")
+            else ""
+        )
+        self.add("profile", PASS, f"id, email, {shown}, roles {data['roles']}{via}", ms=ms)
         shared = sorted(conf.allowed_roles & set(map(str, data["roles"])))
         if shared:
             self.add("allowed roles", PASS, f"shares {', '.join(shared)} with AUTH_ALLOWED_ROLES")
@@ -531,7 +544,7 @@ class AuthCheck:
         }
         if shape.transport:
             env[TRANSPORT_SETTING] = shape.transport
-        if shape.transport == "cookie":
+        if shape.transport in ("cookie", "bearer"):
             env["AUTH_ACCESS_COOKIE"] = shape.access_name
             env["AUTH_REFRESH_COOKIE"] = shape.refresh_name
             # Whatever Path the backend wrote: the app's copies go to every page.

@@ -231,3 +231,56 @@ def test_a_broken_backend_gets_each_problem_named_and_exit_1(broken):
     assert "still refreshes" in by_name["sign-out"]["saw"]
     assert "Answer 401" in by_name["wrong password"]["advice"]
     assert BROKEN_PASSWORD not in output
+
+
+class BearerOnlyProfile(BrokenBackend):
+    """Cookies for the pair, but `/users/me` reads `Authorization: Bearer` only; otherwise sound."""
+
+    revoked: set = set()
+
+    def do_POST(self):  # noqa: N802
+        cookies = self.headers.get("Cookie") or ""
+        if self.path == "/auth/login":
+            ok = self.body().get("password") == BROKEN_PASSWORD
+            if not ok:
+                return self.answer(401, {"statusCode": 401})
+            self.send_response(201)
+            data = b"{}"
+            self.send_header("Content-Length", str(len(data)))
+            for cookie in ("access_token=acc-1", "refresh_token=ref-1"):
+                self.send_header("Set-Cookie", f"{cookie}; Max-Age=600; Path=/; HttpOnly; Secure")
+            self.end_headers()
+            return self.wfile.write(data)
+        if self.path == "/auth/refresh":
+            token = cookies.partition("refresh_token=")[2].split(";")[0]
+            if not token or token in self.revoked:
+                return self.answer(401, {"statusCode": 401})
+            return self.answer(
+                200, {"ok": True}, "access_token=acc-2; Max-Age=600; Path=/; HttpOnly; Secure"
+            )
+        if self.path == "/auth/logout":
+            self.revoked.add(cookies.partition("refresh_token=")[2].split(";")[0])
+            return self.answer(200, {"ok": True})
+        return self.answer(404, {"statusCode": 404})
+
+    def do_GET(self):  # noqa: N802
+        if self.path == "/users/me" and self.headers.get("Authorization", "").startswith("Bearer "):
+            return self.answer(200, {"id": 1, "email": ADMIN.email, "roles": ["admin"]})
+        return self.answer(401, {"statusCode": 401})
+
+
+def test_a_profile_read_with_bearer_only_suggests_the_bearer_transport():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BearerOnlyProfile)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        code, result, _ = run_json(
+            f"http://127.0.0.1:{server.server_address[1]}", BROKEN_PASSWORD, "--skip-destructive"
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert code == 0, result["checks"]
+    assert statuses(result)["profile"] == "PASS"
+    assert statuses(result)["sign-out"] == "PASS"
+    assert result["env"]["AUTH_BACKEND_TOKEN_TRANSPORT"] == "bearer"
+    assert result["env"]["AUTH_ACCESS_COOKIE"] == "access_token"
