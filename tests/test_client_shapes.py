@@ -9,6 +9,7 @@ import pytest
 from accounts import clock
 from accounts.client import AuthApiClient, Tokens
 from accounts.exceptions import BackendProtocolError
+from accounts.pacing import AtMostEvery
 from accounts.record import access_expiry
 from tests import fakes
 
@@ -180,3 +181,41 @@ def test_a_prefixed_cookie_name_its_attributes_break_is_an_error(settings, overr
     settings.AUTH_COOKIE_SECURE = True
     settings.AUTH_COOKIE_PATH, settings.AUTH_COOKIE_DOMAIN = "/", None
     assert [e for e in check_auth_settings() if e.id == "accounts.E008"] == []
+
+
+class TestClockObserve:
+    """accounts/clock.py on exact timestamps (`Date` has whole seconds)."""
+
+    DATE = "Thu, 01 Jan 1970 00:16:40 GMT"  # 1000 s after the epoch
+
+    @pytest.mark.parametrize(
+        ("local", "skew"),
+        [
+            (998.4, 2.1),  # Date truncates: the backend was at 1000.5 on average
+            (998.5, 2.0),  # exactly SIGNIFICANT counts
+            (998.6, 0.0),  # under it: whole-second noise
+            (1002.5, -2.0),
+        ],
+    )
+    def test_the_skew_is_measured_against_the_middle_of_the_call(self, local, skew):
+        clock.observe(self.DATE, sent_at=local - 0.1, received_at=local + 0.1)
+        assert clock.skew() == pytest.approx(skew)
+
+    def test_a_skew_is_logged_once_a_minute_and_none_is_not(self, caplog, monkeypatch):
+        monkeypatch.setattr(clock, "_report", AtMostEvery(60.0))
+        with caplog.at_level("WARNING", logger="accounts.clock"):
+            clock.observe(self.DATE, sent_at=1000.5, received_at=1000.5)
+            assert caplog.messages == []
+            clock.observe(self.DATE, sent_at=700.5, received_at=700.5)
+            clock.observe(self.DATE, sent_at=700.5, received_at=700.5)
+        assert caplog.messages == [
+            "The auth backend's clock is +300 s off this server's; token expiries are read "
+            "on this server's clock"
+        ]
+
+
+def test_a_body_token_already_expired_lives_zero_seconds():
+    from accounts.client import _lifetime
+
+    assert _lifetime(fakes.access_jwt(ttl=-30), 1800) == 0
+    assert _lifetime("opaque", 1800) == 1800
