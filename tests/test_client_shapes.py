@@ -81,6 +81,7 @@ class TestTokensInTheBody:
         with pytest.raises(BackendProtocolError) as info:
             AuthApiClient().refresh("r-1")
         assert info.value.maybe_processed is True
+        assert "POST /auth/refresh " in str(info.value)
         assert "r-1" not in str(info.value)
 
     def test_json_token_fields_in_a_proxied_answer_are_just_data(self, body):
