@@ -103,3 +103,31 @@ def test_a_loaded_user_of_another_backend_id_is_not_taken_for_the_profile():
     synced = User.objects.sync_from_profile(profile_of("evaluator"), current=admin)
     assert synced.backend_id == "2"
     assert synced.pk != admin.pk
+
+
+def test_deleting_a_user_deletes_their_sessions_too(signed_in, client, backend):
+    from accounts.models import Session
+
+    signed_in("admin", access=fakes.access_jwt())
+    assert Session.objects.filter(user__backend_id="1").count() == 1
+    User.objects.filter(backend_id="1").delete()
+    assert Session.objects.count() == 0
+    assert open_dashboard(client).status_code == 302
+
+
+def test_a_user_row_removed_behind_the_orms_back_signs_the_session_out(signed_in, client, backend):
+    """The session's join finds no user (no database constraint): nobody is signed in."""
+    from django.db import connection
+
+    signed_in("admin", access=fakes.access_jwt())
+    fakes.stub_me(backend, "admin")
+    assert open_dashboard(client).status_code == 200
+    user = User.objects.get(backend_id="1")
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM accounts_user_groups WHERE user_id = %s", [user.pk])
+        cursor.execute("DELETE FROM accounts_user WHERE id = %s", [user.pk])
+
+    response = open_dashboard(client)
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/")
+    assert client.get("/api/users/me").status_code == 401
