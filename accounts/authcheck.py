@@ -18,6 +18,8 @@ from email.utils import parsedate_to_datetime
 
 import requests
 
+from . import clock
+from .client import token_credentials
 from .clock import SIGNIFICANT
 from .conf import conf
 from .cookies import COOKIE_VALUE
@@ -326,31 +328,26 @@ class AuthCheck:
         return min(known) if known else None
 
     def _observe_clock(self, response: requests.Response, ms: float) -> None:
-        date = response.headers.get("Date")
-        if not date:
-            return
-        try:
-            backend_time = parsedate_to_datetime(date).timestamp()
-        except (TypeError, ValueError):
-            return
-        measured = backend_time + 0.5 - (time.time() - ms / 2000)
-        self.shape.skew = measured if abs(measured) >= SIGNIFICANT else 0.0
+        received_at = time.time()
+        measured = clock.measure(
+            response.headers.get("Date"), sent_at=received_at - ms / 1000, received_at=received_at
+        )
+        if measured is not None:
+            self.shape.skew = measured
 
     def _send(self, method: str, path: str, pair: Pair, attach: str) -> tuple:
-        headers, body, cookies = {}, None, {}
-        if attach in ("access", "both") and pair.access:
-            if self.shape.transport in ("body", "bearer"):
-                headers["Authorization"] = f"Bearer {pair.access}"
-            else:
-                cookies[self.shape.access_name] = pair.access
-        if attach in ("refresh", "both") and pair.refresh:
-            if self.shape.transport == "body":
-                body = {self.shape.refresh_field: pair.refresh}
-            else:
-                cookies[self.shape.refresh_name] = pair.refresh
-        if cookies:
-            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
-        return self.backend.call(method, path, headers=headers, json=body)
+        """Make a call carrying the pair the way the app would for this backend's shape."""
+        shape = self.shape
+        headers, fields = token_credentials(
+            pair.access,
+            pair.refresh,
+            attach,
+            transport=shape.transport,
+            access_cookie=shape.access_name,
+            refresh_cookie=shape.refresh_name,
+            refresh_field=shape.refresh_field,
+        )
+        return self.backend.call(method, path, headers=headers, json=fields or None)
 
     def profile(self, pair: Pair) -> None:
         response, ms = self._send("GET", conf.me_path, pair, "access")

@@ -414,22 +414,15 @@ class AuthApiClient:
         """Return the headers and JSON fields that carry `tokens` (`attach`: which of them)."""
         if tokens is None:
             return {}, {}
-        access, refresh = usable_token(tokens.access), usable_token(tokens.refresh)
-        transport = conf.token_transport
-        cookies, headers, fields = {}, {}, {}
-        if attach in ("access", "both") and access:
-            if transport in ("bearer", "body"):
-                headers["Authorization"] = f"Bearer {access}"
-            else:
-                cookies[conf.access_cookie] = access
-        if attach in ("refresh", "both") and refresh:
-            if transport == "body":  # noqa: S105 - a transport name
-                fields[conf.body_refresh_field] = refresh
-            else:
-                cookies[conf.refresh_cookie] = refresh
-        if cookies:
-            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
-        return headers, fields
+        return token_credentials(
+            usable_token(tokens.access),
+            usable_token(tokens.refresh),
+            attach,
+            transport=conf.token_transport,
+            access_cookie=conf.access_cookie,
+            refresh_cookie=conf.refresh_cookie,
+            refresh_field=conf.body_refresh_field,
+        )
 
     @sensitive_variables()
     def _call(
@@ -524,6 +517,39 @@ class AuthApiClient:
 
 class AccessTokenRejected(BackendError):
     """`/users/me` refused plain Tokens (sign-in uses plain Tokens: nothing to renew)."""
+
+
+@sensitive_variables()
+def token_credentials(
+    access: str | None,
+    refresh: str | None,
+    attach: str,
+    *,
+    transport: str,
+    access_cookie: str,
+    refresh_cookie: str,
+    refresh_field: str,
+) -> tuple[dict[str, str], dict]:
+    """Return the headers and JSON fields that carry the tokens over `transport`.
+
+    `attach` says which go out: `access`, `refresh` or `both`. The access token
+    goes as a cookie (`cookie`) or as `Authorization: Bearer` (`bearer`,
+    `body`); the refresh token as a cookie, or in the JSON body (`body`).
+    """
+    cookies, headers, fields = {}, {}, {}
+    if attach in ("access", "both") and access:
+        if transport in ("bearer", "body"):
+            headers["Authorization"] = f"Bearer {access}"
+        else:
+            cookies[access_cookie] = access
+    if attach in ("refresh", "both") and refresh:
+        if transport == "body":  # noqa: S105 - a transport name
+            fields[refresh_field] = refresh
+        else:
+            cookies[refresh_cookie] = refresh
+    if cookies:
+        headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
+    return headers, fields
 
 
 def _on_local_clock(cookie: BackendCookie) -> BackendCookie:

@@ -24,18 +24,26 @@ _skew = 0.0
 _report = AtMostEvery(60.0)
 
 
-def observe(date_header: str | None, *, sent_at: float, received_at: float) -> None:
-    """Update the skew from one answer's `Date` (ignored when missing or unreadable)."""
-    global _skew
+def measure(date_header: str | None, *, sent_at: float, received_at: float) -> float | None:
+    """Return the skew one answer's `Date` shows (0.0 under SIGNIFICANT), or None without one."""
     if not date_header:
-        return
+        return None
     try:
         backend_time = parsedate_to_datetime(date_header).timestamp()
     except (TypeError, ValueError, IndexError, OverflowError):
-        return
+        return None
     # Date truncates to the second: on average the backend was half a second on.
     measured = backend_time + 0.5 - (sent_at + received_at) / 2
-    _skew = measured if abs(measured) >= SIGNIFICANT else 0.0
+    return measured if abs(measured) >= SIGNIFICANT else 0.0
+
+
+def observe(date_header: str | None, *, sent_at: float, received_at: float) -> None:
+    """Update the skew from one answer's `Date` (ignored when missing or unreadable)."""
+    global _skew
+    measured = measure(date_header, sent_at=sent_at, received_at=received_at)
+    if measured is None:
+        return
+    _skew = measured
     if _skew and _report.due():
         logger.warning(
             "The auth backend's clock is %+.0f s off this server's; token expiries are "
