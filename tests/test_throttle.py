@@ -242,6 +242,25 @@ class TestSettling:
         assert list(LoginCounter.objects.values_list("key", flat=True)) == ["new"]
 
 
+def sleeps_that(monkeypatch, *, at: int, act) -> list[float]:
+    """Record this thread's throttle waits; at wait number `at`, `act()` (another attempt settles).
+
+    time.sleep is patched for every thread: a keeper thread left by an earlier
+    test sleeps too, and is let through uncounted.
+    """
+    sleep, me, waits = time.sleep, threading.current_thread(), []
+
+    def waiting(seconds):
+        if threading.current_thread() is me:
+            waits.append(seconds)
+            if len(waits) == at:
+                act()
+        sleep(seconds)
+
+    monkeypatch.setattr(throttle.time, "sleep", waiting)
+    return waits
+
+
 def a_pair_with_attempts_in_flight(in_flight: int, failures: int = 0) -> throttle.SignInAttempt:
     """Counters as they stand while `in_flight` attempts of the test client are being checked."""
     attempt = throttle.SignInAttempt(Client().request().wsgi_request, email=ADMIN)
@@ -261,19 +280,11 @@ class TestAttemptsInFlight:
         self, client, db, api, monkeypatch
     ):
         attempt = a_pair_with_attempts_in_flight(5)  # AUTH_LOGIN_MAX_FAILURES
-        sleep = time.sleep
-        waits = []
-        me = threading.current_thread()
-
-        def they_succeed(seconds):
-            if threading.current_thread() is not me:  # time.sleep is patched for every thread
-                return sleep(seconds)
-            waits.append(seconds)
-            if len(waits) == 2:
-                LoginCounter.objects.filter(key__endswith=attempt.pair_key).delete()
-            sleep(seconds)
-
-        monkeypatch.setattr(throttle.time, "sleep", they_succeed)
+        waits = sleeps_that(
+            monkeypatch,
+            at=2,
+            act=lambda: LoginCounter.objects.filter(key__endswith=attempt.pair_key).delete(),
+        )
 
         assert right(client).status_code == 302
         assert len(waits) == 2
@@ -345,19 +356,9 @@ class TestEmailConcurrency:
 
     def test_a_slot_freed_during_the_wait_is_taken(self, client, db, api, monkeypatch):
         key = self.fill_slots()
-        sleep = time.sleep
-        waits = []
-        me = threading.current_thread()
-
-        def another_attempt_finishes(seconds):
-            if threading.current_thread() is not me:  # time.sleep is patched for every thread
-                return sleep(seconds)
-            waits.append(seconds)
-            if len(waits) == 3:
-                LoginCounter.objects.filter(key=key).update(count=1)
-            sleep(seconds)
-
-        monkeypatch.setattr(throttle.time, "sleep", another_attempt_finishes)
+        waits = sleeps_that(
+            monkeypatch, at=3, act=lambda: LoginCounter.objects.filter(key=key).update(count=1)
+        )
 
         assert right(client).status_code == 302
         assert len(waits) == 3
