@@ -89,6 +89,14 @@ class LoginView(auth_views.LoginView):
         context = self.get_context_data(form=form, service_error={"title": title, "detail": detail})
         return self.render_to_response(context, status=status)
 
+    def get_redirect_url(self) -> str:
+        # Django judges `next` with its surrounding whitespace stripped but
+        # returns it unstripped: "// " passes as "//" and goes out as "//%20",
+        # a URL naming a host. Send only what was judged, and never a URL
+        # that starts like a host.
+        url = super().get_redirect_url().strip()
+        return "" if url.startswith(("//", "/\\", "\\")) else url
+
     def form_valid(self, form):
         # login() runs here; the token middleware records the pair in the new
         # session and relays the cookies as the response goes out.

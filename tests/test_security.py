@@ -154,6 +154,31 @@ class TestSecretsHygiene:
         assert "boom" in page
         assert value not in page
 
+    def test_a_token_core_frame_shows_none_of_its_variables(self, settings, rf):
+        """An error inside accounts/ (an unreadable Expires): none of the parser's locals,
+        which hold the cookie's value, reach the page, while a frame outside the token core
+        keeps its variables for the developer."""
+        from django.views.debug import technical_500_response
+
+        settings.DEBUG = True
+        value = secrets.token_urlsafe(16)
+        marker = secrets.token_hex(8)
+
+        def header():  # the value stays out of crash_page's own variables
+            return f"access_token={value}; Expires=never"
+
+        def crash_page(request):
+            outside = f"outside-{marker}"  # noqa: F841 - read from the debug page below
+            try:
+                cookies.parse_set_cookie(header())
+            except Exception:  # noqa: BLE001 - any error will do, the page is under test
+                return technical_500_response(request, *sys.exc_info()).content.decode()
+
+        page = crash_page(rf.get("/"))
+        assert "_parse_expires" in page  # the frame is on the page
+        assert f"outside-{marker}" in page  # a frame outside accounts/ shows its variables
+        assert value not in page
+
     def test_reprs_hide_values(self):
         from accounts.client import Tokens
 
@@ -272,6 +297,26 @@ NEXT = st.one_of(
         st.text(max_size=20),
     ),
 )
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("// ", "/dashboard/"),  # Django judged "//" and sent "//%20": a host
+        ("//\t", "/dashboard/"),
+        (" /\\evil.example", "/dashboard/"),
+        (" /dashboard/admin/ ", "/dashboard/admin/"),
+    ],
+)
+def test_next_is_sent_as_judged(db, settings, target, expected):
+    settings.API_BASEURL = fakes.BASE
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as backend:
+        fakes.stub_login(backend)
+        fakes.stub_me(backend)
+        response = Client().post(
+            "/accounts/login/", {"email": "admin@example.com", "password": "pw", "next": target}
+        )
+    assert response["Location"] == expected
 
 
 @PROPERTY
