@@ -6,7 +6,6 @@ from contextvars import ContextVar
 
 from django.contrib.auth.backends import BaseBackend
 from django.http import HttpRequest
-from django.views.decorators.debug import sensitive_variables
 
 from .client import Tokens, get_client
 from .conf import conf
@@ -61,7 +60,6 @@ class AuthApiBackend(BaseBackend):
     unreachable backend is not a wrong password.
     """
 
-    @sensitive_variables("password", "issued", "tokens")
     def authenticate(self, request: HttpRequest | None, email=None, password=None, **kwargs):
         if email is None or password is None:
             return None

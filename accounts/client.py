@@ -21,7 +21,6 @@ from typing import Any, Protocol
 
 import requests
 from django.utils.module_loading import import_string
-from django.views.decorators.debug import sensitive_variables
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 from requests.utils import get_encoding_from_headers
@@ -276,7 +275,6 @@ class AuthApiClient:
 
     # --- the endpoints -----------------------------------------------------
 
-    @sensitive_variables("password")
     def login(
         self, email: str, password: str, *, client_ip: str | None = None
     ) -> list[BackendCookie]:
@@ -310,7 +308,6 @@ class AuthApiClient:
         self._expect_success(answer, conf.me_path)
         return _profile(answer.data, conf.me_path)
 
-    @sensitive_variables()
     def refresh(self, refresh_token: str) -> list[BackendCookie]:
         """Spend `refresh_token`; return the cookies of the new pair.
 
@@ -354,7 +351,6 @@ class AuthApiClient:
             raise
         return issued
 
-    @sensitive_variables()
     def request(
         self,
         method: str,
@@ -394,7 +390,6 @@ class AuthApiClient:
             auth.end("rejected_twice")
         return answer
 
-    @sensitive_variables()
     def logout(self, tokens: Tokens) -> list[BackendCookie]:
         """Revoke the tokens at the backend; return its (clearing) cookies."""
         answer = self._call("POST", conf.logout_path, tokens=tokens, attach="both")
@@ -409,7 +404,6 @@ class AuthApiClient:
 
     # --- plumbing ----------------------------------------------------------
 
-    @sensitive_variables()
     def _credentials(self, tokens: Tokens | None, attach: str) -> tuple[dict[str, str], dict]:
         """Return the headers and JSON fields that carry `tokens` (`attach`: which of them)."""
         if tokens is None:
@@ -424,7 +418,6 @@ class AuthApiClient:
             refresh_field=conf.body_refresh_field,
         )
 
-    @sensitive_variables()
     def _call(
         self,
         method: str,
@@ -519,7 +512,6 @@ class AccessTokenRejected(BackendError):
     """`/users/me` refused plain Tokens (sign-in uses plain Tokens: nothing to renew)."""
 
 
-@sensitive_variables()
 def token_credentials(
     access: str | None,
     refresh: str | None,
@@ -559,7 +551,6 @@ def _on_local_clock(cookie: BackendCookie) -> BackendCookie:
     return dataclasses.replace(cookie, expires=cookie.expires - timedelta(seconds=clock.skew()))
 
 
-@sensitive_variables()
 def _body_tokens(answer: BackendAnswer, path: str) -> list[BackendCookie]:
     """Return the tokens a JSON answer holds (body transport), as cookies to relay.
 

@@ -20,7 +20,6 @@ from email.utils import parsedate_to_datetime
 
 from django.conf import settings
 from django.http import HttpResponseBase
-from django.views.decorators.debug import sensitive_variables
 
 from .conf import conf
 
@@ -72,7 +71,6 @@ def _parse_expires(raw: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-@sensitive_variables()
 def parse_set_cookie(header: str) -> BackendCookie:
     """Return the cookie one `Set-Cookie` header sets.
 
@@ -122,7 +120,6 @@ def _relayable(cookie: BackendCookie) -> bool:
     return True
 
 
-@sensitive_variables()
 def write(response: HttpResponseBase, cookies: Iterable[BackendCookie]) -> None:
     """Set or delete each relayable token cookie on `response`, at AUTH_COOKIE_PATH.
 

@@ -11,11 +11,18 @@ class TokenSafeExceptionReporterFilter(SafeExceptionReporterFilter):
     """Django's filter, also hiding the token cookies under whatever names they are configured.
 
     Django already hides cookies whose names look secret (`access_token`
-    matches TOKEN); a backend calling them `at` and `rt` would not. Functions
-    holding raw tokens are marked with `sensitive_variables` as well, and
-    unlike Django's default this filter works under DEBUG too: the debug page
-    of a developer's laptop shows no token either.
+    matches TOKEN); a backend calling them `at` and `rt` would not. Every
+    frame of a module that handles raw tokens shows none of its variables
+    (TOKEN_PACKAGES: a rule by package rather than a `sensitive_variables`
+    decorator per function, so no function can be forgotten, and mutation
+    testing reaches every one of them), and unlike Django's default this filter
+    works under DEBUG too: the debug page of a developer's laptop shows no
+    token either.
     """
+
+    # The packages whose functions hold tokens, passwords or sealed outcomes
+    # in their locals: the app's token core and the reference API.
+    TOKEN_PACKAGES = ("accounts", "authapi")
 
     def is_active(self, request):
         return True
@@ -35,6 +42,12 @@ class TokenSafeExceptionReporterFilter(SafeExceptionReporterFilter):
             if hidden:
                 value = {**value, **dict.fromkeys(hidden, self.cleansed_substitute)}
         return value
+
+    def get_traceback_frame_variables(self, request, tb_frame):
+        module = tb_frame.f_globals.get("__name__") or ""
+        if module.partition(".")[0] in self.TOKEN_PACKAGES:
+            return {name: self.cleansed_substitute for name in tb_frame.f_locals}.items()
+        return super().get_traceback_frame_variables(request, tb_frame)
 
     def get_safe_cookies(self, request):
         cookies = super().get_safe_cookies(request)

@@ -44,7 +44,6 @@ from cryptography.fernet import Fernet, InvalidToken
 from django.conf import settings
 from django.core.cache import cache
 from django.db import close_old_connections
-from django.views.decorators.debug import sensitive_variables
 
 from .client import RefreshRefused, Tokens, get_client
 from .conf import conf
@@ -102,7 +101,6 @@ def entry_key(refresh_hash: str, round_: int = 0) -> str:
     return f"{CACHE_PREFIX}:{refresh_hash}{suffix}"
 
 
-@sensitive_variables()
 def _fernet(refresh_token: str) -> Fernet:
     # Only a holder of the spent token (and of SECRET_KEY) can read the pair
     # issued for it: the cache never holds a readable token.
@@ -130,7 +128,6 @@ def _seal(fernet: Fernet, cookies: list[BackendCookie], profile: UserProfile | N
     return fernet.encrypt(json.dumps(payload).encode())
 
 
-@sensitive_variables()
 def _unseal(
     refresh_token: str, sealed: bytes
 ) -> tuple[tuple[BackendCookie, ...], UserProfile | None]:
@@ -215,7 +212,6 @@ def _executor() -> ThreadPoolExecutor:
 # --- the call ------------------------------------------------------------------
 
 
-@sensitive_variables()
 def _call_backend(refresh_token: str, key: str, entry: dict, keep_for: int) -> Outcome | None:
     """Run in the pool: spend the token once, write its outcome once, and return it.
 
@@ -277,7 +273,6 @@ def _finished(key: str, entry: dict, state: str, keep_for: int) -> Outcome:
     return Outcome(state=state)
 
 
-@sensitive_variables()
 def _profile_with(tokens: Tokens) -> UserProfile | None:
     try:
         return get_client().me(tokens)
@@ -295,7 +290,6 @@ class Claim:
     future: Future
 
 
-@sensitive_variables()
 def start(
     refresh_token: str,
     *,
@@ -325,7 +319,6 @@ def start(
     return Claim(key=key, future=future)
 
 
-@sensitive_variables()
 def outcome(
     refresh_token: str,
     *,
@@ -419,7 +412,6 @@ def _owner_died(key: str, entry: dict) -> bool:
     )
 
 
-@sensitive_variables()
 def _collect(refresh_token: str, entry: dict, binding: str) -> Outcome:
     mine = entry.get("binding") == binding
     if not mine and time.time() > entry.get("finished_at", 0) + conf.refresh_grace:
@@ -436,7 +428,6 @@ def _collect(refresh_token: str, entry: dict, binding: str) -> Outcome:
     )
 
 
-@sensitive_variables()
 def peek(refresh_token: str, *, binding: str, round_: int = 0) -> Outcome | None:
     """Return a finished outcome of one refresh round, or None; never claims, never waits."""
     entry = cache.get(entry_key(token_hash(refresh_token), round_))

@@ -40,7 +40,6 @@ from django.db import DatabaseError, IntegrityError, connection, connections, tr
 from django.db.models import F
 from django.dispatch import receiver
 from django.utils import timezone
-from django.views.decorators.debug import sensitive_variables
 
 from .client import Tokens, get_client
 from .conf import conf
@@ -72,14 +71,12 @@ def _keys() -> MultiFernet:
     return MultiFernet([_fernet(secret) for secret in secrets])
 
 
-@sensitive_variables()
 def seal(tokens: Tokens) -> str:
     """Return the pair encrypted for the queue."""
     payload = json.dumps({"access": tokens.access, "refresh": tokens.refresh})
     return _keys().encrypt(payload.encode()).decode("ascii")
 
 
-@sensitive_variables()
 def unseal(sealed: str) -> Tokens:
     """Return the pair a `seal()` made.
 
@@ -92,7 +89,6 @@ def unseal(sealed: str) -> Tokens:
 # --- queueing -------------------------------------------------------------------
 
 
-@sensitive_variables()
 def queue(tokens: Tokens, *, record: TokenRecord | None, error: BackendError) -> bool:
     """Keep the revocation of a signed-in session's pair the backend did not receive.
 

@@ -19,7 +19,6 @@ from django.contrib.auth import BACKEND_SESSION_KEY
 from django.contrib.sessions.backends.base import SessionBase
 from django.http import HttpRequest, HttpResponseBase
 from django.utils.module_loading import import_string
-from django.views.decorators.debug import sensitive_variables
 
 from . import cookies, refresh
 from .client import Tokens, get_client, usable_token
@@ -106,7 +105,6 @@ class TokenState:
 
     # --- sign-in and sign-out -----------------------------------------------
 
-    @sensitive_variables()
     def signed_in(self, profile: UserProfile, issued: list[BackendCookie]) -> None:
         """Keep a new sign-in's pair: recorded and relayed when the response goes out."""
         tokens = Tokens().updated_by(issued)
@@ -138,7 +136,6 @@ class TokenState:
 
     # --- invariant 2: the session decides -----------------------------------
 
-    @sensitive_variables()
     def check(self) -> None:
         """Accept the request's cookies only as the session's own pair (or an older one).
 
@@ -170,7 +167,6 @@ class TokenState:
         """Return whether the incoming access cookie is the one that refresh replaced (or none)."""
         return not self.incoming.access or hash_matches(self.incoming.access, found.replaced_access)
 
-    @sensitive_variables()
     def _catch_up_same_refresh(self, record: TokenRecord) -> bool:
         """With a backend that keeps the refresh token, a late tab has the current refresh
         token and an older access token: hand it the access token of the last round."""
@@ -186,7 +182,6 @@ class TokenState:
         self._outgoing = [c for c in found.cookies if c.name == conf.access_cookie]
         return True
 
-    @sensitive_variables()
     def _catch_up_late_tab(self, record: TokenRecord) -> bool:
         """An older pair of this session (sent before the new cookies landed): move it on."""
         token, round_ = self.incoming.refresh, 0
@@ -209,7 +204,6 @@ class TokenState:
                 return True
         return False
 
-    @sensitive_variables()
     def _adopt_newer_cookies(self, record: TokenRecord) -> bool:
         """Cookies newer than the record (a concurrent request's save was lost): adopt them."""
         refresh_hash, round_ = record.refresh_hash, record.round
@@ -253,7 +247,6 @@ class TokenState:
         with contextlib.suppress(RefreshPending):
             self.renew(wait=False)
 
-    @sensitive_variables()
     def renew(self, *, wait: bool = True) -> Tokens:
         """Move on to the next pair, once per request; return the current tokens.
 
@@ -312,7 +305,6 @@ class TokenState:
             self._deadline = time.monotonic() + conf.refresh_wait
         return self._deadline
 
-    @sensitive_variables()
     def _adopt(
         self, issued: list[BackendCookie], profile: UserProfile | None, *, round_: int
     ) -> None:
