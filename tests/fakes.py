@@ -1,6 +1,7 @@
 """A fake auth backend for unit tests, on `responses`: only the network is mocked."""
 
 import json
+import secrets
 import threading
 import time
 from email.utils import formatdate
@@ -39,9 +40,17 @@ PROFILES = {
 
 
 def access_jwt(ttl: int = 1800, sub: str = "1", lifetime: int = 1800) -> str:
-    """Return a JWT expiring in `ttl` seconds out of a `lifetime`-second life."""
+    """Return a JWT expiring in `ttl` seconds out of a `lifetime`-second life.
+
+    Each one is new (a random `jti`): two made in the same second never compare equal.
+    """
     now = int(time.time())
-    claims = {"sub": sub, "iat": now + ttl - lifetime, "exp": now + ttl}
+    claims = {
+        "sub": sub,
+        "iat": now + ttl - lifetime,
+        "exp": now + ttl,
+        "jti": secrets.token_hex(6),
+    }
     return jwt.encode(claims, JWT_KEY, algorithm="HS256")
 
 

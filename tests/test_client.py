@@ -532,3 +532,44 @@ def test_the_adapter_builds_the_response_and_leaves_cookies_to_the_client():
     assert response.request is prepared
     assert len(response.cookies) == 0, "Set-Cookie is parsed by accounts/cookies.py only"
     assert response.json() == {"name": "Zoë"}
+
+
+class TestExactSession:
+    """The proxy's sender (accounts/client.py `_ExactSession`): exactly what it was given."""
+
+    @pytest.mark.parametrize(
+        "kwargs",
+        [{"json": {"a": 1}}, {"allow_redirects": True}, {"stream": False}, {"params": {"a": "1"}}],
+    )
+    def test_refuses_what_it_cannot_send_exactly(self, kwargs):
+        from accounts.client import _ExactSession
+
+        exact = _ExactSession(requests.Session())
+        with pytest.raises(TypeError, match="^_ExactSession sends a body of bytes and a ready"):
+            exact.request("GET", f"{fakes.BASE}/x", headers={}, timeout=1, **kwargs)
+
+    def test_sends_the_url_as_built_streamed_with_the_callers_timeout_and_no_proxies(self, backend):
+        from accounts.client import _ExactSession, _session
+
+        backend.post(f"{fakes.BASE}/items/%41", body="ok")
+        session = _session()
+        session.verify = "/etc/ssl/certs/ca-certificates.crt"
+        response = _ExactSession(session).request(
+            "POST",
+            f"{fakes.BASE}/items/%41",
+            params="q=%2F&r=1",
+            data=b"\xc3\xa9",
+            headers={"X-One": "1"},
+            timeout=(1.5, 2.5),
+        )
+
+        assert response.status_code == 200
+        sent = backend.calls[0].request
+        assert sent.url == f"{fakes.BASE}/items/%41?q=%2F&r=1"
+        assert sent.body == b"\xc3\xa9"
+        assert sent.headers["X-One"] == "1"
+        assert "Accept-Encoding" not in sent.headers
+        assert sent.req_kwargs["timeout"] == (1.5, 2.5)
+        assert sent.req_kwargs["stream"] is True
+        assert sent.req_kwargs["verify"] == "/etc/ssl/certs/ca-certificates.crt"
+        assert sent.req_kwargs["proxies"] == {}

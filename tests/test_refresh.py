@@ -1,9 +1,10 @@
 """Single-flight refresh (accounts/refresh.py): each refresh token is presented once."""
 
+import contextlib
 import logging
 import threading
 import time
-from concurrent.futures import wait
+from concurrent.futures import Future, wait
 
 import pytest
 import requests
@@ -559,3 +560,339 @@ def test_nothing_logged_holds_a_token(service, caplog):
     assert caplog.records
     for secret in ("refresh-secret-1", "refresh-secret-2", access):
         assert secret not in caplog.text
+
+
+# --- outcome()'s edges: one call per request, lost claims, never waiting, backoff -----
+
+
+def finished_later(seconds: float, value=None):
+    """A Future that a timer thread completes with `value` after `seconds`."""
+    future = Future()
+    timer = threading.Timer(seconds, future.set_result, args=(value,))
+    timer.start()
+    return future, timer
+
+
+def test_a_request_whose_own_call_crashed_does_not_start_another(service, monkeypatch):
+    """One attempt per request: the claim this request made crashed and left no entry."""
+    crashed = Future()
+    crashed.set_exception(RuntimeError("pool thread died"))
+    claims = {key(): refresh.Claim(key=key(), future=crashed)}
+    started = []
+    monkeypatch.setattr(refresh, "start", lambda *a, **kw: started.append(kw))
+
+    with pytest.raises(BackendUnavailable, match="^the refresh call did not reach the backend$"):
+        refresh.outcome(
+            "refresh-1", binding=BINDING, keep_for=600, deadline=time.monotonic() + 1, claims=claims
+        )
+    assert started == []
+    assert sent_refresh_tokens(service) == []
+
+
+def test_a_call_that_crashed_and_released_its_claim_is_not_started_again(service, monkeypatch):
+    """The call this outcome() started crashed after releasing its claim: no second call."""
+    calls = []
+
+    def crash(refresh_token, key_, entry, keep_for):
+        calls.append(refresh_token)
+        refresh.cache.delete(key_)
+        raise RuntimeError("crashed after releasing the claim")
+
+    monkeypatch.setattr(refresh, "_call_backend", crash)
+    with pytest.raises(BackendUnavailable, match="^the refresh call did not reach the backend$"):
+        run(wait=2)
+    assert calls == ["refresh-1"]
+
+
+def test_the_cache_counts_as_unavailable_after_exactly_max_lost_claims(service, monkeypatch):
+    """A claim lost MAX_LOST_CLAIMS times to an entry nobody can read: give up, never spin."""
+    tries = []
+    monkeypatch.setattr(refresh, "start", lambda *a, **kw: tries.append(kw))
+
+    with pytest.raises(BackendUnavailable, match="^the cache neither holds nor takes"):
+        run(wait=2)
+    assert len(tries) == refresh.MAX_LOST_CLAIMS == 3
+
+
+def test_without_a_deadline_the_own_running_call_is_not_waited_for(service):
+    """deadline=None: the request's own call still running raises RefreshPending at once."""
+    future, timer = finished_later(0.5, refresh.Outcome(state=refresh.OK))
+    claims = {key(): refresh.Claim(key=key(), future=future)}
+    try:
+        with pytest.raises(RefreshPending, match="^the refresh is still running; try again$"):
+            refresh.outcome(
+                "refresh-1", binding=BINDING, keep_for=600, deadline=None, claims=claims
+            )
+        assert not future.done()  # it did not wait for the call
+    finally:
+        timer.join()
+
+
+def test_a_spent_deadline_does_not_wait_for_the_own_call(service):
+    future, timer = finished_later(0.5, refresh.Outcome(state=refresh.OK))
+    claims = {key(): refresh.Claim(key=key(), future=future)}
+    try:
+        with pytest.raises(RefreshPending, match="still running"):
+            refresh.outcome(
+                "refresh-1",
+                binding=BINDING,
+                keep_for=600,
+                deadline=time.monotonic() - 5,
+                claims=claims,
+            )
+        assert not future.done()
+    finally:
+        timer.join()
+
+
+def test_someone_elses_call_is_polled_with_a_growing_capped_delay(service, monkeypatch):
+    """Polling a pending entry: 10 ms, then x1.5 each time, never more than 250 ms."""
+    refresh.cache.set(key(), pending(time.time()), 60)
+    refresh.cache.set(f"{key()}:alive", 1, 60)
+    me = threading.current_thread()
+    slept = []
+    real_sleep = time.sleep
+
+    def recording_sleep(seconds):
+        if threading.current_thread() is me:
+            slept.append(seconds)
+        real_sleep(seconds)
+
+    monkeypatch.setattr(refresh.time, "sleep", recording_sleep)
+    with pytest.raises(RefreshPending, match="^the refresh is still running; try again$"):
+        run(wait=1.5)
+    expected = [0.01 * 1.5**n for n in range(9)]
+    assert slept[:9] == pytest.approx([min(d, 0.25) for d in expected])
+    assert max(slept) == pytest.approx(0.25)
+    assert sum(slept) == pytest.approx(1.5, abs=0.2)
+
+
+@pytest.fixture
+def cache_timeouts(monkeypatch):
+    """{cache key: the timeout of its last add/set} for the refresh module's cache."""
+    timeouts = {}
+
+    class RecordingCache:
+        def __init__(self, real):
+            self.real = real
+
+        def add(self, k, value, timeout=None, **kw):
+            timeouts[k] = timeout
+            return self.real.add(k, value, timeout, **kw)
+
+        def set(self, k, value, timeout=None, **kw):
+            timeouts[k] = timeout
+            return self.real.set(k, value, timeout, **kw)
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+    monkeypatch.setattr(refresh, "cache", RecordingCache(refresh.cache))
+    return timeouts
+
+
+@pytest.mark.parametrize(
+    ("answer", "state"),
+    [
+        ({"status": 200}, refresh.OK),
+        ({"status": 401, "json": {"message": "reused"}}, refresh.REFUSED),
+        ({"body": requests.ReadTimeout()}, refresh.UNKNOWN),
+        ({"body": RuntimeError("adapter bug")}, refresh.UNKNOWN),
+    ],
+    ids=["ok", "refused", "timeout", "crash"],
+)
+def test_every_outcome_is_stored_under_the_claim_for_keep_for(
+    service, locmem_cache, cache_timeouts, answer, state
+):
+    """The claim and its outcome, whatever it is, live as long as the caller says."""
+    if state == refresh.OK:
+        fakes.stub_refresh(service)
+        fakes.stub_me(service)
+    else:
+        service.post(f"{fakes.BASE}/auth/refresh", **answer)
+    assert run().state == state
+    stored = locmem_cache.get(key())
+    assert stored["state"] == state
+    assert stored["binding"] == BINDING  # the claim's fields are kept with the outcome
+    assert stored["finished_at"] == pytest.approx(time.time(), abs=5)
+    assert cache_timeouts[key()] == 600
+
+
+class FrozenWallClock:
+    """`refresh.time` with time() fixed at `now` (monotonic and sleep stay real)."""
+
+    def __init__(self, now: float):
+        self.now = now
+
+    def time(self) -> float:
+        return self.now
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+
+@pytest.mark.parametrize(("queued", "warned"), [(1.0, False), (0.2, False), (2.25, True)])
+def test_a_call_that_waited_for_a_pool_thread_says_so(service, monkeypatch, caplog, queued, warned):
+    """More than POOL_WAIT_WARNING (1 s) between claim and call: the log names the setting."""
+    fakes.stub_refresh(service)
+    fakes.stub_me(service)
+    now = time.time()
+    monkeypatch.setattr(refresh, "time", FrozenWallClock(now))
+    entry = {**pending(now - queued), "replaced_access": None}
+    # In the pool, as start() runs it: the pool's thread has its own connections to close.
+    refresh._executor().submit(refresh._call_backend, "refresh-1", key(), entry, 600).result()
+    warning = "A refresh waited 2.2 s for a pool thread; raise AUTH_REFRESH_POOL_SIZE"
+    assert (warning in caplog.messages) is warned
+    assert any("pool thread" in m for m in caplog.messages) is warned
+
+
+@pytest.mark.parametrize(
+    ("answer", "level", "message"),
+    [
+        (
+            {"status": 401, "json": {"message": "reused"}},
+            logging.INFO,
+            "The backend refused a refresh token",
+        ),
+        (
+            {"body": requests.ReadTimeout()},
+            logging.WARNING,
+            "Refresh outcome unknown (POST /auth/refresh: ReadTimeout); its session will end",
+        ),
+        (
+            {"body": fakes.connection_refused()},
+            logging.WARNING,
+            "Refresh never reached the backend (POST /auth/refresh: ConnectionError);"
+            " may be retried",
+        ),
+    ],
+    ids=["refused", "unknown", "never-sent"],
+)
+def test_each_ending_of_a_call_is_logged_once(service, caplog, answer, level, message):
+    caplog.set_level(logging.INFO, logger="accounts.refresh")
+    service.post(f"{fakes.BASE}/auth/refresh", **answer)
+    with contextlib.suppress(BackendUnavailable):
+        run()
+    logged = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "accounts.refresh"]
+    assert logged.count((level, message)) == 1
+
+
+# --- the sealed outcome: its key, and the cookies it gives back ---------------------
+
+
+def independent_fernet(material: bytes, info: bytes, salt: bytes):
+    """HKDF-SHA256 -> Fernet, written out here rather than taken from accounts/record.py."""
+    import base64
+
+    from cryptography.fernet import Fernet
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(material)
+    return Fernet(base64.urlsafe_b64encode(key))
+
+
+@pytest.mark.parametrize("token", ["refresh-1", "\udcff-lone-surrogate"])
+def test_the_outcome_key_is_hkdf_of_the_token_salted_by_secret_key(settings, token):
+    """Only a holder of the spent token and of SECRET_KEY can open what was sealed for it."""
+    import hashlib
+
+    from cryptography.fernet import InvalidToken
+
+    settings.SECRET_KEY = "k" * 50
+    sealed = refresh._fernet(token).encrypt(b"the new pair")
+    salt = hashlib.sha256(settings.SECRET_KEY.encode()).digest()
+    material = token.encode("utf-8", "surrogatepass")
+    assert independent_fernet(material, b"accounts.refresh.outcome", salt).decrypt(sealed) == (
+        b"the new pair"
+    )
+    for other in (
+        independent_fernet(material, b"accounts.refresh.outcome", hashlib.sha256(b"x").digest()),
+        independent_fernet(material, b"another purpose", salt),
+        independent_fernet(b"refresh-2", b"accounts.refresh.outcome", salt),
+    ):
+        with pytest.raises(InvalidToken):
+            other.decrypt(sealed)
+
+
+def test_sealed_cookies_come_back_with_their_remaining_life_and_path(monkeypatch):
+    from datetime import UTC, datetime
+
+    from accounts.cookies import BackendCookie
+
+    fernet = refresh._fernet("refresh-1")
+    sealed = refresh._seal(
+        fernet,
+        [
+            BackendCookie(name="access_token", value="a2", max_age=120, path="/"),
+            BackendCookie(name="refresh_token", value="r2", path="/auth/refresh"),
+            BackendCookie(name="old", value="", max_age=0),
+            BackendCookie(
+                name="dated", value="d", expires=datetime.fromtimestamp(time.time() + 50, UTC)
+            ),
+        ],
+        None,
+    )
+    later = time.time() + 30
+    monkeypatch.setattr(refresh, "time", FrozenWallClock(later))
+    cookies, profile = refresh._unseal("refresh-1", sealed)
+
+    by_name = {c.name: c for c in cookies}
+    assert [c.name for c in cookies] == ["access_token", "refresh_token", "old", "dated"]
+    assert by_name["access_token"].value == "a2"
+    assert by_name["access_token"].max_age in (89, 90)  # 120 s issued, 30 s ago
+    assert by_name["access_token"].path == "/"
+    assert by_name["refresh_token"].max_age is None  # a session cookie stays one
+    assert by_name["refresh_token"].path == "/auth/refresh"
+    assert by_name["old"].max_age == 0 and by_name["old"].deletes
+    assert by_name["dated"].max_age in (19, 20)
+    assert profile is None
+
+
+def test_a_sealed_cookie_past_its_expiry_comes_back_with_one_second_not_zero(monkeypatch):
+    """Zero would delete it: a cookie that expired while sealed gets the shortest life instead."""
+    from accounts.cookies import BackendCookie
+
+    sealed = refresh._seal(
+        refresh._fernet("refresh-1"),
+        [BackendCookie(name="access_token", value="a2", max_age=10)],
+        None,
+    )
+    monkeypatch.setattr(refresh, "time", FrozenWallClock(time.time() + 60))
+    (cookie,), _ = refresh._unseal("refresh-1", sealed)
+    assert cookie.max_age == 1
+
+
+class TestPeekRoundsAndGrace:
+    def test_reads_only_its_own_round(self, service, locmem_cache):
+        fakes.stub_refresh(service)
+        fakes.stub_me(service)
+        assert run(round_=1).state == refresh.OK
+        assert refresh.peek("refresh-1", binding=BINDING) is None
+        assert refresh.peek("refresh-1", binding=BINDING, round_=1).state == refresh.OK
+
+    def test_gives_a_finished_outcome_to_its_session_only_after_the_grace(
+        self, service, locmem_cache
+    ):
+        fakes.stub_refresh(service)
+        fakes.stub_me(service)
+        run()
+        entry = locmem_cache.get(key())
+        locmem_cache.set(key(), {**entry, "finished_at": time.time() - 21}, 600)
+        assert refresh.peek("refresh-1", binding=BINDING).state == refresh.OK
+        assert refresh.peek("refresh-1", binding="another").state == refresh.FOREIGN
+
+    def test_each_refusal_to_hand_over_the_pair_is_logged(self, service, locmem_cache, caplog):
+        fakes.stub_refresh(service)
+        fakes.stub_me(service)
+        run()
+        entry = locmem_cache.get(key())
+        locmem_cache.set(key(), {**entry, "finished_at": time.time() - 21}, 600)
+        assert refresh.peek("refresh-1", binding="another").state == refresh.FOREIGN
+        locmem_cache.set(key(), {**entry, "sealed": b"not a fernet token"}, 600)
+        assert refresh.peek("refresh-1", binding=BINDING).state == refresh.UNKNOWN
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert warnings == [
+            "A spent refresh token was presented by another session",
+            "An unreadable refresh outcome; its session will end",
+        ]

@@ -11,12 +11,14 @@ from concurrent.futures import wait
 from dataclasses import replace
 
 import pytest
+import responses
 from django.contrib.auth import SESSION_KEY
 from django.contrib.auth.models import AnonymousUser
 from django.http import HttpResponse
 from django.test import Client
 
 from accounts import refresh
+from accounts import state as state_module
 from accounts.client import Tokens
 from accounts.cookies import BackendCookie
 from accounts.exceptions import SessionEnded
@@ -296,6 +298,49 @@ class TestLateTab:
         assert response.cookies["refresh_token"].value == f"refresh-{1 + rounds}"
         assert len(calls_to(backend, "/auth/refresh")) == rounds
 
+    def test_an_older_pair_gets_the_current_one_after_the_grace_window_too(
+        self, signed_in, backend, settings
+    ):
+        """The grace window is for other sessions; this session's own outcome is kept."""
+        old = fakes.access_jwt()
+        client = signed_in(access=old)
+        current = self.refreshed(client, backend)
+        settings.AUTH_REFRESH_GRACE = 0
+        client.cookies["access_token"], client.cookies["refresh_token"] = old, "refresh-1"
+
+        response = client.get("/dashboard/")
+
+        assert response.status_code == 200
+        assert response.cookies["access_token"].value == current
+        assert response.cookies["refresh_token"].value == "refresh-2"
+
+    def test_a_late_tab_then_refreshes_with_the_current_refresh_token(self, signed_in, backend):
+        """The late tab's request carries on with the current pair: a 401 on its proxied
+        call refreshes with the current refresh token, never the spent one."""
+        old = fakes.access_jwt()
+        client = signed_in(access=old)
+        current = self.refreshed(client, backend)
+        newest = fakes.access_jwt()
+        backend.remove(responses.GET, f"{fakes.BASE}/users/me")
+        fakes.stub_me_by_token(backend, {newest: "admin"})
+        fakes.stub_refresh(backend, access=newest, refresh="refresh-3")
+        client.cookies["access_token"], client.cookies["refresh_token"] = old, "refresh-1"
+
+        response = client.get("/api/users/me")
+
+        assert response.status_code == 200
+        assert sent_refresh_tokens(backend) == ["refresh-1", "refresh-2"]
+        proxied = [fakes.sent_token(c.request) for c in calls_to(backend, "/users/me")[1:]]
+        assert proxied == [current, newest, newest]  # the current pair, then its successor
+        assert response.cookies["refresh_token"].value == "refresh-3"
+
+    def test_a_tab_more_rounds_behind_than_the_chain_limit_is_foreign(self, signed_in, backend):
+        old = fakes.access_jwt()
+        client = signed_in(access=old)
+        self.refreshed(client, backend, rounds=state_module.MAX_CHAIN + 1)
+        client.cookies["access_token"], client.cookies["refresh_token"] = old, "refresh-1"
+        assert_signed_out(client, client.get("/dashboard/"))
+
     def test_a_pair_collected_midway_through_a_chain_gets_the_current_one(self, signed_in, backend):
         client = signed_in(access=fakes.access_jwt(ttl=-10))
         midway = fakes.access_jwt(ttl=-5)
@@ -336,6 +381,42 @@ class TestLateTab:
         assert "refresh_token" not in response.cookies
         assert SESSION_KEY in client.session
         assert len(calls_to(backend, "/auth/refresh")) == 1
+
+    def test_a_non_rotating_backends_older_access_after_the_grace_window(
+        self, signed_in, backend, settings
+    ):
+        old, new = fakes.access_jwt(ttl=-10), fakes.access_jwt()
+        client = signed_in(access=old)
+        fakes.stub_refresh(backend, access=new, refresh="refresh-1")
+        fakes.stub_me(backend)
+        client.get("/dashboard/")
+        settings.AUTH_REFRESH_GRACE = 0
+        client.cookies["access_token"] = old
+
+        response = client.get("/dashboard/")
+
+        assert response.status_code == 200
+        assert response.cookies["access_token"].value == new
+
+    def test_a_non_rotating_backends_tab_one_round_behind_after_two_rounds(
+        self, signed_in, backend
+    ):
+        """Rounds 0 -> 1 -> 2 on one refresh token: a tab holding round 1's access token
+        gets round 2's (the outcome of round 1 replaced it)."""
+        first, second, third = (fakes.access_jwt(ttl=t) for t in (-10, -5, 1800))
+        client = signed_in(access=first)
+        fakes.stub_refresh(backend, access=second, refresh="refresh-1")
+        fakes.stub_refresh(backend, access=third, refresh="refresh-1")
+        fakes.stub_me(backend)
+        client.get("/dashboard/")
+        assert record_of(client).round == 2
+        client.cookies["access_token"] = second
+
+        response = client.get("/dashboard/")
+
+        assert response.status_code == 200
+        assert response.cookies["access_token"].value == third
+        assert len(calls_to(backend, "/auth/refresh")) == 2
 
     def test_a_non_rotating_backends_late_tab_without_its_access_cookie_gets_the_current_one(
         self, signed_in, backend
