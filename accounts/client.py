@@ -562,7 +562,7 @@ def _body_tokens(answer: BackendAnswer, path: str) -> list[BackendCookie]:
     """
     data = answer.data
     if not isinstance(data, dict):
-        raise _answered_unusable(f"POST {path} answered no JSON object")
+        raise BackendProtocolError(f"POST {path} answered no JSON object")
     issued = []
     for field, name, lifetime in (
         (conf.body_access_field, conf.access_cookie, conf.body_access_lifetime),
@@ -572,7 +572,7 @@ def _body_tokens(answer: BackendAnswer, path: str) -> list[BackendCookie]:
         if value is None:
             continue  # a refresh that does not rotate has no new refresh token
         if not isinstance(value, str) or not value or not COOKIE_VALUE.match(value):
-            raise _answered_unusable(f"POST {path} answered an unusable {field!r}")
+            raise BackendProtocolError(f"POST {path} answered an unusable {field!r}")
         issued.append(BackendCookie(name, value, max_age=_lifetime(value, lifetime)))
     return issued
 
@@ -584,13 +584,6 @@ def _lifetime(token: str, default: int) -> int:
         # cookie only has to outlive it.
         return max(0, math.ceil(clock.local(float(exp)) - time.time()))
     return int(default)
-
-
-def _answered_unusable(message: str) -> BackendProtocolError:
-    # The backend answered a token call: it may have spent the token all the same.
-    failure = BackendProtocolError(message)
-    failure.maybe_processed = True
-    return failure
 
 
 def _read_capped(response: requests.Response, limit: int, what: str) -> bytes:

@@ -48,6 +48,14 @@ class TestTokensInTheBody:
         assert issued["access_token"].max_age == 1800  # AUTH_BODY_ACCESS_LIFETIME: no exp
         assert issued["refresh_token"].value == "r-2"
 
+    def test_a_field_left_out_is_skipped_and_the_next_one_still_read(self, body):
+        from accounts.client import BackendAnswer, _body_tokens
+
+        answer = BackendAnswer(200, b'{"refreshToken": "r-2"}', {}, [])
+        assert [(c.name, c.value) for c in _body_tokens(answer, "/auth/refresh")] == [
+            ("refresh_token", "r-2")
+        ]
+
     def test_a_refresh_without_rotation_hands_out_the_access_token_only(self, body):
         body.post(f"{fakes.BASE}/auth/refresh", json={"accessToken": fakes.access_jwt()})
         assert [c.name for c in AuthApiClient().refresh("r-1")] == ["access_token"]
@@ -69,6 +77,7 @@ class TestTokensInTheBody:
             {"json": {"ok": True}},
             {"json": {"accessToken": 42, "refreshToken": "r"}},
             {"json": {"accessToken": "has space", "refreshToken": "r"}},
+            {"json": {"accessToken": "a", "refreshToken": "has space"}},
             {"json": {"accessToken": "", "refreshToken": "r"}},
             {"json": ["accessToken"]},
             {"body": "<html>not json</html>"},
