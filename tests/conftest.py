@@ -107,6 +107,8 @@ def settle(backend, locmem_cache, monkeypatch):
     monkeypatch.setattr(refresh, "start", recorded)
     yield futures
     wait(futures, timeout=30)
+    # A mark still held would be renewed by the keeper in the next test's cache.
+    assert not refresh._keeper._held, "a refresh's alive mark was never released"
 
 
 @pytest.fixture

@@ -596,6 +596,7 @@ def test_a_call_that_crashed_and_released_its_claim_is_not_started_again(service
     def crash(refresh_token, key_, entry, keep_for):
         calls.append(refresh_token)
         refresh.cache.delete(key_)
+        refresh._keeper.release(f"{key_}:alive")  # as the real call's `finally` does
         raise RuntimeError("crashed after releasing the claim")
 
     monkeypatch.setattr(refresh, "_call_backend", crash)
