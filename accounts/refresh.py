@@ -67,7 +67,9 @@ class Outcome:
     """What became of one refresh token: `state`, and for `ok` the new pair.
 
     `own` is true when the caller's own call made it, just now (taken from the
-    call's future, not read from the cache).
+    call's future, not read from the cache). `replaced_access` is set on an
+    outcome read from the cache, where a late tab's access token is checked
+    against it (accounts/state.py).
     """
 
     state: str
@@ -246,7 +248,7 @@ def _call_backend(refresh_token: str, key: str, entry: dict, keep_for: int) -> O
             **entry,
             "state": OK,
             "finished_at": time.time(),
-            "next_access": token_hash(new.access) if new.access else None,
+            "next_access": token_hash(new.access),  # refresh() answers none without one
             "next_refresh": token_hash(new.refresh or refresh_token),
         }
         # The new pair is stored before anything else can fail: the backend
@@ -256,13 +258,7 @@ def _call_backend(refresh_token: str, key: str, entry: dict, keep_for: int) -> O
         profile = _profile_with(new)
         if profile is not None:
             cache.set(key, {**done, "sealed": _seal(fernet, cookies, profile)}, keep_for)
-        return Outcome(
-            state=OK,
-            cookies=tuple(cookies),
-            profile=profile,
-            replaced_access=entry.get("replaced_access"),
-            own=True,
-        )
+        return Outcome(state=OK, cookies=tuple(cookies), profile=profile, own=True)
     finally:
         _keeper.release(alive)
         close_old_connections()
