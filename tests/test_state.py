@@ -21,7 +21,7 @@ from accounts import refresh
 from accounts import state as state_module
 from accounts.client import Tokens
 from accounts.cookies import BackendCookie
-from accounts.exceptions import SessionEnded
+from accounts.exceptions import BackendUnavailable, RefreshPending, SessionEnded
 from accounts.models import UserProfile
 from accounts.record import SESSION_KEY as RECORD_KEY
 from accounts.record import TokenRecord, token_hash
@@ -715,3 +715,62 @@ class TestDirectly:
         state.finish(response)
         assert not response.cookies
         assert request.session[RECORD_KEY]["refresh_hash"] == token_hash("refresh-1")
+
+    def test_renew_claims_under_the_sessions_binding_for_the_refresh_tokens_life(
+        self, make, backend, locmem_cache
+    ):
+        fakes.stub_refresh(backend, refresh="refresh-2")
+        fakes.stub_me(backend)
+        request = make()
+        state = TokenState.of(request)
+        record = state.load()
+        seen = {}
+        outcome = refresh.outcome
+
+        def recording(*args, **kwargs):
+            seen.update(kwargs)
+            return outcome(*args, **kwargs)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(refresh, "outcome", recording)
+            state.renew()
+
+        assert seen["binding"] == record.binding
+        assert seen["keep_for"] == record.keep_outcome_for() > 0
+        assert seen["claims"] is state._claims
+        stored = locmem_cache.get(refresh.entry_key(token_hash("refresh-1")))
+        assert stored["binding"] == record.binding
+
+    def test_one_failed_renewal_per_request(self, make, backend, monkeypatch):
+        """A transient failure is remembered: the same request never tries again."""
+        calls = []
+
+        def unavailable(*args, **kwargs):
+            calls.append(kwargs)
+            raise BackendUnavailable("the cache neither holds nor takes the refresh claim")
+
+        monkeypatch.setattr(refresh, "outcome", unavailable)
+        state = TokenState.of(make())
+        for _ in range(2):
+            with pytest.raises(BackendUnavailable, match="neither holds nor takes"):
+                state.renew()
+        assert len(calls) == 1
+
+    def test_a_chain_longer_than_max_chain_is_pending(self, make, backend):
+        for n in range(2, 8):
+            fakes.stub_refresh(backend, access=fakes.access_jwt(ttl=-5), refresh=f"refresh-{n}")
+        state = TokenState.of(make())
+        with pytest.raises(RefreshPending, match="^too many refreshes in a row; try again$"):
+            state.renew()
+        assert len(calls_to(backend, "/auth/refresh")) == state_module.MAX_CHAIN
+
+    def test_a_spent_token_of_another_session_ends_this_one_as_foreign(
+        self, make, backend, caplog, monkeypatch
+    ):
+        monkeypatch.setattr(
+            refresh, "outcome", lambda *a, **kw: refresh.Outcome(state=refresh.FOREIGN)
+        )
+        with pytest.raises(SessionEnded) as info:
+            TokenState.of(make()).renew()
+        assert info.value.reason == "foreign_cookies"
+        assert "Session of backend user 1 ended: foreign_cookies" in caplog.messages
