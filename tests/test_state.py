@@ -592,6 +592,8 @@ class TestDirectly:
             "refresh_token": "r-2",
         }
         assert request.session[RECORD_KEY]["refresh_hash"] == token_hash("r-2")
+        assert request.session[RECORD_KEY]["user_id"] == ADMIN.id  # whom later profiles must match
+        assert state.tokens == Tokens(access="acc-2", refresh="r-2")
         assert 3590 <= request.session.get_expiry_age() <= 3600
 
     @pytest.mark.parametrize(("same_binding", "kept"), [(True, 2), (False, 0)])
