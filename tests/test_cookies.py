@@ -239,3 +239,36 @@ class TestDelete:
         for line in lines:
             assert "Domain=.example.org" in line
             assert "SameSite=Strict" in line
+
+
+class TestParseEdges:
+    def test_a_value_may_hold_equals_signs(self):
+        """Base64 padding: the name ends at the first `=`, the value keeps the rest."""
+        cookie = parse_set_cookie("access_token=abc==; Path=/x=y")
+        assert (cookie.name, cookie.value, cookie.path) == ("access_token", "abc==", "/x=y")
+
+    def test_only_the_quotes_around_a_value_are_dropped(self):
+        assert parse_set_cookie('refresh_token="XabcX"').value == "XabcX"
+
+    def test_a_header_of_exactly_the_limit_is_read(self):
+        name = "access_token="
+        header = name + "a" * (cookies.MAX_COOKIE_LENGTH - len(name))
+        assert parse_set_cookie(header).value == "a" * (cookies.MAX_COOKIE_LENGTH - len(name))
+        with pytest.raises(CookieParseError, match="^header too long$"):
+            parse_set_cookie(header + "a")
+
+    @pytest.mark.parametrize(
+        ("header", "message"),
+        [
+            ("=value", "missing or invalid cookie name"),
+            ("no-equals-sign", "missing or invalid cookie name"),
+            ("access_token=a b", "invalid characters in the value of access_token"),
+            ("access_token=a; Max-Age=soon", "invalid Max-Age on access_token"),
+            ("access_token=a; Expires=never", "unreadable Expires date"),
+        ],
+    )
+    def test_each_refusal_says_why_without_the_value(self, header, message, caplog):
+        with pytest.raises(CookieParseError, match=f"^{message}$"):
+            parse_set_cookie(header)
+        assert parse_set_cookies([header]) == []
+        assert caplog.messages == [f"Skipped a Set-Cookie header from the auth backend: {message}"]
