@@ -573,3 +573,39 @@ class TestExactSession:
         assert sent.req_kwargs["stream"] is True
         assert sent.req_kwargs["verify"] == "/etc/ssl/certs/ca-certificates.crt"
         assert sent.req_kwargs["proxies"] == {}
+
+
+class TestBackendSession:
+    """Every other call (accounts/client.py `_BackendSession`): what reaches the adapter."""
+
+    def test_a_call_is_streamed_with_the_timeout_and_the_sessions_tls_settings(
+        self, backend, settings
+    ):
+        settings.AUTH_BACKEND_TIMEOUT = 2.5
+        settings.AUTH_BACKEND_CONNECT_TIMEOUT = 0.5
+        backend.get(f"{fakes.BASE}/users/me", json=fakes.PROFILES["admin"])
+        client = AuthApiClient()
+        client.session.verify = "/etc/ssl/certs/ca-certificates.crt"
+        client.session.cert = ("/tmp/client.pem", "/tmp/client.key")
+        client.me(Tokens(access="a-1", refresh="r-1"))
+
+        sent = backend.calls[0].request
+        assert sent.method == "GET"
+        assert sent.req_kwargs["timeout"] == (0.5, 2.5)
+        assert sent.req_kwargs["stream"] is True
+        assert sent.req_kwargs["verify"] == "/etc/ssl/certs/ca-certificates.crt"
+        assert sent.req_kwargs["cert"] == ("/tmp/client.pem", "/tmp/client.key")
+
+    def test_redirects_are_refused_before_anything_is_sent(self, backend):
+        from accounts.client import _session
+
+        with pytest.raises(ValueError, match="^calls to the auth backend never follow redirects$"):
+            _session().request("GET", f"{fakes.BASE}/x", allow_redirects=True)
+        assert len(backend.calls) == 0
+
+    def test_a_lower_case_method_goes_out_upper_case(self, backend):
+        from accounts.client import _session
+
+        backend.post(f"{fakes.BASE}/x", body="ok")
+        _session().request("post", f"{fakes.BASE}/x")
+        assert backend.calls[0].request.method == "POST"
