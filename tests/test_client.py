@@ -586,7 +586,7 @@ class TestBackendSession:
         backend.get(f"{fakes.BASE}/users/me", json=fakes.PROFILES["admin"])
         client = AuthApiClient()
         client.session.verify = "/etc/ssl/certs/ca-certificates.crt"
-        client.session.cert = ("/tmp/client.pem", "/tmp/client.key")
+        client.session.cert = ("certs/client.pem", "certs/client.key")
         client.me(Tokens(access="a-1", refresh="r-1"))
 
         sent = backend.calls[0].request
@@ -594,7 +594,7 @@ class TestBackendSession:
         assert sent.req_kwargs["timeout"] == (0.5, 2.5)
         assert sent.req_kwargs["stream"] is True
         assert sent.req_kwargs["verify"] == "/etc/ssl/certs/ca-certificates.crt"
-        assert sent.req_kwargs["cert"] == ("/tmp/client.pem", "/tmp/client.key")
+        assert sent.req_kwargs["cert"] == ("certs/client.pem", "certs/client.key")
 
     def test_redirects_are_refused_before_anything_is_sent(self, backend):
         from accounts.client import _session
