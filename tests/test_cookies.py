@@ -272,3 +272,11 @@ class TestParseEdges:
             parse_set_cookie(header)
         assert parse_set_cookies([header]) == []
         assert caplog.messages == [f"Skipped a Set-Cookie header from the auth backend: {message}"]
+
+
+def test_a_deleted_cookie_does_not_stop_the_ones_after_it():
+    response = written(
+        ["access_token=; Max-Age=0; Path=/", "refresh_token=r-2; Max-Age=60; Path=/"]
+    )
+    assert response.cookies["access_token"]["max-age"] == 0
+    assert response.cookies["refresh_token"].value == "r-2"
