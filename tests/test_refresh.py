@@ -615,33 +615,22 @@ def test_the_cache_counts_as_unavailable_after_exactly_max_lost_claims(service, 
     assert len(tries) == refresh.MAX_LOST_CLAIMS == 3
 
 
-def test_without_a_deadline_the_own_running_call_is_not_waited_for(service):
-    """deadline=None: the request's own call still running raises RefreshPending at once."""
+@pytest.mark.parametrize("deadline", [None, -5], ids=["no-deadline", "spent-deadline"])
+def test_the_own_running_call_is_not_waited_for_without_budget(service, deadline):
+    """No deadline, or one already spent: the request's own running call raises RefreshPending
+    at once."""
     future, timer = finished_later(0.5, refresh.Outcome(state=refresh.OK))
     claims = {key(): refresh.Claim(key=key(), future=future)}
     try:
         with pytest.raises(RefreshPending, match="^the refresh is still running; try again$"):
             refresh.outcome(
-                "refresh-1", binding=BINDING, keep_for=600, deadline=None, claims=claims
-            )
-        assert not future.done()  # it did not wait for the call
-    finally:
-        timer.join()
-
-
-def test_a_spent_deadline_does_not_wait_for_the_own_call(service):
-    future, timer = finished_later(0.5, refresh.Outcome(state=refresh.OK))
-    claims = {key(): refresh.Claim(key=key(), future=future)}
-    try:
-        with pytest.raises(RefreshPending, match="still running"):
-            refresh.outcome(
                 "refresh-1",
                 binding=BINDING,
                 keep_for=600,
-                deadline=time.monotonic() - 5,
+                deadline=None if deadline is None else time.monotonic() + deadline,
                 claims=claims,
             )
-        assert not future.done()
+        assert not future.done()  # it did not wait for the call
     finally:
         timer.join()
 

@@ -302,6 +302,18 @@ NEXT = st.one_of(
 )
 
 
+def sign_in_with_next(settings, target: str):
+    """Sign in (the backend stubbed) with `next=target`; return the answer."""
+    settings.API_BASEURL = fakes.BASE
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as backend:
+        fakes.stub_login(backend)
+        fakes.stub_me(backend)
+        response = Client().post(
+            "/accounts/login/", {"email": "admin@example.com", "password": "pw", "next": target}
+        )
+    return response
+
+
 @pytest.mark.parametrize(
     ("target", "expected"),
     [
@@ -312,26 +324,14 @@ NEXT = st.one_of(
     ],
 )
 def test_next_is_sent_as_judged(db, settings, target, expected):
-    settings.API_BASEURL = fakes.BASE
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as backend:
-        fakes.stub_login(backend)
-        fakes.stub_me(backend)
-        response = Client().post(
-            "/accounts/login/", {"email": "admin@example.com", "password": "pw", "next": target}
-        )
+    response = sign_in_with_next(settings, target)
     assert response["Location"] == expected
 
 
 @PROPERTY
 @given(target=NEXT)
 def test_no_next_value_redirects_off_host(db, settings, target):
-    settings.API_BASEURL = fakes.BASE
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as backend:
-        fakes.stub_login(backend)
-        fakes.stub_me(backend)
-        response = Client().post(
-            "/accounts/login/", {"email": "admin@example.com", "password": "pw", "next": target}
-        )
+    response = sign_in_with_next(settings, target)
     assert response.status_code == 302
     location = response["Location"]
     parts = urlsplit(location)
