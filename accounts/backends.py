@@ -7,10 +7,18 @@ from contextvars import ContextVar
 from django.contrib.auth.backends import BaseBackend
 from django.http import HttpRequest
 
+from . import cookies
 from .client import Tokens, get_client
 from .conf import conf
-from .exceptions import AccessRefused, BackendError, BackendProtocolError, InvalidCredentials
+from .exceptions import (
+    AccessRefused,
+    BackendError,
+    BackendProtocolError,
+    CookieTooLarge,
+    InvalidCredentials,
+)
 from .models import User
+from .record import COOKIES
 from .state import TokenState
 from .throttle import client_ip
 
@@ -55,7 +63,8 @@ class AuthApiBackend(BaseBackend):
 
     Returns None for wrong credentials, so Django may try another backend.
     Raises `AccessRefused` for a valid account without an allowed role (its
-    fresh tokens revoked), and `Throttled`, `BackendUnavailable` or
+    fresh tokens revoked), `CookieTooLarge` in cookie mode for a token cookie
+    the browser would drop (revoked too), and `Throttled`, `BackendUnavailable` or
     `BackendProtocolError` when the backend cannot answer the question: an
     unreachable backend is not a wrong password.
     """
@@ -83,6 +92,19 @@ class AuthApiBackend(BaseBackend):
             _revoke(tokens)
             logger.info("Sign-in of backend user %s refused: no allowed role", profile.id)
             raise AccessRefused(profile.id)
+        too_large = cookies.too_large(issued) if conf.token_storage == COOKIES else []
+        if too_large:
+            _revoke(tokens)
+            name, size = too_large[0]
+            logger.error(
+                "Sign-in refused: the %s cookie would be %s bytes with its attributes, and "
+                "browsers drop cookies over %s bytes. Set AUTH_TOKEN_STORAGE=session to keep "
+                "the tokens on the server.",
+                name,
+                size,
+                cookies.BROWSER_LIMIT,
+            )
+            raise CookieTooLarge(name, size)
         user = User.objects.sync_from_profile(profile)
         if not self.user_can_authenticate(user):
             _revoke(tokens)

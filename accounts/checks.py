@@ -11,6 +11,7 @@ from .conf import conf
 
 TRANSPORTS = ("cookie", "bearer", "body")
 SAMESITE = (None, "Lax", "Strict", "None")
+STORAGES = ("cookies", "session")
 
 
 @register()
@@ -37,6 +38,14 @@ def check_auth_settings(app_configs=None, **kwargs):
                 f"AUTH_BACKEND_TOKEN_TRANSPORT is {conf.token_transport!r}.",
                 hint=f"Use one of {', '.join(TRANSPORTS)}.",
                 id="accounts.E003",
+            )
+        )
+    if conf.token_storage not in STORAGES:
+        errors.append(
+            Error(
+                f"AUTH_TOKEN_STORAGE is {conf.token_storage!r}.",
+                hint=f"Use one of {', '.join(STORAGES)}.",
+                id="accounts.E010",
             )
         )
     if urlsplit(conf.api_baseurl).scheme not in ("http", "https"):

@@ -264,6 +264,33 @@ SETTINGS = (
         "`manage.py revocations`)",
         "revocation_retry_interval",
     ),
+    # Where the tokens live, and the sessions built on them
+    Setting(
+        "AUTH_TOKEN_STORAGE",
+        "cookies",
+        "where a sign-in's tokens live: `cookies` (HttpOnly cookies in the browser) or "
+        "`session` (sealed in the server-side session; the browser holds only `sessionid`)",
+        "token_storage",
+    ),
+    Setting(
+        "AUTH_SESSION_TOUCH_INTERVAL",
+        60,
+        "seconds between writes of a session's last-seen time (the sessions page)",
+        "session_touch_interval",
+    ),
+    Setting(
+        "AUTH_BACKCHANNEL_SECRET",
+        None,
+        "shared secret (HS256) of back-channel sign-out tokens; unset: "
+        "`/accounts/backchannel-logout/` answers 404",
+        "backchannel_secret",
+    ),
+    Setting(
+        "AUTH_BACKCHANNEL_MAX_AGE",
+        120,
+        "seconds after its `iat` a back-channel sign-out token is accepted",
+        "backchannel_max_age",
+    ),
     Setting(
         "AUTH_TRUSTED_PROXY_COUNT",
         0,

@@ -29,6 +29,10 @@ logger = logging.getLogger(__name__)
 COOKIE_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 COOKIE_VALUE = re.compile(r'^"?[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]*"?$')
 MAX_COOKIE_LENGTH = 8192
+# Browsers keep a cookie of at most 4096 bytes, name, value and attributes
+# together (RFC 6265 §6.1's minimum, and what Chromium and Firefox enforce);
+# a longer one is dropped without a word.
+BROWSER_LIMIT = 4096
 
 
 class CookieParseError(ValueError):
@@ -141,6 +145,14 @@ def write(response: HttpResponseBase, cookies: Iterable[BackendCookie]) -> None:
             httponly=True,
             samesite=conf.cookie_samesite,
         )
+
+
+def too_large(cookies: Iterable[BackendCookie]) -> list[tuple[str, int]]:
+    """Return (name, size) of each cookie `write` would set that a browser would drop."""
+    probe = HttpResponseBase()
+    write(probe, [c for c in cookies if c.name in conf.token_cookies])
+    sizes = [(m.key, len(m.OutputString())) for m in probe.cookies.values() if m.value]
+    return [(name, size) for name, size in sizes if size > BROWSER_LIMIT]
 
 
 def delete(response: HttpResponseBase, names: Iterable[str], paths: Iterable[str] = ()) -> None:

@@ -4,7 +4,8 @@
   role…). Raised only after `accounts.signout.end_session` has run.
 - `BackendError`: the backend failed *transiently* or answered nonsense. Never
   a reason to sign anyone out: serve what can be served, 503 for the rest.
-- `InvalidCredentials`, `AccessRefused`: answers to a sign-in attempt.
+- `InvalidCredentials`, `AccessRefused`, `CookieTooLarge`: answers to a
+  sign-in attempt.
 
 The two families share no base class but `Exception`, so an `except
 BackendError` can never swallow the end of a session, whatever the order of
@@ -64,3 +65,12 @@ class InvalidCredentials(Exception):
 
 class AccessRefused(Exception):
     """A valid account whose roles share nothing with AUTH_ALLOWED_ROLES."""
+
+
+class CookieTooLarge(Exception):
+    """In cookie mode, a token cookie the browser would drop: over the size browsers keep."""
+
+    def __init__(self, name: str, size: int):
+        super().__init__(f"the {name} cookie would be {size} bytes")
+        self.name = name
+        self.size = size

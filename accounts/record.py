@@ -24,6 +24,9 @@ from .cookies import BackendCookie
 from .tokens import access_token_claims
 
 SESSION_KEY = "_auth_token_record"
+# Where a sign-in's pair is kept (AUTH_TOKEN_STORAGE): the browser's cookies,
+# or the session itself (accounts/vault.py).
+COOKIES, SESSION = "cookies", "session"
 _HASH_SALT = "accounts.record.token"
 
 
@@ -75,10 +78,17 @@ class TokenRecord:
     round: int = 0
     generation: int = 0
     cookie_paths: tuple[str, ...] = ()
+    storage: str = COOKIES
 
     @classmethod
     def issue(
-        cls, *, user_id: str, access: str | None, refresh: str, cookies: list[BackendCookie]
+        cls,
+        *,
+        user_id: str,
+        access: str | None,
+        refresh: str,
+        cookies: list[BackendCookie],
+        storage: str = COOKIES,
     ) -> "TokenRecord":
         """Return the record of a new sign-in's pair."""
         now = time.time()
@@ -91,6 +101,7 @@ class TokenRecord:
             access_lifetime=None,
             refresh_expires_at=None,
             validated_at=now,
+            storage=storage,
         )
         return record.renewed(access=access, refresh=refresh, cookies=cookies, generation=0)
 
@@ -175,6 +186,6 @@ class TokenRecord:
             record = cls(**{**value, "cookie_paths": tuple(value.get("cookie_paths", ()))})
         except TypeError:
             return None
-        if not record.refresh_hash or not record.binding:
+        if not record.refresh_hash or not record.binding or record.storage not in (COOKIES, SESSION):
             return None
         return record

@@ -12,8 +12,14 @@ password hash are compared as always. Saving an existing session is one
 UPDATE statement, not Django's transaction around the ORM's (three round
 trips); creating one, expiry and cycling the key are Django's store,
 unchanged, apart from writing the user id column.
+
+The row is also the index of a user's signed-in browsers (the sessions page,
+accounts/devices.py): where and when the sign-in happened is copied from the
+session's `SIGN_IN_KEY` entry at every save, and `last_seen` is written at
+most every AUTH_SESSION_TOUCH_INTERVAL seconds (`touch`).
 """
 
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from types import SimpleNamespace
 
@@ -23,9 +29,17 @@ from django.contrib.sessions.backends.db import SessionStore as DatabaseSessionS
 from django.db import DatabaseError, connections, router
 from django.utils import timezone
 
+from .conf import conf
+
+# The session entry a sign-in writes (accounts/devices.py): {"at": unix time,
+# "device": "Chrome 156 on Linux", "address": "203.0.113.9", "sid": backend id}.
+SIGN_IN_KEY = "_auth_sign_in"
+NEVER = datetime(1970, 1, 1, tzinfo=UTC)
+
 
 class SessionStore(DatabaseSessionStore):
     prefetched_user = None
+    last_seen: datetime | None = None
 
     @classmethod
     def get_model_class(cls):
@@ -36,7 +50,34 @@ class SessionStore(DatabaseSessionStore):
     def create_model_instance(self, data):
         instance = super().create_model_instance(data)
         instance.user_id = _user_id(data.get(SESSION_KEY))
+        sign_in = data.get(SIGN_IN_KEY)
+        if isinstance(sign_in, dict):
+            instance.signed_in_at = _moment(sign_in.get("at"))
+            instance.device = str(sign_in.get("device") or "")[:200]
+            instance.address = str(sign_in.get("address") or "")[:64]
+            instance.backend_sid = str(sign_in.get("sid") or "")[:128]
+        instance.last_seen = self.last_seen = timezone.now()
         return instance
+
+    def touch(self) -> None:
+        """Write `last_seen` if it is older than AUTH_SESSION_TOUCH_INTERVAL (one UPDATE).
+
+        A session saved during the request has it written already; one that
+        was never read from the database (`last_seen` unknown) is not touched.
+        """
+        if self.session_key is None or self.modified or self.last_seen is None:
+            return
+        now = timezone.now()
+        if now - self.last_seen < timedelta(seconds=conf.session_touch_interval):
+            return
+        connection = connections[router.db_for_write(self.model)]
+        params = [connection.ops.adapt_datetimefield_value(now), self.session_key]
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(_touch_statement(connection.alias), params)
+        except DatabaseError:
+            return  # only the sessions page's "last seen" is late
+        self.last_seen = now
 
     def save(self, must_create=False):
         # Updating a session is one UPDATE. Django's store sends it through
@@ -46,10 +87,16 @@ class SessionStore(DatabaseSessionStore):
             return super().save(must_create=must_create)
         instance = self.create_model_instance(self._get_session())
         connection = connections[router.db_for_write(self.model, instance=instance)]
+        adapt = connection.ops.adapt_datetimefield_value
         params = [
             instance.session_data,
-            connection.ops.adapt_datetimefield_value(instance.expire_date),
+            adapt(instance.expire_date),
             instance.user_id,
+            adapt(instance.signed_in_at),
+            instance.device,
+            instance.address,
+            instance.backend_sid,
+            adapt(instance.last_seen),
             instance.session_key,
         ]
         try:
@@ -62,7 +109,7 @@ class SessionStore(DatabaseSessionStore):
             raise UpdateError  # the session was deleted meanwhile
 
     def _get_session_from_db(self):
-        self.prefetched_user = None
+        self.prefetched_user = self.last_seen = None
         connection = connections[router.db_for_read(self.model)]
         query = _joined_query(connection.alias)
         now = connection.ops.adapt_datetimefield_value(timezone.now())
@@ -72,10 +119,19 @@ class SessionStore(DatabaseSessionStore):
         if row is None:
             self._session_key = None
             return None
-        user_values = row[1:]
+        # A row from before the column existed counts as seen long ago.
+        self.last_seen = query.last_seen(row[1]) or NEVER
+        user_values = row[2:]
         if user_values[query.pk_index] is not None:
             self.prefetched_user = query.user(user_values)
         return SimpleNamespace(session_data=row[0])
+
+
+def _moment(value) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(float(value), UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
 
 
 def _user_id(value) -> int | None:
@@ -113,18 +169,30 @@ class _JoinedQuery:
         ]
         self.converters = [c for c in self.converters if c[1]]
         meta = Session._meta
+        last_seen = meta.get_field("last_seen").get_col("s")
+        self.last_seen_converters = (
+            connection.ops.get_db_converters(last_seen) + last_seen.get_db_converters(connection),
+            last_seen,
+        )
 
         def column(name: str) -> str:
             return "s." + quote(meta.get_field(name).column)
 
         user_columns = ", ".join(f"u.{quote(field.column)}" for field in self.fields)
         self.sql = (
-            f"SELECT {column('session_data')}, {user_columns} "  # noqa: S608 - quoted names only
+            f"SELECT {column('session_data')}, {column('last_seen')}, {user_columns} "  # noqa: S608 - quoted names only
             f"FROM {quote(meta.db_table)} s "
             f"LEFT JOIN {quote(user_model._meta.db_table)} u "
             f"ON u.{quote(user_model._meta.pk.column)} = {column('user')} "
             f"WHERE {column('session_key')} = %s AND {column('expire_date')} > %s"
         )
+
+    def last_seen(self, value) -> datetime | None:
+        connection = connections[self.alias]
+        converters, col = self.last_seen_converters
+        for converter in converters:
+            value = converter(value, col, connection)
+        return value
 
     def user(self, values):
         values = list(values)
@@ -150,7 +218,21 @@ def _update_statement(alias: str) -> str:
     def column(name: str) -> str:
         return quote(meta.get_field(name).column)
 
+    columns = ("session_data", "expire_date", "user", "signed_in_at", "device", "address")
+    columns += ("backend_sid", "last_seen")
+    assignments = ", ".join(f"{column(name)} = %s" for name in columns)
     return (
-        f"UPDATE {quote(meta.db_table)} SET {column('session_data')} = %s, "  # noqa: S608 - quoted names only
-        f"{column('expire_date')} = %s, {column('user')} = %s WHERE {column('session_key')} = %s"
+        f"UPDATE {quote(meta.db_table)} SET {assignments} "  # noqa: S608 - quoted names only
+        f"WHERE {column('session_key')} = %s"
     )
+
+
+@cache
+def _touch_statement(alias: str) -> str:
+    from .models import Session
+
+    quote = connections[alias].ops.quote_name
+    meta = Session._meta
+    last_seen = quote(meta.get_field("last_seen").column)
+    key = quote(meta.get_field("session_key").column)
+    return f"UPDATE {quote(meta.db_table)} SET {last_seen} = %s WHERE {key} = %s"  # noqa: S608

@@ -1,12 +1,18 @@
 """`TokenState`: one request's whole token state, in one object.
 
-It holds the token cookies that came in (values outside RFC 6265's
-cookie-octets count as absent), the session's `TokenRecord`, the current
-pair, and the cookies to send back. The middleware creates it
+It holds the pair that came in (the token cookies, values outside RFC 6265's
+cookie-octets counting as absent; or, for a sign-in whose pair is kept in the
+session, that pair: accounts/vault.py), the session's `TokenRecord`, the
+current pair, and the cookies to send back. The middleware creates it
 (`request.token_state`), asks it to `check()` the cookies against the record,
 to refresh and to revalidate, and lets it `finish()` the response. The backend
 client takes it as its TokenSource, so a 401 anywhere renews and replays.
 Nothing else reads token cookies or keeps tokens on the request.
+
+Where the pair goes when the response leaves is AUTH_TOKEN_STORAGE's choice,
+made per session in `finish()`: a session whose pair the browser holds moves
+it into the session when the setting says `session`, and the other way round,
+so switching the setting signs nobody out.
 """
 
 import contextlib
@@ -20,13 +26,21 @@ from django.contrib.sessions.backends.base import SessionBase
 from django.http import HttpRequest, HttpResponseBase
 from django.utils.module_loading import import_string
 
-from . import cookies, refresh
+from . import cookies, refresh, vault
 from .client import Tokens, get_client, usable_token
 from .conf import conf
 from .cookies import BackendCookie
 from .exceptions import BackendError, RefreshPending, SessionEnded
 from .models import User, UserProfile
-from .record import SESSION_KEY, TokenRecord, access_expiry, hash_matches, token_hash
+from .record import (
+    COOKIES,
+    SESSION,
+    SESSION_KEY,
+    TokenRecord,
+    access_expiry,
+    hash_matches,
+    token_hash,
+)
 from .signout import end_session
 
 logger = logging.getLogger(__name__)
@@ -64,11 +78,11 @@ class TokenState:
 
     def __init__(self, request: HttpRequest):
         self.request = request
-        self.incoming = Tokens(
+        self.from_cookies = Tokens(
             access=usable_token(request.COOKIES.get(conf.access_cookie)),
             refresh=usable_token(request.COOKIES.get(conf.refresh_cookie)),
         )
-        self.tokens = self.incoming
+        self._tokens: Tokens | None = None
         self.record: TokenRecord | None = None
         self._loaded = False
         self._record_changed = False
@@ -90,6 +104,24 @@ class TokenState:
             setattr(request, REQUEST_ATTR, state)
         return state
 
+    @functools.cached_property
+    def incoming(self) -> Tokens:
+        """The pair this request came with: its token cookies, or the session's own pair
+        when the session keeps it (its record says so)."""
+        record = self.load()
+        if record is not None and record.storage == SESSION:
+            return vault.tokens_of(self.request.session) or Tokens()
+        return self.from_cookies
+
+    @property
+    def tokens(self) -> Tokens:
+        """The current pair: what came in until a refresh, sign-in or sign-out replaced it."""
+        return self.incoming if self._tokens is None else self._tokens
+
+    @tokens.setter
+    def tokens(self, value: Tokens) -> None:
+        self._tokens = value
+
     # --- who is this --------------------------------------------------------
 
     def applies(self) -> bool:
@@ -110,7 +142,11 @@ class TokenState:
         tokens = Tokens().updated_by(issued)
         self.tokens = tokens
         self.record = TokenRecord.issue(
-            user_id=profile.id, access=tokens.access, refresh=tokens.refresh or "", cookies=issued
+            user_id=profile.id,
+            access=tokens.access,
+            refresh=tokens.refresh or "",
+            cookies=issued,
+            storage=conf.token_storage,
         )
         self._loaded = self._record_changed = True
         self._outgoing = list(issued)
@@ -374,7 +410,7 @@ class TokenState:
     # --- the response ---------------------------------------------------------
 
     def finish(self, response: HttpResponseBase) -> None:
-        """Collect a background refresh if it is done, write the cookies and the record."""
+        """Collect a background refresh if it is done; deliver the pair; save the record."""
         if self._background and not self.renewed and self.record is not None:
             try:
                 self.renew(wait=False)
@@ -382,12 +418,62 @@ class TokenState:
                 pass  # the next request collects it
             except (SessionEnded, BackendError):
                 pass  # the next request meets the same outcome and answers for it
+        if self.record is not None:
+            self._deliver()
         if self._delete_paths is not None:
             cookies.delete(response, conf.token_cookies, self._delete_paths)
         cookies.write(response, self._outgoing)
         self._outgoing = []
         if self._record_changed and self.record is not None:
             self._save_record()
+
+    def _deliver(self) -> None:
+        """Send the pair where AUTH_TOKEN_STORAGE wants it: the browser's cookies or the session.
+
+        The record says where it is now. A pair in the session moving to
+        cookies is handed to the browser whole; one moving into the session
+        has its cookies deleted. In cookie mode a cookie the browser would
+        drop (accounts/cookies.py's limit) is not lost: that session keeps
+        its pair server-side, and the log says why.
+        """
+        record = self.record
+        wanted = conf.token_storage
+        if wanted == COOKIES:
+            if record.storage == SESSION:
+                self._outgoing = _merge(self._pair_cookies(), self._outgoing)
+            for name, size in cookies.too_large(self._outgoing):
+                logger.warning(
+                    "The %s cookie would be %s bytes with its attributes; browsers drop cookies "
+                    "over %s bytes, so this session keeps its tokens on the server. Set "
+                    "AUTH_TOKEN_STORAGE=session to keep every session's tokens there.",
+                    name,
+                    size,
+                    cookies.BROWSER_LIMIT,
+                )
+                wanted = SESSION
+        if wanted == SESSION:
+            self._outgoing = []
+            if any(name in self.request.COOKIES for name in conf.token_cookies):
+                self._delete_paths = record.cookie_paths  # left from cookie mode
+        if record.storage != wanted:
+            self._set_record(replace(record, storage=wanted))
+
+    def _pair_cookies(self) -> list[BackendCookie]:
+        """The current pair as cookies that expire when the record says its tokens do."""
+        now = time.time()
+        pair = (
+            (conf.access_cookie, self.tokens.access, self.record.access_expires_at),
+            (conf.refresh_cookie, self.tokens.refresh, self.record.refresh_expires_at),
+        )
+        return [
+            BackendCookie(
+                name=name,
+                value=value,
+                max_age=None if expires is None else max(1, int(expires - now)),
+            )
+            for name, value, expires in pair
+            if value
+        ]
 
     def _set_record(self, record: TokenRecord) -> None:
         self.record = record
@@ -400,28 +486,30 @@ class TokenState:
         # first, within these moments; were one to, the next request adopts its
         # pair through the kept outcomes (`_adopt_newer_cookies`). So only
         # other changes (a collected pair, revalidation) re-read the store.
-        stored = None if self._made_newest else _stored_record(session)
+        stored = {} if self._made_newest else _stored_session(session)
+        record = TokenRecord.from_session_value(stored.get(SESSION_KEY))
         if (
-            stored is not None
-            and stored.binding == self.record.binding
-            and stored.generation > self.record.generation
+            record is not None
+            and record.binding == self.record.binding
+            and record.generation > self.record.generation
         ):
             # A concurrent request of this session moved on further; keep its pair.
-            session[SESSION_KEY] = stored.as_session_value()
+            session[SESSION_KEY] = record.as_session_value()
+            session[vault.SESSION_KEY] = stored.get(vault.SESSION_KEY)
             return
         session[SESSION_KEY] = self.record.as_session_value()
+        session[vault.SESSION_KEY] = vault.seal(self.tokens)
         if self.record.refresh_expires_at is not None:
             # The session lives exactly as long as its refresh token.
             session.set_expiry(max(1, int(self.record.refresh_expires_at - time.time())))
 
 
-def _stored_record(session: SessionBase) -> TokenRecord | None:
-    """Return the record as the session store holds it now (another request may have saved)."""
+def _stored_session(session: SessionBase) -> dict:
+    """Return the session as the store holds it now (another request may have saved)."""
     key = session.session_key
     if not key:
-        return None
-    fresh = type(session)(session_key=key)
-    return TokenRecord.from_session_value(fresh.load().get(SESSION_KEY))
+        return {}
+    return type(session)(session_key=key).load()
 
 
 def _expired(cookie: BackendCookie, token: str | None) -> bool:

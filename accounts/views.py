@@ -17,7 +17,7 @@ from django.views.decorators.http import require_POST
 
 from . import revocations, throttle
 from .client import get_client
-from .exceptions import BackendError, BackendUnavailable, SessionEnded, Throttled
+from .exceptions import BackendError, BackendUnavailable, CookieTooLarge, SessionEnded, Throttled
 from .forms import LoginForm
 from .responses import json_error, json_view, wants_json
 from .signout import MESSAGES as SIGN_OUT_MESSAGES
@@ -53,6 +53,17 @@ class LoginView(auth_views.LoginView):
             return super().post(request, *args, **kwargs)
         except Throttled as exc:
             return self._throttled(exc.retry_after)
+        except CookieTooLarge:
+            # The tokens were revoked and nothing was set; the log says which
+            # cookie and how large (accounts/backends.py).
+            return self._service_error(
+                502,
+                _("Sign-in could not be completed"),
+                _(
+                    "The sign-in service issued a token too large for your browser to keep. "
+                    "Nothing was changed; please tell the site's administrator."
+                ),
+            )
         except BackendError as exc:
             logger.warning("Sign-in service unavailable: %s", exc)
             response = self._service_error(

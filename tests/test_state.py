@@ -608,7 +608,7 @@ class TestDirectly:
         assert request.session[RECORD_KEY]["generation"] == kept
 
     @pytest.mark.parametrize("made_here", [True, False], ids=["own-call", "collected"])
-    def test_only_a_pair_made_elsewhere_reads_the_stored_record_again(
+    def test_only_a_pair_made_elsewhere_reads_the_stored_session_again(
         self, make, backend, monkeypatch, made_here
     ):
         """The pair this request's own call just made is the newest there is; a pair
@@ -624,9 +624,9 @@ class TestDirectly:
             deadline = time.monotonic() + 3
             refresh.outcome("refresh-1", binding=binding, keep_for=600, deadline=deadline)
         reads = []
-        stored_record = state_module._stored_record
+        stored_record = state_module._stored_session
         monkeypatch.setattr(
-            state_module, "_stored_record", lambda s: reads.append(s) or stored_record(s)
+            state_module, "_stored_session", lambda s: reads.append(s) or stored_record(s)
         )
 
         state.check()
