@@ -2,10 +2,11 @@ from django.apps import AppConfig
 
 
 class AccountsConfig(AppConfig):
-    """Sign-in against the auth API, token cookies, refresh and roles."""
+    """Sign-in against the auth API, token storage, refresh, roles and sessions."""
 
     name = "accounts"
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from . import checks  # noqa: F401 - registers the system checks
+        # Registers the system checks, and the receiver recording each sign-in's device.
+        from . import checks, devices  # noqa: F401

@@ -186,6 +186,6 @@ class TokenRecord:
             record = cls(**{**value, "cookie_paths": tuple(value.get("cookie_paths", ()))})
         except TypeError:
             return None
-        if not record.refresh_hash or not record.binding or record.storage not in (COOKIES, SESSION):
+        if not (record.refresh_hash and record.binding) or record.storage not in (COOKIES, SESSION):
             return None
         return record

@@ -51,7 +51,8 @@ def unseal(value) -> Tokens | None:
         return None
     if not isinstance(data, dict):
         return None
-    tokens = Tokens(access=usable_token(data.get("access")), refresh=usable_token(data.get("refresh")))
+    access, refresh = usable_token(data.get("access")), usable_token(data.get("refresh"))
+    tokens = Tokens(access=access, refresh=refresh)
     return tokens if tokens.refresh else None
 
 

@@ -1,0 +1,164 @@
+"""A user's signed-in browsers: what each sign-in was, and how to end one.
+
+Each `accounts.Session` row is one signed-in browser: Django's session plus
+whose it is, where and when it signed in, its backend sign-in id (`sid`) and
+when it was last seen (accounts/sessions.py writes the columns). `record()`
+fills the session's sign-in entry when someone signs in; `end()` ends another
+browser's session the way sign-out ends one's own: its pair revoked at the
+backend (queued by accounts/revocations.py when the backend cannot be told),
+then its row deleted, so its next request is anonymous.
+"""
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.contrib.auth.signals import user_logged_in
+from django.dispatch import receiver
+from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.crypto import salted_hmac
+
+from . import revocations
+from .client import get_client
+from .exceptions import BackendError
+from .models import Session
+from .record import SESSION_KEY as RECORD_KEY
+from .record import TokenRecord
+from .sessions import SIGN_IN_KEY
+from .throttle import client_ip
+from .tokens import access_token_claims
+from .vault import tokens_of
+
+logger = logging.getLogger(__name__)
+
+# (pattern, name), first match wins: Edge and Opera say "Chrome" too, and
+# every Chromium says "Safari".
+_BROWSERS = (
+    (r"\bEdg(?:e|A|iOS)?/(\d+)", "Edge"),
+    (r"\bOPR/(\d+)", "Opera"),
+    (r"\bFirefox/(\d+)", "Firefox"),
+    (r"\bFxiOS/(\d+)", "Firefox"),
+    (r"\bCriOS/(\d+)", "Chrome"),
+    (r"\b(?:HeadlessChrome|Chromium|Chrome)/(\d+)", "Chrome"),
+    (r"\bVersion/(\d+)[.\d]* (?:Mobile/\S+ )?Safari/", "Safari"),
+    (r"\bcurl/(\d+)", "curl"),
+    (r"\bpython-requests/(\d+)", "python-requests"),
+)
+_SYSTEMS = (
+    (r"\biPhone\b", "iPhone"),
+    (r"\biPad\b", "iPad"),
+    (r"\bAndroid\b", "Android"),
+    (r"\bWindows\b", "Windows"),
+    (r"\bMac OS X\b|\bMacintosh\b", "macOS"),
+    (r"\bCrOS\b", "ChromeOS"),
+    (r"\bLinux\b", "Linux"),
+)
+
+
+def summarise(user_agent: str) -> str:
+    """Return "Firefox 132 on Windows" for a User-Agent header; "Unknown device" for none."""
+    user_agent = user_agent[:1000]
+    browser = next(
+        (f"{name} {m[1]}" for pattern, name in _BROWSERS if (m := re.search(pattern, user_agent))),
+        None,
+    )
+    system = next((name for pattern, name in _SYSTEMS if re.search(pattern, user_agent)), None)
+    if browser and system:
+        return f"{browser} on {system}"
+    if browser or system:
+        return browser or system
+    words = user_agent.split()
+    return words[0][:60] if words else "Unknown device"
+
+
+@receiver(user_logged_in, dispatch_uid="accounts.devices.record")
+def record(sender, request: HttpRequest | None, user, **kwargs) -> None:
+    """Write the new session's sign-in entry: when, from which device and address, which sid."""
+    if request is None or not hasattr(request, "session"):
+        return
+    from .state import TokenState  # state imports the backend client, which is fine here
+
+    claims = access_token_claims(TokenState.of(request).tokens.access) or {}
+    sid = claims.get("sid")
+    request.session[SIGN_IN_KEY] = {
+        "at": time.time(),
+        "device": summarise(request.META.get("HTTP_USER_AGENT", "")),
+        "address": client_ip(request)[:64],
+        "sid": str(sid)[:128] if isinstance(sid, str | int) and not isinstance(sid, bool) else "",
+    }
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    """One signed-in browser, as the sessions page shows it."""
+
+    id: str
+    device: str
+    address: str
+    signed_in_at: datetime | None
+    last_seen: datetime | None
+    current: bool
+
+
+def public_id(session_key: str) -> str:
+    """An id for a session that can be shown in a page: never the session key itself."""
+    return salted_hmac("accounts.devices.id", session_key, algorithm="sha256").hexdigest()[:20]
+
+
+def sessions_of(user, *, current_key: str | None = None) -> list[SignedIn]:
+    """Return the user's unexpired sessions, most recently seen first."""
+    rows = Session.objects.filter(user=user, expire_date__gt=timezone.now()).order_by(
+        "-last_seen", "-signed_in_at"
+    )
+    return [
+        SignedIn(
+            id=public_id(row.session_key),
+            device=row.device or "Unknown device",
+            address=row.address,
+            signed_in_at=row.signed_in_at,
+            last_seen=row.last_seen,
+            current=row.session_key == current_key,
+        )
+        for row in rows.only("session_key", "device", "address", "signed_in_at", "last_seen")
+    ]
+
+
+def find(user, session_id: str) -> Session | None:
+    """Return the user's session row whose public id is `session_id`, if any."""
+    for row in Session.objects.filter(user=user).only("session_key"):
+        if public_id(row.session_key) == session_id:
+            return row
+    return None
+
+
+def end(session_key: str, *, revoke: bool = True) -> bool:
+    """End one session that is not the current request's; return whether it existed.
+
+    With `revoke`, its pair is revoked at the backend first (or queued for
+    later when the backend cannot be told); the row goes whatever the backend
+    says, so its browser is signed out at its next request.
+    """
+    store = Session.get_session_store_class()(session_key=session_key)
+    data = store.load()
+    if store.session_key is None:
+        return False  # gone or expired already
+    if revoke:
+        _revoke(data, store)
+    store.delete(session_key)
+    logger.info("Session of user %s ended from elsewhere", data.get("_auth_user_id", "?"))
+    return True
+
+
+def _revoke(data: dict, store) -> None:
+    tokens = tokens_of(store)
+    record = TokenRecord.from_session_value(data.get(RECORD_KEY))
+    if tokens is None:
+        return  # signed in another way, or before the pair was kept in the session
+    try:
+        get_client().logout(tokens)
+    except BackendError as exc:
+        logger.warning("Ending a session could not revoke its tokens at the backend: %s", exc)
+        revocations.queue(tokens, record=record, error=exc)
