@@ -34,6 +34,15 @@ def own_refresh_pool(monkeypatch):
         refresh._pool.shutdown(wait=False)
 
 
+STORAGE_MODES = ("cookies", "session")
+
+
+@pytest.fixture(scope="module", params=STORAGE_MODES)
+def storage_mode(request) -> str:
+    """AUTH_TOKEN_STORAGE for a module's servers: each test of the module runs in both modes."""
+    return request.param
+
+
 @pytest.fixture
 def api_client(settings, db):
     """A Django test client that speaks to the reference API as its own server does.

@@ -34,11 +34,18 @@ def post_login(
     return browser, response
 
 
-def sign_in_as(base_url: str, user) -> requests.Session:
-    """Sign in through the app's form, as a browser would; return the cookie jar."""
+def sign_in_as(base_url: str, user, *, storage: str = "cookies") -> requests.Session:
+    """Sign in through the app's form, as a browser would; return the cookie jar.
+
+    With `storage="session"` (AUTH_TOKEN_STORAGE) the jar must hold no token cookie.
+    """
     browser, response = post_login(base_url, user.email, user.password)
     assert response.status_code == 302, response.text[:500]
-    assert browser.cookies.get("refresh_token")
+    assert browser.cookies.get("sessionid")
+    if storage == "session":
+        assert not {"access_token", "refresh_token"} & set(jar_values(browser))
+    else:
+        assert browser.cookies.get("refresh_token")
     return browser
 
 
