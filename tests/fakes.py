@@ -129,13 +129,18 @@ def make_user(who: str):
     )
 
 
-def sign_in_client(client, who="admin", *, access=None, refresh="refresh-1", cookies=True):
+def sign_in_client(
+    client, who="admin", *, access=None, refresh="refresh-1", cookies=True, storage="cookies"
+):
     """Sign a Django test client in as a PROFILES user, as a real sign-in would.
 
     The session gets the TokenRecord of the pair (what accounts/state.py checks
-    every request against) and, unless `cookies` is False, the browser gets
-    the two token cookies. `access=None` records a pair without an access token.
+    every request against) and the pair sealed (accounts/vault.py); in cookie
+    `storage`, unless `cookies` is False, the browser gets the two token
+    cookies. `access=None` records a pair without an access token.
     """
+    from accounts import vault
+    from accounts.client import Tokens
     from accounts.cookies import parse_set_cookie
     from accounts.record import SESSION_KEY, TokenRecord
 
@@ -147,12 +152,17 @@ def sign_in_client(client, who="admin", *, access=None, refresh="refresh-1", coo
     if refresh is not None:
         issued.append(parse_set_cookie(express_cookie("refresh_token", refresh, 604800)))
     record = TokenRecord.issue(
-        user_id=str(PROFILES[who]["id"]), access=access, refresh=refresh or "", cookies=issued
+        user_id=str(PROFILES[who]["id"]),
+        access=access,
+        refresh=refresh or "",
+        cookies=issued,
+        storage=storage,
     )
     session = client.session
     session[SESSION_KEY] = record.as_session_value()
+    session[vault.SESSION_KEY] = vault.seal(Tokens(access=access, refresh=refresh))
     session.save()
-    if cookies:
+    if cookies and storage == "cookies":
         for cookie in issued:
             client.cookies[cookie.name] = cookie.value
     return client

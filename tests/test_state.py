@@ -17,7 +17,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.http import HttpResponse
 from django.test import Client
 
-from accounts import refresh
+from accounts import refresh, vault
 from accounts import state as state_module
 from accounts.client import Tokens
 from accounts.cookies import BackendCookie
@@ -502,10 +502,11 @@ class TestDirectly:
     def make(self, rf, db, locmem_cache, backend):
         return functools.partial(fakes.direct_request, rf)
 
-    def store(self, request, record):
-        """Save `record` as another request of the same session would have."""
+    def store(self, request, record, sealed=None):
+        """Save `record` (and a sealed pair) as another request of the same session would have."""
         other = type(request.session)(session_key=request.session.session_key)
         other[RECORD_KEY] = record.as_session_value()
+        other[vault.SESSION_KEY] = sealed
         other.save()
 
     def test_one_state_per_request(self, make):
@@ -602,10 +603,13 @@ class TestDirectly:
         state = TokenState.of(request)
         record = state.load()
         newer = replace(record, generation=2, binding=record.binding if same_binding else "x")
-        self.store(request, newer)
+        self.store(request, newer, sealed=vault.seal(Tokens(access="acc-9", refresh="r-9")))
         state.apply_profile(ADMIN)
         state.finish(HttpResponse())
         assert request.session[RECORD_KEY]["generation"] == kept
+        # The sealed pair always goes with its record.
+        kept_pair = "r-9" if same_binding else "refresh-1"
+        assert vault.tokens_of(request.session).refresh == kept_pair
 
     @pytest.mark.parametrize("made_here", [True, False], ids=["own-call", "collected"])
     def test_only_a_pair_made_elsewhere_reads_the_stored_session_again(
