@@ -22,7 +22,7 @@ from . import clock
 from .client import token_credentials
 from .clock import SIGNIFICANT
 from .conf import conf
-from .cookies import COOKIE_VALUE
+from .cookies import BROWSER_LIMIT, COOKIE_VALUE, BackendCookie, relayed_size
 from .tokens import access_token_claims
 
 PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
@@ -107,6 +107,7 @@ class Shape:
     refresh_lifetime: float | None = None
     skew: float = 0.0
     rotates: bool | None = None
+    too_large_for_cookies: bool = False
 
 
 class AuthCheck:
@@ -296,6 +297,7 @@ class AuthCheck:
             )
         else:
             self.add("token lifetimes", PASS, seen)
+        self._check_cookie_sizes(pair)
         claims = access_token_claims(pair.access) or {}
         skew = self.shape.skew
         if abs(skew) < SIGNIFICANT:
@@ -309,6 +311,35 @@ class AuthCheck:
                 "The app reads token expiries on its own clock (accounts/clock.py); "
                 "still, run NTP on both machines.",
             )
+
+    def _check_cookie_sizes(self, pair: Pair) -> None:
+        """In cookie mode the app relays each token as a cookie: would a browser keep it?"""
+        shape = self.shape
+        sizes = []
+        for name, token, lifetime in (
+            (shape.access_name or conf.access_cookie, pair.access, shape.access_lifetime),
+            (shape.refresh_name or conf.refresh_cookie, pair.refresh, shape.refresh_lifetime),
+        ):
+            if token:
+                max_age = int(lifetime) if lifetime else None
+                cookie = BackendCookie(name=name, value=token, max_age=max_age)
+                sizes.append((relayed_size(cookie), name))
+        if not sizes:
+            return
+        size, name = max(sizes)
+        if size > BROWSER_LIMIT:
+            shape.too_large_for_cookies = True
+            self.add(
+                "cookie size",
+                WARN,
+                f"the app's {name} cookie would be {size} bytes with its attributes; browsers "
+                f"drop cookies over {BROWSER_LIMIT} bytes",
+                "Set AUTH_TOKEN_STORAGE=session: the tokens stay in the server-side session "
+                "and the browser holds only the session cookie (in cookie mode sign-in "
+                "answers an error page instead).",
+            )
+        else:
+            self.add("cookie size", PASS, f"largest {name}: {size} of {BROWSER_LIMIT} bytes")
 
     def _lifetime(self, token: str | None, cookie: SetCookie | None) -> float | None:
         known = []
@@ -558,6 +589,8 @@ class AuthCheck:
                 env["AUTH_BODY_ACCESS_LIFETIME"] = "1800"
             if shape.refresh_lifetime is None:
                 env["AUTH_BODY_REFRESH_LIFETIME"] = "604800"  # the backend's, if it says
+        if shape.too_large_for_cookies:
+            env["AUTH_TOKEN_STORAGE"] = "session"  # noqa: S105 - not a password
         if shape.access_lifetime:
             # Refresh a minute early, or at half the life of a shorter token.
             leeway = min(60, math.floor(shape.access_lifetime / 2))

@@ -134,24 +134,35 @@ def write(response: HttpResponseBase, cookies: Iterable[BackendCookie]) -> None:
         if cookie.deletes:
             delete(response, [cookie.name])
             continue
-        response.set_cookie(
-            cookie.name,
-            cookie.value,
-            max_age=cookie.max_age,
-            expires=None if cookie.max_age is not None else cookie.expires,
-            path=conf.cookie_path,
-            domain=conf.cookie_domain,
-            secure=conf.cookie_secure,
-            httponly=True,
-            samesite=conf.cookie_samesite,
-        )
+        _set(response, cookie)
+
+
+def _set(response: HttpResponseBase, cookie: BackendCookie) -> None:
+    response.set_cookie(
+        cookie.name,
+        cookie.value,
+        max_age=cookie.max_age,
+        expires=None if cookie.max_age is not None else cookie.expires,
+        path=conf.cookie_path,
+        domain=conf.cookie_domain,
+        secure=conf.cookie_secure,
+        httponly=True,
+        samesite=conf.cookie_samesite,
+    )
+
+
+def relayed_size(cookie: BackendCookie) -> int:
+    """Return the bytes of the cookie `write` would set for `cookie`, attributes included."""
+    probe = HttpResponseBase()
+    _set(probe, cookie)
+    return len(probe.cookies[cookie.name].OutputString())
 
 
 def too_large(cookies: Iterable[BackendCookie]) -> list[tuple[str, int]]:
-    """Return (name, size) of each cookie `write` would set that a browser would drop."""
-    probe = HttpResponseBase()
-    write(probe, [c for c in cookies if c.name in conf.token_cookies])
-    sizes = [(m.key, len(m.OutputString())) for m in probe.cookies.values() if m.value]
+    """Return (name, size) of each token cookie `write` would set that a browser would drop."""
+    sizes = [
+        (c.name, relayed_size(c)) for c in cookies if c.name in conf.token_cookies and not c.deletes
+    ]
     return [(name, size) for name, size in sizes if size > BROWSER_LIMIT]
 
 

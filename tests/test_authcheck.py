@@ -2,6 +2,7 @@
 
 import io
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -118,6 +119,8 @@ def test_a_table_and_the_env_lines_by_default(tmp_path, db):
     assert code == 0
     assert "| sign-in | PASS | 201; tokens in cookies access_token, refresh_token |" in out
     assert "| reuse detection | PASS |" in out
+    assert re.search(r"\| cookie size \| PASS \| largest access_token: \d{3} of 4096 bytes", out)
+    assert "AUTH_TOKEN_STORAGE" not in out
     assert "Settings for this backend (.env):" in out
     assert "AUTH_REFRESH_LEEWAY=60" in out
     assert "Reuse probe: signing in once more" in err, "said before it runs"
@@ -237,6 +240,7 @@ class BearerOnlyProfile(BrokenBackend):
     """Cookies for the pair, but `/users/me` reads `Authorization: Bearer` only; otherwise sound."""
 
     revoked: set = set()
+    access = "acc-1"
 
     def do_POST(self):  # noqa: N802
         cookies = self.headers.get("Cookie") or ""
@@ -247,7 +251,7 @@ class BearerOnlyProfile(BrokenBackend):
             self.send_response(201)
             data = b"{}"
             self.send_header("Content-Length", str(len(data)))
-            for cookie in ("access_token=acc-1", "refresh_token=ref-1"):
+            for cookie in (f"access_token={self.access}", "refresh_token=ref-1"):
                 self.send_header("Set-Cookie", f"{cookie}; Max-Age=600; Path=/; HttpOnly; Secure")
             self.end_headers()
             return self.wfile.write(data)
@@ -269,18 +273,40 @@ class BearerOnlyProfile(BrokenBackend):
         return self.answer(401, {"statusCode": 401})
 
 
-def test_a_profile_read_with_bearer_only_suggests_the_bearer_transport():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), BearerOnlyProfile)
+def run_against(handler) -> tuple[int, dict, str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        code, result, _ = run_json(
+        return run_json(
             f"http://127.0.0.1:{server.server_address[1]}", BROKEN_PASSWORD, "--skip-destructive"
         )
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_profile_read_with_bearer_only_suggests_the_bearer_transport():
+    code, result, _ = run_against(BearerOnlyProfile)
     assert code == 0, result["checks"]
     assert statuses(result)["profile"] == "PASS"
     assert statuses(result)["sign-out"] == "PASS"
     assert result["env"]["AUTH_BACKEND_TOKEN_TRANSPORT"] == "bearer"
     assert result["env"]["AUTH_ACCESS_COOKIE"] == "access_token"
+
+
+class OversizedAccessToken(BearerOnlyProfile):
+    """Sound, but its access token is too large for a browser to keep as a cookie."""
+
+    access = "acc-" + "x" * 4100
+    revoked: set = set()  # its own: the parent's holds the other test's revoked token
+
+
+def test_a_token_too_large_for_a_cookie_is_a_warning_that_suggests_session_storage():
+    code, result, _ = run_against(OversizedAccessToken)
+
+    assert code == 0, result["checks"]
+    (check,) = [c for c in result["checks"] if c["name"] == "cookie size"]
+    assert check["status"] == "WARN"
+    assert "access_token cookie would be 42" in check["saw"]
+    assert "AUTH_TOKEN_STORAGE=session" in check["advice"]
+    assert result["env"]["AUTH_TOKEN_STORAGE"] == "session"
