@@ -26,14 +26,13 @@ daemon thread, so no response waits for the backend. Token values are never
 logged, printed or rendered.
 """
 
-import json
 import logging
 import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from cryptography.fernet import InvalidToken
 from django.conf import settings
 from django.core.signals import request_finished
 from django.db import DatabaseError, IntegrityError, connection, connections, transaction
@@ -45,7 +44,8 @@ from .client import Tokens, get_client
 from .conf import conf
 from .exceptions import BackendError, Throttled
 from .models import PendingRevocation
-from .record import TokenRecord, derived_fernet, token_hash
+from .record import TokenRecord, token_hash
+from .vault import Sealer
 
 logger = logging.getLogger(__name__)
 
@@ -61,20 +61,8 @@ DELIVERED, FAILED, EXPIRED, UNREADABLE = "delivered", "failed", "expired", "unre
 # --- the sealed pair ----------------------------------------------------------
 
 
-def _fernet(secret: str) -> Fernet:
-    return derived_fernet(secret.encode(), info=b"accounts.revocations.pending")
-
-
-def _keys() -> MultiFernet:
-    # Encrypts with SECRET_KEY; decrypts with it or any of SECRET_KEY_FALLBACKS.
-    secrets = (settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", ()))
-    return MultiFernet([_fernet(secret) for secret in secrets])
-
-
-def seal(tokens: Tokens) -> str:
-    """Return the pair encrypted for the queue."""
-    payload = json.dumps({"access": tokens.access, "refresh": tokens.refresh})
-    return _keys().encrypt(payload.encode()).decode("ascii")
+_sealer = Sealer(b"accounts.revocations.pending")
+seal = _sealer.seal
 
 
 def unseal(sealed: str) -> Tokens:
@@ -82,7 +70,7 @@ def unseal(sealed: str) -> Tokens:
 
     :raises InvalidToken: not sealed under SECRET_KEY or one of its fallbacks.
     """
-    data = json.loads(_keys().decrypt(sealed.encode("ascii")))
+    data = _sealer.open(sealed)
     return Tokens(access=data.get("access"), refresh=data.get("refresh"))
 
 

@@ -14,9 +14,12 @@ next to its `TokenRecord` and saved with it, in both storage modes
 
 Sealed with Fernet under a key derived by HKDF from SECRET_KEY; keys derived
 from SECRET_KEY_FALLBACKS still open it, so rotating the secret signs nobody
-out, and the next save seals it under the new key.
+out, and the next save seals it under the new key. `Sealer` is the same seal
+for any purpose (accounts/revocations.py keeps its queue with one), each
+purpose with keys of its own.
 """
 
+import functools
 import json
 
 from cryptography.fernet import InvalidToken, MultiFernet
@@ -27,18 +30,42 @@ from .client import Tokens, usable_token
 from .record import derived_fernet
 
 SESSION_KEY = "_auth_token_vault"
-_INFO = b"accounts.vault.tokens"
 
 
-def _fernet() -> MultiFernet:
-    secrets = (settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", ()))
-    return MultiFernet([derived_fernet(secret.encode(), info=_INFO) for secret in secrets])
+@functools.lru_cache(maxsize=8)
+def _keys(info: bytes, secrets: tuple[str, ...]) -> MultiFernet:
+    # Derived once per secret: a signed-in request in session mode opens the pair.
+    return MultiFernet([derived_fernet(secret.encode(), info=info) for secret in secrets])
 
 
-def seal(tokens: Tokens) -> str:
-    """Return `tokens` encrypted under the current SECRET_KEY."""
-    plain = json.dumps({"access": tokens.access, "refresh": tokens.refresh})
-    return _fernet().encrypt(plain.encode()).decode("ascii")
+class Sealer:
+    """A token pair sealed for one purpose (`info`): SECRET_KEY seals, it and its fallbacks open."""
+
+    def __init__(self, info: bytes):
+        self.info = info
+
+    def _keys(self) -> MultiFernet:
+        secrets = (settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", ()))
+        return _keys(self.info, tuple(secrets))
+
+    def seal(self, tokens: Tokens) -> str:
+        """Return `tokens` encrypted under the current SECRET_KEY."""
+        plain = json.dumps({"access": tokens.access, "refresh": tokens.refresh})
+        return self._keys().encrypt(plain.encode()).decode("ascii")
+
+    def open(self, sealed: str) -> dict:
+        """Return the fields a `seal()` wrote.
+
+        :raises InvalidToken: not sealed under SECRET_KEY or one of its fallbacks.
+        """
+        data = json.loads(self._keys().decrypt(sealed.encode("ascii")))
+        if not isinstance(data, dict):
+            raise InvalidToken
+        return data
+
+
+_session_sealer = Sealer(b"accounts.vault.tokens")
+seal = _session_sealer.seal
 
 
 def unseal(value) -> Tokens | None:
@@ -46,10 +73,8 @@ def unseal(value) -> Tokens | None:
     if not isinstance(value, str) or not value:
         return None
     try:
-        data = json.loads(_fernet().decrypt(value.encode("ascii")))
+        data = _session_sealer.open(value)
     except (InvalidToken, UnicodeError, ValueError):
-        return None
-    if not isinstance(data, dict):
         return None
     access, refresh = usable_token(data.get("access")), usable_token(data.get("refresh"))
     tokens = Tokens(access=access, refresh=refresh)
