@@ -145,6 +145,24 @@ class ApiSettings:
         """Seconds the API's clock is ahead (negative: behind) for `iat`, `exp` and `Date`."""
         return settings.AUTHAPI_CLOCK_OFFSET
 
+    # --- back-channel sign-out of the web app (authapi/backchannel.py) --------
+
+    @property
+    def backchannel_url(self) -> str | None:
+        """The app's `/accounts/backchannel-logout/` URL; unset: `apiuser` tells the app nothing."""
+        return getattr(settings, "AUTHAPI_BACKCHANNEL_URL", None) or None
+
+    @property
+    def backchannel_secret(self) -> str:
+        """HS256 key of the logout tokens: the app's AUTH_BACKCHANNEL_SECRET."""
+        secret = getattr(settings, "AUTHAPI_BACKCHANNEL_SECRET", None)
+        if not secret:
+            raise ImproperlyConfigured(
+                "Set AUTHAPI_BACKCHANNEL_SECRET (the app's AUTH_BACKCHANNEL_SECRET) with "
+                "AUTHAPI_BACKCHANNEL_URL: the logout tokens are signed with it."
+            )
+        return secret
+
 
 api_settings = ApiSettings()
 

@@ -234,6 +234,9 @@ AUTHAPI_TOKEN_TRANSPORT = env("AUTHAPI_TOKEN_TRANSPORT", default="cookies")
 AUTHAPI_ACCESS_FIELD = env("AUTHAPI_ACCESS_FIELD", default="accessToken")
 AUTHAPI_REFRESH_FIELD = env("AUTHAPI_REFRESH_FIELD", default="refreshToken")
 AUTHAPI_CLOCK_OFFSET = env.float("AUTHAPI_CLOCK_OFFSET", default=0.0)
+# Back-channel sign-out: `manage.py apiuser disable|revoke` tells the app (authapi/backchannel.py).
+AUTHAPI_BACKCHANNEL_URL = env("AUTHAPI_BACKCHANNEL_URL", default=None)
+AUTHAPI_BACKCHANNEL_SECRET = env("AUTHAPI_BACKCHANNEL_SECRET", default="")
 
 LOGGING = {
     "version": 1,

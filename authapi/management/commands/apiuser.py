@@ -6,13 +6,18 @@
     manage.py apiuser revoke EMAIL          end every sign-in (token family) it has
 
 It writes the API's database, so a running `runauthapi` on the same database
-sees the change at its next request.
+sees the change at its next request. With AUTHAPI_BACKCHANNEL_URL set,
+`disable` and `revoke` then tell the web app to end the account's sessions
+(authapi/backchannel.py) and print whether it confirmed; an app that cannot
+be told does not undo or fail the change.
 """
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from authapi import tokens
+from authapi import backchannel, tokens
+from authapi.conf import api_settings
 from authapi.models import ApiUser
 
 
@@ -54,6 +59,25 @@ class Command(BaseCommand):
             count = tokens.revoke_user(user, reason="admin")
             message = f"Revoked {count} live token famil{'y' if count == 1 else 'ies'} of {user}"
         self.stdout.write(message)
+        if action in ("disable", "revoke") and api_settings.backchannel_url:
+            self._after_commit_sign_out(user)
+
+    def _after_commit_sign_out(self, user: ApiUser) -> None:
+        # After the commit: the app must not hear of a change that was rolled
+        # back, and an app that answers slowly must not hold the row lock.
+        # Nothing here can undo the change: a missing secret is reported, not raised.
+        def send() -> None:
+            try:
+                secret = api_settings.backchannel_secret
+            except ImproperlyConfigured as exc:
+                delivery = backchannel.Delivery(False, problem=str(exc))
+            else:
+                delivery = backchannel.send_logout(
+                    user_id=str(user.pk), url=api_settings.backchannel_url, secret=secret
+                )
+            self.stdout.write(delivery.describe())
+
+        transaction.on_commit(send, robust=True)
 
     def _user(self, email: str) -> ApiUser:
         user = ApiUser.objects.select_for_update().filter(email__iexact=email.strip()).first()
