@@ -206,3 +206,61 @@ def test_the_migration_brings_the_unexpired_sessions_along():
     assert store.load() == {SESSION_KEY: "7", "who": "é"}
     store.save()  # its user column fills in at its next save
     assert Session.objects.get(pk="livesessionkey000000000000000000").user_id == 7
+
+
+# --- the row as the index of a user's browsers (accounts/devices.py) ---------------------
+
+
+def test_the_sign_in_entry_is_copied_into_the_row_at_every_save():
+    at = timezone.now().timestamp() - 60
+    entry = {"at": at, "device": "Firefox 132 on Windows", "address": "203.0.113.9", "sid": 42}
+    key = saved({"_auth_sign_in": entry})
+    row = Session.objects.get(pk=key)
+    assert (row.device, row.address, row.backend_sid) == (entry["device"], entry["address"], "42")
+    assert abs(row.signed_in_at.timestamp() - at) < 1e-3
+    assert timezone.now() - row.last_seen < timedelta(seconds=5)
+
+
+@pytest.mark.parametrize("entry", [None, "text", {"at": "not a time"}, {"at": 1e300}])
+def test_a_missing_or_garbled_sign_in_entry_leaves_the_columns_empty(entry):
+    key = saved({"_auth_sign_in": entry})
+    row = Session.objects.get(pk=key)
+    assert (row.signed_in_at, row.device, row.address, row.backend_sid) == (None, "", "", "")
+
+
+def test_last_seen_is_written_once_the_interval_has_passed(settings):
+    settings.AUTH_SESSION_TOUCH_INTERVAL = 60
+    key = saved({"n": 1})
+    long_ago = timezone.now() - timedelta(seconds=61)
+    Session.objects.filter(pk=key).update(last_seen=long_ago)
+    store = SessionStore(session_key=key)
+    store.load()
+
+    with CaptureQueriesContext(connection) as queries:
+        store.touch()
+        store.touch()  # written already: no second statement
+
+    assert len(queries) == 1
+    assert Session.objects.get(pk=key).last_seen > long_ago + timedelta(seconds=60)
+
+
+def test_last_seen_is_left_alone_within_the_interval_and_for_an_unread_session(settings):
+    settings.AUTH_SESSION_TOUCH_INTERVAL = 60
+    key = saved({"n": 1})
+    store = SessionStore(session_key=key)
+    with CaptureQueriesContext(connection) as queries:
+        SessionStore(session_key=key).touch()  # never read: nothing known, nothing written
+        store.load()
+        store.touch()  # seen moments ago
+    assert len(queries) == 1  # the read
+
+
+def test_clearsessions_removes_expired_rows_and_with_them_the_browsers_list():
+    from django.core.management import call_command
+
+    kept, gone = saved({"n": 1}), saved({"n": 2})
+    Session.objects.filter(pk=gone).update(expire_date=timezone.now() - timedelta(seconds=1))
+
+    call_command("clearsessions")
+
+    assert set(Session.objects.values_list("pk", flat=True)) == {kept}
