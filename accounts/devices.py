@@ -9,9 +9,11 @@ backend (queued by accounts/revocations.py when the backend cannot be told),
 then its row deleted, so its next request is anonymous.
 """
 
+import contextlib
 import logging
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -30,7 +32,8 @@ from .record import TokenRecord
 from .sessions import SIGN_IN_KEY
 from .throttle import client_ip
 from .tokens import access_token_claims
-from .vault import tokens_of
+from .vault import SESSION_KEY as VAULT_KEY
+from .vault import unseal
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +63,7 @@ _SYSTEMS = (
 
 def summarise(user_agent: str) -> str:
     """Return "Firefox 132 on Windows" for a User-Agent header; "Unknown device" for none."""
-    user_agent = user_agent[:1000]
+    user_agent = _printable(user_agent[:1000])
     browser = next(
         (f"{name} {m[1]}" for pattern, name in _BROWSERS if (m := re.search(pattern, user_agent))),
         None,
@@ -70,8 +73,19 @@ def summarise(user_agent: str) -> str:
         return f"{browser} on {system}"
     if browser or system:
         return browser or system
-    words = user_agent.split()
-    return words[0][:60] if words else "Unknown device"
+    # Something else (a bot, a script): its first word that says anything.
+    word = next((w for w in user_agent.split() if any(c.isalnum() for c in w)), None)
+    return word[:60] if word else "Unknown device"
+
+
+def _printable(user_agent: str) -> str:
+    # WSGI hands a header over as its bytes decoded as Latin-1 (PEP 3333), so
+    # a UTF-8 header arrives as mojibake: read it as UTF-8 where it is. Control
+    # characters become spaces: the name is written to a text column
+    # (PostgreSQL refuses NUL) and shown in a page.
+    with contextlib.suppress(UnicodeError):
+        user_agent = user_agent.encode("latin-1").decode("utf-8")
+    return "".join(c if c.isprintable() else " " for c in user_agent)
 
 
 @receiver(user_logged_in, dispatch_uid="accounts.devices.record")
@@ -128,37 +142,55 @@ def sessions_of(user, *, current_key: str | None = None) -> list[SignedIn]:
 
 def find(user, session_id: str) -> Session | None:
     """Return the user's session row whose public id is `session_id`, if any."""
-    for row in Session.objects.filter(user=user).only("session_key"):
+    rows = Session.objects.filter(user=user, expire_date__gt=timezone.now())
+    for row in rows.only("session_key"):
         if public_id(row.session_key) == session_id:
             return row
     return None
 
 
 def end(session_key: str, *, revoke: bool = True) -> bool:
-    """End one session that is not the current request's; return whether it existed.
+    """End one session that is not the current request's; return whether it existed."""
+    return end_many([session_key], revoke=revoke) == 1
 
-    With `revoke`, its pair is revoked at the backend first (or queued for
-    later when the backend cannot be told); the row goes whatever the backend
-    says, so its browser is signed out at its next request.
+
+def end_many(session_keys: Iterable[str], *, revoke: bool = True) -> int:
+    """End sessions that are not the current request's; return how many existed.
+
+    With `revoke`, each session's pair is revoked at the backend first; the
+    rows go whatever the backend says, so each browser is signed out at its
+    next request. Once the backend has failed, the remaining revocations are
+    queued without calling it again: a backend that hangs costs one timeout,
+    not one per session.
     """
-    store = Session.get_session_store_class()(session_key=session_key)
-    data = store.load()
-    if store.session_key is None:
-        return False  # gone or expired already
-    if revoke:
-        _revoke(data, store)
-    store.delete(session_key)
-    logger.info("Session of user %s ended from elsewhere", data.get("_auth_user_id", "?"))
-    return True
+    ended = 0
+    failure: BackendError | None = None
+    for session_key in session_keys:
+        store = Session.get_session_store_class()(session_key=session_key)
+        data = store.load()
+        if store.session_key is None:
+            continue  # gone or expired already
+        if revoke:
+            failure = _revoke(data, failure)
+        store.delete(session_key)
+        ended += 1
+        logger.info("Session of user %s ended from elsewhere", data.get("_auth_user_id", "?"))
+    return ended
 
 
-def _revoke(data: dict, store) -> None:
-    tokens = tokens_of(store)
-    record = TokenRecord.from_session_value(data.get(RECORD_KEY))
+def _revoke(data: dict, failure: BackendError | None) -> BackendError | None:
+    """Revoke a session's sealed pair (or queue it); return the backend's failure, if any."""
+    tokens = unseal(data.get(VAULT_KEY))
     if tokens is None:
-        return  # signed in another way, or before the pair was kept in the session
-    try:
-        get_client().logout(tokens)
-    except BackendError as exc:
-        logger.warning("Ending a session could not revoke its tokens at the backend: %s", exc)
-        revocations.queue(tokens, record=record, error=exc)
+        return failure  # signed in another way, or before the pair was kept in the session
+    if failure is None:
+        try:
+            get_client().logout(tokens)
+            return None
+        except BackendError as exc:
+            logger.warning("Ending a session could not revoke its tokens at the backend: %s", exc)
+            failure = exc
+    revocations.queue(
+        tokens, record=TokenRecord.from_session_value(data.get(RECORD_KEY)), error=failure
+    )
+    return failure

@@ -3,9 +3,12 @@
 from datetime import UTC, datetime
 
 from django.contrib import messages
+from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
+from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
@@ -73,9 +76,17 @@ def profile(request: HttpRequest) -> JsonResponse:
 
 
 @role_required("admin")
+@never_cache
 def admin_page(request: HttpRequest) -> HttpResponse:
-    """Render the page only admins may open."""
-    return render(request, "dashboard/admin.html")
+    """Render the page only admins may open: who is signed in, in how many browsers."""
+    unexpired = Q(sessions__expire_date__gt=timezone.now())
+    signed_in_users = (
+        get_user_model()
+        .objects.annotate(session_count=Count("sessions", filter=unexpired))
+        .filter(session_count__gt=0)
+        .order_by("last_name", "first_name", "email", "pk")
+    )
+    return render(request, "dashboard/admin.html", {"signed_in_users": signed_in_users})
 
 
 @role_required("evaluator", "admin")
