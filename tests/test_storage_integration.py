@@ -207,3 +207,19 @@ def test_switching_the_setting_signs_nobody_out(both_modes, first):
     assert after["refresh"] - before["refresh"] >= 1
     assert after["reuse_detected"] == before["reuse_detected"]
     assert after["refresh_rejected"] == before["refresh_rejected"]
+
+
+def test_a_sign_in_records_its_browser_and_backend_sid(servers, storage_mode):
+    app, _, database = servers
+    browser = sign_in_as(app.url, ADMIN, storage=storage_mode)
+    with sqlite3.connect(database) as db:
+        row = db.execute(
+            "SELECT device, address, backend_sid, signed_in_at, last_seen FROM accounts_session "
+            "WHERE session_key = ?",
+            (browser.cookies.get("sessionid"),),
+        ).fetchone()
+    device, address, sid, signed_in_at, last_seen = row
+    assert device.startswith("python-requests ")
+    assert address == "127.0.0.1"
+    assert sid.isdigit()  # the reference API's access tokens carry the sign-in's family id
+    assert signed_in_at and last_seen
