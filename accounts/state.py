@@ -441,7 +441,8 @@ class TokenState:
         if wanted == COOKIES:
             if record.storage == SESSION:
                 self._outgoing = _merge(self._pair_cookies(), self._outgoing)
-            for name, size in cookies.too_large(self._outgoing):
+            too_large = cookies.too_large(self._outgoing)
+            for name, size in too_large if record.storage == COOKIES else ():
                 logger.warning(
                     "The %s cookie would be %s bytes with its attributes; browsers drop cookies "
                     "over %s bytes, so this session keeps its tokens on the server. Set "
@@ -450,6 +451,7 @@ class TokenState:
                     size,
                     cookies.BROWSER_LIMIT,
                 )
+            if too_large:
                 wanted = SESSION
         if wanted == SESSION:
             self._outgoing = []
