@@ -13,6 +13,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from accounts.client import get_client
+from accounts.conf import conf
 from accounts.exceptions import BackendError, SessionEnded
 from accounts.responses import json_view
 from accounts.roles import role_required
@@ -21,7 +22,7 @@ from accounts.state import TokenState
 
 def home(request: HttpRequest) -> HttpResponse:
     """Render the public home page."""
-    return render(request, "home.html")
+    return render(request, "home.html", {"token_storage": conf.token_storage})
 
 
 def _when(timestamp: float | None) -> datetime | None:
@@ -35,6 +36,7 @@ def index(request: HttpRequest) -> HttpResponse:
     context = {
         "access_expires_at": _when(record.access_expires_at if record else None),
         "refresh_expires_at": _when(record.refresh_expires_at if record else None),
+        "token_storage": conf.token_storage,
     }
     return render(request, "dashboard/index.html", context)
 

@@ -3,7 +3,9 @@
 Two tabs of one browser (one cookie jar) click around while the tokens expire
 again and again; the dashboard's own script refreshes through
 /accounts/refresh/ and reads /api/users/me. Nobody is signed out, no page or
-call fails, and the reference API never sees a refresh token twice.
+call fails, and the reference API never sees a refresh token twice. Both run
+once per AUTH_TOKEN_STORAGE value (the module's servers take `storage_mode`):
+the same holds whether the browser carries the tokens or the session does.
 """
 
 import re
@@ -18,14 +20,21 @@ from tests.servers import running_app, running_authapi
 
 ADMIN = DEMO_USERS[0]
 PAGES = ["/dashboard/", "/dashboard/evaluations/", "/dashboard/admin/", "/"]
+TOKEN_COOKIES = {"access_token", "refresh_token"}
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("browser-refresh")
+def servers(tmp_path_factory, storage_mode):
+    workdir = tmp_path_factory.mktemp(f"browser-refresh-{storage_mode}")
     with (
         running_authapi(workdir, AUTHAPI_ACCESS_TTL="3", AUTHAPI_REFRESH_DELAY="0.2") as api,
-        running_app(workdir, api_url=api.url, workers=2, gunicorn_args=("--threads", "4")) as app,
+        running_app(
+            workdir,
+            api_url=api.url,
+            workers=2,
+            gunicorn_args=("--threads", "4"),
+            AUTH_TOKEN_STORAGE=storage_mode,
+        ) as app,
     ):
         yield app, api
 
@@ -40,7 +49,12 @@ def context(servers):
         context.close()
 
 
-def test_two_tabs_click_around_through_many_expiries(context, servers):
+def token_cookies(context) -> set[str]:
+    """Return the names of the token cookies the browser holds (HttpOnly or not)."""
+    return {c["name"] for c in context.cookies() if c["name"] in TOKEN_COOKIES}
+
+
+def test_two_tabs_click_around_through_many_expiries(context, servers, storage_mode):
     _, api = servers
     first = context.new_page()
     sign_in(first, ADMIN)
@@ -88,9 +102,11 @@ def test_two_tabs_click_around_through_many_expiries(context, servers):
     assert after["reuse_detected"] == before["reuse_detected"]
     assert after["refresh_rejected"] == before["refresh_rejected"]
     assert first.locator("#profile-name").inner_text() == "Ada Admin"
+    # After all those refreshes the tokens are still where the mode keeps them.
+    assert token_cookies(context) == (TOKEN_COOKIES if storage_mode == "cookies" else set())
 
 
-def test_both_tabs_hit_pages_at_the_moment_of_expiry(context, servers):
+def test_both_tabs_hit_pages_at_the_moment_of_expiry(context, servers, storage_mode):
     _, api = servers
     first = context.new_page()
     # Land on the home page: no dashboard script refreshing on its own meanwhile.
@@ -112,3 +128,4 @@ def test_both_tabs_hit_pages_at_the_moment_of_expiry(context, servers):
     after = api.stats()
     assert after["refresh"] - before["refresh"] == 1
     assert after["reuse_detected"] == before["reuse_detected"]
+    assert token_cookies(context) == (TOKEN_COOKIES if storage_mode == "cookies" else set())

@@ -1,5 +1,9 @@
 """The sign-in path in a real browser: headless Chromium driven by Playwright,
-against the app under gunicorn and the reference API, both real processes."""
+against the app under gunicorn and the reference API, both real processes.
+
+Every test runs once per AUTH_TOKEN_STORAGE value (the module's servers take
+`storage_mode`): the pages behave the same; only where the tokens live differs.
+"""
 
 import contextlib
 import re
@@ -12,12 +16,16 @@ from tests.browser import chromium, sign_in
 from tests.servers import running_app, running_authapi
 
 ADMIN, EVALUATOR, VIEWER = DEMO_USERS
+TOKEN_COOKIES = {"access_token", "refresh_token"}
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("browser-signin")
-    with running_authapi(workdir) as api, running_app(workdir, api_url=api.url) as app:
+def servers(tmp_path_factory, storage_mode):
+    workdir = tmp_path_factory.mktemp(f"browser-signin-{storage_mode}")
+    with (
+        running_authapi(workdir) as api,
+        running_app(workdir, api_url=api.url, AUTH_TOKEN_STORAGE=storage_mode) as app,
+    ):
         yield app, api
 
 
@@ -36,7 +44,22 @@ def page(browser, servers):
     context.close()
 
 
-def test_admin_signs_in_sees_dashboard_opens_admin_and_signs_out(page, tmp_path):
+def assert_tokens_out_of_reach(page, storage_mode):
+    """Cookie mode: both token cookies, HttpOnly. Session mode: no token cookie at all.
+
+    Either way no page script can read a token through `document.cookie`.
+    """
+    held = {c["name"]: c for c in page.context.cookies() if c["name"] in TOKEN_COOKIES}
+    if storage_mode == "cookies":
+        assert set(held) == TOKEN_COOKIES
+        assert all(cookie["httpOnly"] for cookie in held.values())
+    else:
+        assert held == {}
+    visible = page.evaluate("document.cookie")
+    assert "access_token" not in visible and "refresh_token" not in visible
+
+
+def test_admin_signs_in_sees_dashboard_opens_admin_and_signs_out(page, storage_mode, tmp_path):
     page.goto("/")
     page.get_by_role("link", name="Sign in").first.click()
     sign_in(page, ADMIN, path=page.url)
@@ -48,11 +71,9 @@ def test_admin_signs_in_sees_dashboard_opens_admin_and_signs_out(page, tmp_path)
     assert re.match(
         r"\(in \d+m \d+s\)", page.locator('.countdown[data-for="access-expiry"]').inner_text()
     )
-    # The browser holds both tokens, and page scripts can read neither.
-    jar = {c["name"]: c for c in page.context.cookies()}
-    assert jar["access_token"]["httpOnly"] and jar["refresh_token"]["httpOnly"]
-    visible = page.evaluate("document.cookie")
-    assert "access_token" not in visible and "refresh_token" not in visible
+    # Cookie mode: the browser holds both tokens and page scripts can read neither;
+    # session mode: the browser holds no token at all.
+    assert_tokens_out_of_reach(page, storage_mode)
     page.screenshot(path=tmp_path / "dashboard.png")
 
     page.get_by_role("link", name="Admin", exact=True).click()
@@ -61,6 +82,7 @@ def test_admin_signs_in_sees_dashboard_opens_admin_and_signs_out(page, tmp_path)
     page.get_by_role("button", name="Sign out").click()
     page.wait_for_url(re.compile(r"/$"))
     assert page.get_by_text("You have been signed out.").is_visible()
+    assert not [c for c in page.context.cookies() if c["name"] in TOKEN_COOKIES]
     page.goto("/dashboard/")
     assert "/accounts/login/?next=/dashboard/" in page.url
 

@@ -280,3 +280,18 @@ class TestCookieSizeGuard:
         assert refresh_calls(backend) == ["refresh-1"]
         warned = [r for r in caplog.records if "access_token cookie would be" in r.getMessage()]
         assert len(warned) == 1, "said once for the session, not at every request"
+
+
+@pytest.mark.parametrize(
+    ("storage", "said"),
+    [("cookies", "Both live in HttpOnly cookies"), ("session", "Both stay on the server")],
+)
+def test_the_dashboard_says_where_the_tokens_are(
+    client, db, settle, backend, settings, storage, said
+):
+    settings.AUTH_TOKEN_STORAGE = storage
+    fakes.sign_in_client(client, access=fakes.access_jwt(), storage=storage)
+
+    page = client.get("/dashboard/").content.decode()
+
+    assert said in page

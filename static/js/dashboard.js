@@ -1,7 +1,8 @@
 // The dashboard's script: expiry times in local time with a live countdown, a
 // refresh from the browser shortly before the access token runs out (the
 // article's client-side /auth/refresh, here same-origin /accounts/refresh/),
-// and the demo buttons. No token is ever visible here: they are HttpOnly.
+// and the demo buttons. No token is ever visible here: they are HttpOnly
+// cookies, or (AUTH_TOKEN_STORAGE=session) they never leave the server.
 (function () {
   "use strict";
 
@@ -50,7 +51,7 @@
   }
 
   function refreshFromBrowser(report) {
-    refreshing = fetch(demo.dataset.refreshUrl, {
+    var mine = (refreshing = fetch(demo.dataset.refreshUrl, {
       method: "POST",
       credentials: "same-origin",
       headers: { "X-CSRFToken": csrf ? csrf.value : "", Accept: "application/json" },
@@ -69,10 +70,13 @@
         if (report) show("Refresh failed", String(error));
       })
       .finally(function () {
-        // After a failure, wait a little before the countdown tries again.
-        window.setTimeout(function () { refreshing = null; }, 2000);
-      });
-    return refreshing;
+        // Wait a little before the countdown tries again; a newer refresh
+        // (a button press meanwhile) keeps its own guard.
+        window.setTimeout(function () {
+          if (refreshing === mine) refreshing = null;
+        }, 2000);
+      }));
+    return mine;
   }
 
   function getJSON(url) {
