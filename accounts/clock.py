@@ -8,8 +8,10 @@ every request), and one from a backend ahead looks valid after it has lapsed.
 
 Every answer's `Date` is compared with the middle of the call on this
 server's clock; `Date` has whole seconds, so a difference under
-SIGNIFICANT seconds is taken as none. `local()` turns a backend time into
-this server's.
+SIGNIFICANT seconds is taken as none. An answer that took longer than
+SIGNIFICANT seconds measures nothing: its `Date` could have been written
+anywhere in that time (a refresh the backend held for 8 s would look like a
+clock 4 s ahead). `local()` turns a backend time into this server's.
 """
 
 import logging
@@ -25,8 +27,9 @@ _report = AtMostEvery(60.0)
 
 
 def measure(date_header: str | None, *, sent_at: float, received_at: float) -> float | None:
-    """Return the skew one answer's `Date` shows (0.0 under SIGNIFICANT), or None without one."""
-    if not date_header:
+    """Return the skew one answer's `Date` shows (0.0 under SIGNIFICANT), or None without one
+    or when the call took too long to tell."""
+    if not date_header or received_at - sent_at > SIGNIFICANT:
         return None
     try:
         backend_time = parsedate_to_datetime(date_header).timestamp()

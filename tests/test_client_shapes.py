@@ -211,6 +211,15 @@ class TestClockObserve:
         clock.observe(self.DATE, sent_at=local - 0.1, received_at=local + 0.1)
         assert clock.skew() == pytest.approx(skew)
 
+    @pytest.mark.parametrize(("took", "skew"), [(2.0, 5.0), (2.1, 0.0), (8.0, 0.0)])
+    def test_a_slow_answer_measures_nothing(self, monkeypatch, took, skew):
+        """A `Date` written somewhere in a long call says nothing of the clock; the last
+        measurement stands."""
+        monkeypatch.setattr(clock, "_skew", 0.0)
+        local = 1000.5 - 5.0 - took / 2  # the middle of the call is 5 s behind the Date
+        clock.observe(self.DATE, sent_at=local, received_at=local + took)
+        assert clock.skew() == pytest.approx(skew)
+
     def test_a_skew_is_logged_once_a_minute_and_none_is_not(self, caplog, monkeypatch):
         monkeypatch.setattr(clock, "_report", AtMostEvery(60.0))
         with caplog.at_level("WARNING", logger="accounts.clock"):
