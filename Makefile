@@ -37,6 +37,8 @@ test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Soak with faults and the benchmark (bench/README.md); SOAK_ARGS / BENCH_ARGS to tune.
+# Both run in each AUTH_TOKEN_STORAGE mode (cookies, then session) and print both;
+# --token-storage cookies|session runs one. --seconds is each soak mode's length.
 SOAK_ARGS ?= --users 50 --seconds 120
 BENCH_ARGS ?=
 soak: setup

@@ -23,7 +23,14 @@ refreshes them from half their life on (AUTH_REFRESH_LEEWAY is capped at half
 the lifetime) while they are still valid: no request should wait for a
 refresh, even while the API takes 8 s to answer one.
 
-Prints a table and writes bench/results/soak.json; exits 1 if a bar is missed:
+The whole scenario runs once per token storage mode (AUTH_TOKEN_STORAGE=cookies,
+then =session, each on a fresh database and cache; --token-storage picks one),
+and a comparison of the two follows the modes' tables. In session mode the
+browser holds no token: renewals are counted at the API (its successful
+refreshes), and a user is signed in when /dashboard/ answers 200.
+
+Prints a table per mode and writes bench/results/soak.json; exits 1 if a bar
+is missed in either mode:
 
     0 spurious sign-outs, 0 reuse detections, 0 5xx outside the fault windows,
     every user signed in at the end; inside the slow-refresh phase a throughput
@@ -95,6 +102,10 @@ DEFAULTS = {s.name: s.default for s in SETTINGS}
 UNKNOWN_OUTCOME_TEXT = "We could not confirm your sign-in"
 REFRESH_KEYS = "accounts:refresh:"
 REFRESH_COOKIE = DEFAULTS["AUTH_REFRESH_COOKIE"]
+SESSION_COOKIE = "sessionid"
+# AUTH_TOKEN_STORAGE: tokens relayed as cookies, or sealed in the server-side session.
+COOKIES, SESSION = "cookies", "session"
+MODES = (COOKIES, SESSION)
 # App log lines worth a look, and how to count them.
 LOG_MARKS = {
     "session ended": "ended:",
@@ -146,10 +157,12 @@ class Report:
             self.samples.append(sample)
 
 
-def deletes_refresh_cookie(response: requests.Response) -> bool:
-    """Return whether the response deletes the refresh cookie (the app ended the session)."""
+def deletes_sign_in_cookie(response: requests.Response) -> bool:
+    """Return whether the response deletes the refresh or the session cookie (the app ended
+    the session; in session mode there is no refresh cookie to delete)."""
     return any(
-        header.startswith(f"{REFRESH_COOKIE}=") and "max-age=0" in header.lower()
+        header.startswith((f"{REFRESH_COOKIE}=", f"{SESSION_COOKIE}="))
+        and "max-age=0" in header.lower()
         for header in response.raw.headers.getlist("Set-Cookie")
     )
 
@@ -159,7 +172,7 @@ def is_sign_out(response: requests.Response) -> bool:
     return (
         response.status_code == 401
         or "/accounts/login/" in location
-        or deletes_refresh_cookie(response)
+        or deletes_sign_in_cookie(response)
         or UNKNOWN_OUTCOME_TEXT in response.text
     )
 
@@ -221,9 +234,18 @@ def unknown_outcome_told(base: str, browser, answers: list) -> bool:
     return False
 
 
-def virtual_user(index, user, base, started, deadline, report: Report, results: dict):
+def renewals_seen(refresh_tokens: set) -> int:
+    """Return how many renewals a browser saw: the refresh tokens it held, less the first.
+
+    Only cookie mode hands the user tokens; in session mode the set holds
+    only None and the API's counter stands in (see summarise).
+    """
+    return max(0, len(refresh_tokens - {None}) - 1)
+
+
+def virtual_user(index, user, base, started, deadline, report: Report, results: dict, storage):
     rng = random.Random()
-    browser = sign_in_as(base, user)
+    browser = sign_in_as(base, user, storage=storage)
     refresh_tokens = {browser.cookies.get("refresh_token")}
     pages = PAGES[user.email]
     spurious = False
@@ -236,9 +258,9 @@ def virtual_user(index, user, base, started, deadline, report: Report, results: 
                 if answer is not None and answer.cookies.get("refresh_token"):
                     adopt_cookies(browser, answer)
                     break
-            for answer in answers:  # a message for the next page, as a browser keeps it
+            for answer in answers:  # a message for the next page, a renewed session cookie
                 for cookie in answer.cookies if answer is not None else ():
-                    if cookie.name == "messages":
+                    if cookie.name in ("messages", SESSION_COOKIE):
                         browser.cookies.set_cookie(cookie)
         else:
             answers = [fetch(browser, f"{base}{rng.choice(pages)}", started, report, index)]
@@ -249,9 +271,9 @@ def virtual_user(index, user, base, started, deadline, report: Report, results: 
             if unknown_outcome_told(base, browser, answers):
                 with report.lock:
                     report.sign_outs.append(SignOut(index, at, "unknown_outcome", len(signed_out)))
-                    report.renewals += len(refresh_tokens - {None}) - 1
+                    report.renewals += renewals_seen(refresh_tokens)
                 # The app asked them to sign in again: they do, and go on.
-                browser = sign_in_as(base, user)
+                browser = sign_in_as(base, user, storage=storage)
                 refresh_tokens = {browser.cookies.get("refresh_token")}
             else:
                 with report.lock:
@@ -261,8 +283,8 @@ def virtual_user(index, user, base, started, deadline, report: Report, results: 
     final = browser.get(f"{base}/dashboard/", allow_redirects=False, timeout=30)
     refresh_tokens.add(browser.cookies.get("refresh_token"))
     with report.lock:
-        report.renewals += len(refresh_tokens - {None}) - 1
-    results[index] = final.status_code == 200
+        report.renewals += renewals_seen(refresh_tokens)
+    results[index] = final.status_code == 200  # signed in: the page itself, not a cookie
 
 
 def percentile(values: list[float], q: int) -> float:
@@ -363,7 +385,7 @@ def log_counts(text: str) -> dict[str, int]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=50)
-    parser.add_argument("--seconds", type=float, default=120)
+    parser.add_argument("--seconds", type=float, default=120, help="length of each mode's run")
     parser.add_argument("--access-ttl", type=int, default=20, help="access token lifetime (s)")
     parser.add_argument("--workers", type=int, default=4, help="gunicorn workers")
     parser.add_argument("--threads", type=int, default=4, help="gunicorn threads per worker")
@@ -380,7 +402,19 @@ def main() -> int:
         default=DEFAULTS["AUTH_REFRESH_WAIT"],
         help="the app's AUTH_REFRESH_WAIT (its default unless given)",
     )
-    parser.add_argument("--storage", choices=("auto", "postgres", "sqlite"), default="auto")
+    parser.add_argument(
+        "--storage",
+        choices=("auto", "postgres", "sqlite"),
+        default="auto",
+        help="the app's database and cache",
+    )
+    parser.add_argument(
+        "--token-storage",
+        dest="modes",
+        choices=(*MODES, "both"),
+        default="both",
+        help="AUTH_TOKEN_STORAGE of the app: the whole run once per mode (both) or one",
+    )
     parser.add_argument(
         "--app-env",
         action="append",
@@ -389,10 +423,28 @@ def main() -> int:
         help="an extra setting for the app (repeatable), e.g. AUTH_REFRESH_POOL_SIZE=32",
     )
     args = parser.parse_args()
-    app_env = dict(item.split("=", 1) for item in args.app_env)
     args.lock_ttl = DEFAULTS["AUTH_REFRESH_LOCK_TTL"]
-    backend_timeout = DEFAULTS["AUTH_BACKEND_TIMEOUT"]
+    modes = MODES if args.modes == "both" else (args.modes,)
+    found = {}
+    for mode in modes:
+        print(f"\n## AUTH_TOKEN_STORAGE={mode}\n", flush=True)
+        found[mode] = soak(args, storage=mode)
+    output = {"modes": found}
+    if len(modes) == 2:
+        output["comparison"] = comparison(found)
+        print("\n## Both modes\n")
+        print_comparison(output["comparison"], found)
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "soak.json").write_text(json.dumps(output, indent=2))
+    return 0 if all(all(run["bars"].values()) for run in found.values()) else 1
 
+
+def soak(args, *, storage: str) -> dict:
+    """Run the whole scenario with AUTH_TOKEN_STORAGE=`storage`; print it; return its
+    summary and bars."""
+    app_env = dict(item.split("=", 1) for item in args.app_env)
+    backend_timeout = DEFAULTS["AUTH_BACKEND_TIMEOUT"]
     with (
         tempfile.TemporaryDirectory(prefix="soak-") as tmp,
         shared_storage(args.storage, "soak") as (label, shared),
@@ -417,14 +469,14 @@ def main() -> int:
                 ALLOWED_HOSTS="127.0.0.1",
                 AUTH_REFRESH_WAIT=f"{args.refresh_wait:g}",
                 AUTH_BACKEND_TIMEOUT=f"{backend_timeout:g}",
-                **shared,
-                **app_env,
+                **{**shared, **app_env, "AUTH_TOKEN_STORAGE": storage},
             ) as app,
         ):
             print(
                 f"soak: {args.users} users for {args.seconds:.0f}s, access TTL "
                 f"{args.access_ttl}s, gunicorn {args.workers} workers x {args.threads} "
-                f"threads, {label}, AUTH_REFRESH_WAIT {args.refresh_wait:g}s"
+                f"threads, {label}, AUTH_TOKEN_STORAGE={storage}, "
+                f"AUTH_REFRESH_WAIT {args.refresh_wait:g}s"
                 + "".join(f", {k}={v}" for k, v in app_env.items()),
                 flush=True,
             )
@@ -436,7 +488,8 @@ def main() -> int:
             users = [ADMIN if i % 2 == 0 else EVALUATOR for i in range(args.users)]
             threads = [
                 threading.Thread(
-                    target=virtual_user, args=(i, u, app.url, started, deadline, report, results)
+                    target=virtual_user,
+                    args=(i, u, app.url, started, deadline, report, results, storage),
                 )
                 for i, u in enumerate(users)
             ]
@@ -464,10 +517,12 @@ def main() -> int:
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     # The servers' logs, for evidence (bench/results/ is not committed).
-    (out / "soak-app.log").write_text(app_log)
-    (out / "soak-api.log").write_text(api_log)
+    (out / f"soak-app-{storage}.log").write_text(app_log)
+    (out / f"soak-api-{storage}.log").write_text(api_log)
 
-    summary, bars = summarise(args, label, report, results, events, before, after, backend_timeout)
+    summary, bars = summarise(
+        args, label, storage, report, results, events, before, after, backend_timeout
+    )
     summary["app_log"] = log_counts(app_log)
     print("\n| measure | value |\n|---|---|")
     for key, value in summary.items():
@@ -476,7 +531,7 @@ def main() -> int:
     print("\n| app log | lines |\n|---|---|")
     for key, value in summary["app_log"].items():
         print(f"| {key} | {value} |")
-    print("\n| bar | met |\n|---|---|")
+    print(f"\n| bar ({storage} mode) | met |\n|---|---|")
     for bar, met in bars.items():
         print(f"| {bar} | {'yes' if met else 'NO'} |")
     print(f"\n{summary['unknown_outcome_note']}")
@@ -515,8 +570,82 @@ def main() -> int:
             f"slowest in the slow phase: user {sample.user} at {sample.at:.2f}s for "
             f"{sample.latency:.2f}s {sample.status} {sample.url}"
         )
-    (out / "soak.json").write_text(json.dumps({"summary": summary, "bars": bars}, indent=2))
-    return 0 if all(bars.values()) else 1
+    return {"summary": summary, "bars": bars}
+
+
+def comparison(found: dict) -> dict:
+    """The two modes' figures that matter side by side, and session / cookies where a ratio
+    means something."""
+    c, s = found[COOKIES]["summary"], found[SESSION]["summary"]
+    return {
+        "steady_throughput_ratio": round(s["steady_throughput_rps"] / c["steady_throughput_rps"], 3)
+        if c["steady_throughput_rps"]
+        else None,
+        "refresh_calls_per_renewal": {
+            mode: found[mode]["summary"]["refresh_calls_per_renewal"] for mode in MODES
+        },
+        "latency_ms": {mode: found[mode]["summary"]["latency_ms"] for mode in MODES},
+        "reuse_detections": {mode: found[mode]["summary"]["reuse_detections"] for mode in MODES},
+        "spurious_sign_outs": {
+            mode: found[mode]["summary"]["spurious_sign_outs"] for mode in MODES
+        },
+        "bars_met": {
+            mode: f"{sum(found[mode]['bars'].values())}/{len(found[mode]['bars'])}"
+            for mode in MODES
+        },
+    }
+
+
+def print_comparison(compared: dict, found: dict) -> None:
+    c, s = found[COOKIES]["summary"], found[SESSION]["summary"]
+
+    def latency(summary: dict) -> str:
+        lat = summary["latency_ms"]
+        return f"{lat['p50']} / {lat['p95']} / {lat['max']} ms"
+
+    def steady(summary: dict) -> str:
+        lat = summary["latency_outside_fault_windows_ms"]
+        return f"{lat['p50']} / {lat['p99']} ms"
+
+    def calls(summary: dict) -> str:
+        return (
+            f"{summary['refresh_calls_per_renewal']} ({summary['refresh_calls_reaching_the_api']}"
+            f" calls / {summary['token_renewals_seen_by_users']} renewals)"
+        )
+
+    ratio = compared["steady_throughput_ratio"]
+    rows = [
+        (
+            "warm-path throughput: requests outside the fault windows per second",
+            c["steady_throughput_rps"],
+            s["steady_throughput_rps"],
+            f"{ratio:.3f}" if ratio is not None else "",
+        ),
+        ("refresh calls reaching the API per renewal", calls(c), calls(s), ""),
+        ("latency p50 / p95 / max (whole run)", latency(c), latency(s), ""),
+        ("latency outside the fault windows p50 / p99", steady(c), steady(s), ""),
+        (
+            "slow phase: throughput ratio to the rest",
+            *(f"{m['throughput_rps']['ratio']}" for m in (c, s)),
+            "",
+        ),
+        (
+            "slow phase: longest request",
+            *(f"{m['slow_phase_latency_ms']['max']} ms" for m in (c, s)),
+            "",
+        ),
+        ("reuse detections", c["reuse_detections"], s["reuse_detections"], ""),
+        ("spurious sign-outs", c["spurious_sign_outs"], s["spurious_sign_outs"], ""),
+        ("users signed in at the end", c["signed_in_at_end"], s["signed_in_at_end"], ""),
+        ("bars met", *compared["bars_met"].values(), ""),
+    ]
+    print("| measure | cookies | session | session / cookies |\n|---|---|---|---|")
+    for measure, *cells in rows:
+        print(f"| {measure} | " + " | ".join(str(cell) for cell in cells) + " |")
+    print(
+        "\nRenewals: in cookie mode the refresh tokens users received; in session mode the "
+        "API's successful refreshes (the browser holds no token)."
+    )
 
 
 def fault_windows(args, events: dict, backend_timeout: float) -> dict[str, tuple[float, float]]:
@@ -537,7 +666,20 @@ def fault_windows(args, events: dict, backend_timeout: float) -> dict[str, tuple
     return windows
 
 
-def summarise(args, label, report: Report, results, events, before, after, backend_timeout):
+def outside_windows_seconds(windows: dict, first: float, last: float) -> float:
+    """Return how many seconds of [first, last] no fault window covers."""
+    covered, reach = 0.0, first
+    for start, end in sorted(windows.values()):
+        start, end = max(start, reach), min(end, last)
+        if end > start:
+            covered += end - start
+            reach = end
+    return max(1e-9, (last - first) - covered)
+
+
+def summarise(
+    args, label, storage, report: Report, results, events, before, after, backend_timeout
+):
     windows = fault_windows(args, events, backend_timeout)
     samples = report.samples
     statuses = Counter(str(s.status) for s in samples)
@@ -558,6 +700,7 @@ def summarise(args, label, report: Report, results, events, before, after, backe
     ]
     slow_max = max((s.latency for s in started_inside), default=0.0)
     steady = [s for s in samples if not any(s.overlaps(*w) for w in windows.values())]
+    steady_rps = len(steady) / outside_windows_seconds(windows, first, last)
 
     # How long each refresh took from claim to outcome (accounts/refresh.py keeps
     # both times): beyond the backend's own delay, the call sat in the refresh pool.
@@ -595,7 +738,13 @@ def summarise(args, label, report: Report, results, events, before, after, backe
     spurious_responses = sum(s.signed_out for s in samples) - (
         sum(o.responses for o in unknown) if unknown_allowed else 0
     )
+    refreshed = after["refresh"] - before["refresh"]
+    calls_made = after["refresh_calls"] - before["refresh_calls"]
+    # Only cookie mode hands users their tokens; in session mode the browser
+    # sees no renewal, so the API's successful refreshes stand in.
+    renewals = report.renewals if storage == COOKIES else refreshed
     summary = {
+        "token_storage": storage,
         "users": args.users,
         "seconds": args.seconds,
         "access_ttl": args.access_ttl,
@@ -603,9 +752,16 @@ def summarise(args, label, report: Report, results, events, before, after, backe
         "storage": label,
         "requests": len(samples),
         "status_counts": dict(sorted(statuses.items())),
-        "refresh_calls": after["refresh"] - before["refresh"],
+        "refresh_calls": refreshed,
+        "refresh_calls_reaching_the_api": calls_made,
         "refresh_calls_slowed_by_the_phase": events.get("slow_refresh_calls", 0),
-        "token_renewals_seen_by_users": report.renewals,
+        "token_renewals_seen_by_users": renewals,
+        "renewals_counted": (
+            "refresh tokens the users received"
+            if storage == COOKIES
+            else "at the API: successful refreshes (the browser holds no token)"
+        ),
+        "refresh_calls_per_renewal": round(calls_made / renewals, 3) if renewals else None,
         "reuse_detections": after["reuse_detected"] - before["reuse_detected"],
         "refresh_rejected": after["refresh_rejected"] - before["refresh_rejected"],
         "spurious_sign_outs": spurious_events,
@@ -641,6 +797,7 @@ def summarise(args, label, report: Report, results, events, before, after, backe
             "p99": round(percentile(latencies, 99), 1),
             "max": round(max(latencies, default=0.0), 1),
         },
+        "steady_throughput_rps": round(steady_rps, 1),
         "latency_outside_fault_windows_ms": {
             "p50": round(percentile([s.latency * 1000 for s in steady], 50), 1),
             "p99": round(percentile([s.latency * 1000 for s in steady], 99), 1),
