@@ -280,3 +280,26 @@ def test_a_deleted_cookie_does_not_stop_the_ones_after_it():
     )
     assert response.cookies["access_token"]["max-age"] == 0
     assert response.cookies["refresh_token"].value == "r-2"
+
+
+class TestBrowserLimit:
+    """`too_large`: the token cookies a browser would drop (over 4096 bytes with attributes)."""
+
+    @staticmethod
+    def cookie_of_size(size: int, name: str = "access_token") -> cookies.BackendCookie:
+        one = cookies.relayed_size(cookies.BackendCookie(name=name, value="x", max_age=60))
+        overhead = one - 1  # an empty value would be rendered quoted
+        return cookies.BackendCookie(name=name, value="x" * (size - overhead), max_age=60)
+
+    def test_exactly_the_limit_is_kept_and_one_byte_more_is_not(self):
+        at_limit, over = self.cookie_of_size(4096), self.cookie_of_size(4097)
+
+        assert cookies.relayed_size(at_limit) == 4096
+        assert cookies.too_large([at_limit]) == []
+        assert cookies.too_large([over]) == [("access_token", 4097)]
+
+    def test_only_token_cookies_that_are_set_count(self):
+        other = self.cookie_of_size(5000, name="tracking")
+        deleting = cookies.BackendCookie(name="refresh_token", value="x" * 5000, max_age=0)
+
+        assert cookies.too_large([other, deleting]) == []

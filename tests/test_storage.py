@@ -3,6 +3,8 @@ SECRET_KEY, and the cookie size guard (accounts/state.py, accounts/vault.py)."""
 
 import json
 import logging
+import time
+from dataclasses import replace
 
 import jwt
 import pytest
@@ -10,7 +12,9 @@ from django.contrib.auth import SESSION_KEY as USER_KEY
 
 from accounts import vault
 from accounts.client import Tokens
+from accounts.cookies import BackendCookie, relayed_size
 from accounts.models import Session
+from accounts.state import TokenState
 from tests import fakes
 
 LOGIN = "/accounts/login/"
@@ -154,6 +158,30 @@ class TestSwitchingModes:
         assert not set(TOKEN_COOKIES) & set(again.cookies)
         assert len(backend.calls) == 0
 
+    def test_a_pair_without_known_expiries_moves_into_session_cookies(
+        self, client, db, settle, backend, settings
+    ):
+        fakes.sign_in_client(client, access=fakes.access_jwt(), storage="session")
+        fakes.edit_record(client, access_expires_at=None, refresh_expires_at=None)
+        settings.AUTH_TOKEN_STORAGE = "cookies"
+
+        response = client.get("/dashboard/")
+
+        assert response.status_code == 200
+        for name in TOKEN_COOKIES:
+            assert response.cookies[name].value
+            assert response.cookies[name]["max-age"] == ""  # a browser-session cookie
+
+    def test_a_pair_about_to_expire_is_handed_over_for_at_least_a_second(self, rf, db, settings):
+        request = fakes.direct_request(rf)
+        state = TokenState.of(request)
+        record = state.load()
+        state.record = replace(record, access_expires_at=time.time() - 5)
+
+        by_name = {c.name: c for c in state._pair_cookies()}
+
+        assert by_name["access_token"].max_age == 1
+
     def test_a_session_moved_into_cookies_still_needs_them(
         self, client, db, settle, backend, settings
     ):
@@ -202,6 +230,14 @@ class TestRotatedSecretKey:
         assert refresh_calls(backend) == ["refresh-1"]
         settings.SECRET_KEY_FALLBACKS = []
         assert sealed(client).refresh == "refresh-2"
+
+    def test_a_pair_sealed_for_another_purpose_does_not_open(self):
+        from accounts import revocations
+
+        assert vault.unseal(revocations.seal(Tokens(access="a", refresh="r"))) is None
+
+    def test_a_sealed_pair_without_a_refresh_token_is_none(self):
+        assert vault.unseal(vault.seal(Tokens(access="a", refresh=None))) is None
 
     def test_a_secret_key_no_longer_listed_opens_nothing(self, settings):
         sealed_value = vault.seal(Tokens(access="a", refresh="r"))
@@ -270,16 +306,23 @@ class TestCookieSizeGuard:
 
         with caplog.at_level(logging.WARNING, logger="accounts.state"):
             response = client.get("/dashboard/")
+            said = [r.getMessage() for r in caplog.records if r.name == "accounts.state"]
             again = client.get("/dashboard/")
 
         assert response.status_code == 200
         assert_deletes_token_cookies(response)
         assert fakes.record_of(client).storage == "session"
         assert sealed(client) == Tokens(access=huge, refresh="refresh-2")
+        size = relayed_size(BackendCookie(name="access_token", value=huge, max_age=1800))
+        assert said == [
+            f"The access_token cookie would be {size} bytes with its attributes; browsers drop "
+            "cookies over 4096 bytes, so this session keeps its tokens on the server. Set "
+            "AUTH_TOKEN_STORAGE=session to keep every session's tokens there."
+        ]
         assert again.status_code == 200  # no cookies, still signed in
         assert refresh_calls(backend) == ["refresh-1"]
-        warned = [r for r in caplog.records if "access_token cookie would be" in r.getMessage()]
-        assert len(warned) == 1, "said once for the session, not at every request"
+        later = [r for r in caplog.records if r.name == "accounts.state"]
+        assert len(later) == 1, "said once for the session, not at every request"
 
 
 @pytest.mark.parametrize(
