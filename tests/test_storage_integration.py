@@ -14,7 +14,15 @@ from accounts import vault
 from accounts.client import Tokens
 from accounts.sessions import SessionStore
 from authapi.demo import DEMO_USERS
-from tests.flows import burst, csrf_headers, jar_values, post_login, sign_in_as, sign_out
+from tests.flows import (
+    burst,
+    csrf_headers,
+    jar_values,
+    post_login,
+    set_cookie_headers,
+    sign_in_as,
+    sign_out,
+)
 from tests.servers import running_app, running_authapi
 
 ADMIN, EVALUATOR, VIEWER = DEMO_USERS
@@ -223,3 +231,26 @@ def test_a_sign_in_records_its_browser_and_backend_sid(servers, storage_mode):
     assert address == "127.0.0.1"
     assert sid.isdigit()  # the reference API's access tokens carry the sign-in's family id
     assert signed_in_at and last_seen
+
+
+def test_another_users_token_cookies_never_act_for_them(servers, storage_mode):
+    """Cookie tossing: cookie mode ends the session; session mode ignores the cookies (and
+    deletes them). In neither does the proxy speak for the other user."""
+    app, _, database = servers
+    admin = sign_in_as(app.url, ADMIN, storage=storage_mode)
+    evaluator = sign_in_as(app.url, EVALUATOR, storage=storage_mode)
+    theirs = sealed_pair(database, evaluator)
+    for name, value in (("access_token", theirs.access), ("refresh_token", theirs.refresh)):
+        admin.cookies.set(name, value, path="/")
+
+    me = admin.get(f"{app.url}/api/users/me", timeout=10)
+
+    if storage_mode == "cookies":
+        assert me.status_code == 401
+        assert me.json()["error"] == "signed_out"
+    else:
+        assert me.status_code == 200
+        assert me.json()["email"] == ADMIN.email
+        deleted = [h for h in set_cookie_headers(me) if "Max-Age=0" in h]
+        assert sorted(h.split("=")[0] for h in deleted) == sorted(TOKEN_COOKIES)
+    assert evaluator.get(f"{app.url}/api/users/me", timeout=10).json()["email"] == EVALUATOR.email
