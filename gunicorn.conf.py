@@ -9,10 +9,19 @@ Everything comes from the environment so one image serves every box:
                            token refresh (up to AUTH_REFRESH_WAIT) does not hold a whole process
     GUNICORN_TIMEOUT       seconds before a stuck worker is replaced (default 30)
     FORWARDED_ALLOW_IPS    proxies whose X-Forwarded-* headers are trusted (default 127.0.0.1,::1)
+    PROMETHEUS_MULTIPROC_DIR  where the workers keep their metrics (default: a new
+                           temporary directory per master, removed when it exits)
+
+Every worker counts into PROMETHEUS_MULTIPROC_DIR, so a scrape of `/metrics`
+(accounts/metrics.py) at any worker sees the whole server. The directory is
+set here, before any worker imports prometheus-client, which picks its
+storage at import.
 """
 
 import multiprocessing
 import os
+import shutil
+import tempfile
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 + 1))
@@ -26,6 +35,30 @@ max_requests = 2000
 max_requests_jitter = 200
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 accesslog = "-"
+# gunicorn's combined format, then the request's id (the X-Request-ID response header,
+# accounts/requestid.py): an access line and the app's log lines of a request correlate.
+access_log_format = (
+    '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %({x-request-id}o)s'
+)
 errorlog = "-"
 # Several gunicorn masters may run on one host (one per port): no shared control socket.
 control_socket_disable = True
+
+# Each master gets a directory of its own unless one is given: stale files
+# of an earlier run would be counted again.
+_own_metrics_dir = None
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    _own_metrics_dir = tempfile.mkdtemp(prefix="prometheus-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _own_metrics_dir
+
+
+def child_exit(server, worker):
+    # A dead worker's gauges go; its counters stay in the totals.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if _own_metrics_dir:
+        shutil.rmtree(_own_metrics_dir, ignore_errors=True)

@@ -30,6 +30,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from jwt.exceptions import InvalidJTIError, InvalidSubjectError
 
+from . import metrics
 from .conf import conf
 from .models import Session
 from .responses import json_error, json_view
@@ -181,6 +182,8 @@ def logout(request: HttpRequest) -> JsonResponse:
     except DatabaseError:
         cache.delete(replay_key)  # nothing was ended: the backend may send it again
         raise
+    if ended:
+        metrics.sign_out("backchannel", ended)
     logger.info(
         "Back-channel sign-out of backend user %s%s: %s session(s) ended",
         claims.user_id[:128],

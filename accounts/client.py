@@ -26,7 +26,7 @@ from requests.structures import CaseInsensitiveDict
 from requests.utils import get_encoding_from_headers
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
-from . import clock
+from . import clock, metrics, requestid
 from .conf import conf
 from .cookies import COOKIE_VALUE, BackendCookie, parse_set_cookies
 from .exceptions import (
@@ -432,58 +432,67 @@ class AuthApiClient:
         timeout: float | tuple[float, float] | None = None,
         session: requests.Session | None = None,
     ) -> BackendAnswer:
-        url = f"{conf.api_baseurl}{path}"
-        token_headers, token_fields = self._credentials(tokens, attach)
-        if token_fields:
-            json = {**(json or {}), **token_fields}
-        sent_at = time.time()
+        started = time.monotonic()
+        status: int | str = "error"  # no answer at all
         try:
-            response = (session or self.session).request(
-                method,
-                url,
-                json=json,
-                data=data,
-                params=params,
-                headers={
-                    "Accept": "application/json",
-                    **self.extra_headers(),
-                    **(headers or {}),
-                    **token_headers,
-                },
-                timeout=timeout or conf.backend_timeout,
-                allow_redirects=False,
-                stream=True,
+            url = f"{conf.api_baseurl}{path}"
+            token_headers, token_fields = self._credentials(tokens, attach)
+            if token_fields:
+                json = {**(json or {}), **token_fields}
+            sent_at = time.time()
+            try:
+                response = (session or self.session).request(
+                    method,
+                    url,
+                    json=json,
+                    data=data,
+                    params=params,
+                    headers={
+                        "Accept": "application/json",
+                        **_request_id(),
+                        **self.extra_headers(),
+                        **(headers or {}),
+                        **token_headers,
+                    },
+                    timeout=timeout or conf.backend_timeout,
+                    allow_redirects=False,
+                    stream=True,
+                )
+                status = response.status_code
+                clock.observe(
+                    response.headers.get("Date"), sent_at=sent_at, received_at=time.time()
+                )
+                content = _read_capped(response, conf.max_response_bytes, f"{method} {path}")
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                failure = BackendUnavailable(f"{method} {path}: {type(exc).__name__}")
+                failure.maybe_processed = not _never_sent(exc)
+                raise failure from exc
+            except requests.RequestException as exc:
+                failure = BackendProtocolError(f"{method} {path}: {type(exc).__name__}")
+                failure.maybe_processed = True
+                raise failure from exc
+            logger.debug("%s %s answered %s", method, path, response.status_code)
+            if response.status_code >= 500:
+                failure = BackendUnavailable(f"{method} {path} answered {response.status_code}")
+                # A gateway that gave up may have left the call running behind it.
+                failure.maybe_processed = response.status_code == 504
+                raise failure
+            if response.status_code == 429:
+                raise Throttled(
+                    f"{method} {path} answered 429",
+                    retry_after=_retry_after(response.headers.get("Retry-After")),
+                )
+            return BackendAnswer(
+                status=response.status_code,
+                content=content,
+                headers=response.headers,
+                cookies=[
+                    _on_local_clock(cookie)
+                    for cookie in parse_set_cookies(response.raw.headers.getlist("Set-Cookie"))
+                ],
             )
-            clock.observe(response.headers.get("Date"), sent_at=sent_at, received_at=time.time())
-            content = _read_capped(response, conf.max_response_bytes, f"{method} {path}")
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            failure = BackendUnavailable(f"{method} {path}: {type(exc).__name__}")
-            failure.maybe_processed = not _never_sent(exc)
-            raise failure from exc
-        except requests.RequestException as exc:
-            failure = BackendProtocolError(f"{method} {path}: {type(exc).__name__}")
-            failure.maybe_processed = True
-            raise failure from exc
-        logger.debug("%s %s answered %s", method, path, response.status_code)
-        if response.status_code >= 500:
-            failure = BackendUnavailable(f"{method} {path} answered {response.status_code}")
-            # A gateway that gave up may have left the call running behind it.
-            failure.maybe_processed = response.status_code == 504
-            raise failure
-        if response.status_code == 429:
-            raise Throttled(
-                f"{method} {path} answered 429",
-                retry_after=_retry_after(response.headers.get("Retry-After")),
-            )
-        return BackendAnswer(
-            status=response.status_code,
-            content=content,
-            headers=response.headers,
-            cookies=[
-                _on_local_clock(cookie)
-                for cookie in parse_set_cookies(response.raw.headers.getlist("Set-Cookie"))
-            ],
-        )
+        finally:
+            metrics.backend_call(_endpoint(path), status, time.monotonic() - started)
 
     @staticmethod
     def _expect_success(answer: BackendAnswer, path: str, allowed=(200, 201, 204)) -> None:
@@ -638,3 +647,21 @@ def _client_for(dotted_path: str) -> AuthApiClient:
 def get_client() -> AuthApiClient:
     """Return this process's client, of the class AUTH_CLIENT_CLASS names."""
     return _client_for(conf.client_class)
+
+
+def _endpoint(path: str) -> str:
+    """The metric label of a backend path: login, refresh, logout, me, health, or proxy."""
+    names = {
+        conf.login_path: "login",
+        conf.refresh_path: "refresh",
+        conf.logout_path: "logout",
+        conf.me_path: "me",
+        conf.health_path: "health",
+    }
+    return names.get(path, "proxy")
+
+
+def _request_id() -> dict[str, str]:
+    """`X-Request-ID` of the request being served (accounts/requestid.py), if any."""
+    current = requestid.current()
+    return {"X-Request-ID": current} if current else {}

@@ -291,6 +291,25 @@ SETTINGS = (
         "seconds after its `iat` a back-channel sign-out token is accepted",
         "backchannel_max_age",
     ),
+    # Observability (accounts/metrics.py)
+    Setting(
+        "AUTH_METRICS",
+        False,
+        "serve Prometheus metrics at `/metrics` (off: 404)",
+        "metrics",
+    ),
+    Setting(
+        "AUTH_METRICS_ALLOWED_IPS",
+        ["127.0.0.1", "::1"],
+        "client addresses `/metrics` answers (others: 403, unless they send the token)",
+        "metrics_allowed_ips",
+    ),
+    Setting(
+        "AUTH_METRICS_TOKEN",
+        None,
+        "a bearer token that opens `/metrics` from any address (`Authorization: Bearer …`)",
+        "metrics_token",
+    ),
     Setting(
         "AUTH_TRUSTED_PROXY_COUNT",
         0,

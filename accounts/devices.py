@@ -23,7 +23,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
-from . import revocations
+from . import metrics, revocations
 from .client import get_client
 from .exceptions import BackendError
 from .models import Session
@@ -173,6 +173,7 @@ def end_many(session_keys: Iterable[str], *, revoke: bool = True) -> int:
         if revoke:
             failure = _revoke(data, failure)
         store.delete(session_key)
+        metrics.sign_out("ended_elsewhere")
         ended += 1
         logger.info("Session of user %s ended from elsewhere", data.get("_auth_user_id", "?"))
     return ended

@@ -113,6 +113,9 @@ class Session(AbstractBaseSession):
     backend_sid = models.CharField(max_length=128, blank=True, db_index=True)
     # Written at most every AUTH_SESSION_TOUCH_INTERVAL seconds (accounts/sessions.py).
     last_seen = models.DateTimeField(null=True, blank=True)
+    # Where the sign-in's tokens are (its TokenRecord's `storage`), for the
+    # `auth_sessions` metric (accounts/metrics.py); empty for other sign-ins.
+    token_storage = models.CharField(max_length=10, blank=True)
 
     @classmethod
     def get_session_store_class(cls):

@@ -31,6 +31,7 @@ handed out again and the same token may be presented once per round.
 See docs/architecture.md for the whole request path.
 """
 
+import contextvars
 import hashlib
 import json
 import logging
@@ -45,6 +46,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import close_old_connections
 
+from . import metrics
 from .client import RefreshRefused, Tokens, get_client
 from .conf import conf
 from .cookies import BackendCookie
@@ -222,27 +224,39 @@ def _call_backend(refresh_token: str, key: str, entry: dict, keep_for: int) -> O
     the backend and the claim is released.
     """
     alive = f"{key}:alive"
+    presented = f"{key}:presented"
     queued = time.time() - entry["started_at"]
     if queued > POOL_WAIT_WARNING:
         logger.warning(
             "A refresh waited %.1f s for a pool thread; raise AUTH_REFRESH_POOL_SIZE", queued
         )
     try:
+        if not _first_presentation(presented, keep_for):
+            # The claim was won twice (an entry the cache lost, a failover):
+            # the token may be spent already, so it is not sent again.
+            logger.error("A refresh token was about to be presented twice; not sent")
+            metrics.reuse_suspect()
+            return _finished(key, entry, UNKNOWN, keep_for)
         try:
             cookies = get_client().refresh(refresh_token)
         except RefreshRefused:
             logger.info("The backend refused a refresh token")
+            metrics.refresh_call("refused")
             return _finished(key, entry, REFUSED, keep_for)
         except BackendError as exc:
             if exc.maybe_processed:
                 logger.warning("Refresh outcome unknown (%s); its session will end", exc)
+                metrics.refresh_call("unknown")
                 return _finished(key, entry, UNKNOWN, keep_for)
             logger.warning("Refresh never reached the backend (%s); may be retried", exc)
-            cache.delete(key)
+            metrics.refresh_call("transient")
+            cache.delete_many([key, presented])
             return None
         except Exception:
             logger.exception("Refresh call failed unexpectedly; its session will end")
+            metrics.refresh_call("unknown")
             return _finished(key, entry, UNKNOWN, keep_for)
+        metrics.refresh_call("ok")
         new = Tokens().updated_by(cookies)
         done = {
             **entry,
@@ -262,6 +276,18 @@ def _call_backend(refresh_token: str, key: str, entry: dict, keep_for: int) -> O
     finally:
         _keeper.release(alive)
         close_old_connections()
+
+
+def _first_presentation(presented_key: str, keep_for: int) -> bool:
+    """Mark a token as presented; return False if it was marked already (reuse suspect).
+
+    A cache that cannot answer cannot tell: the claim already guards the token.
+    """
+    try:
+        return bool(cache.add(presented_key, 1, keep_for))
+    except Exception:  # noqa: BLE001 - any cache failure
+        logger.warning("The presented mark could not be written; the claim alone guards")
+        return True
 
 
 def _finished(key: str, entry: dict, state: str, keep_for: int) -> Outcome:
@@ -311,7 +337,11 @@ def start(
         return None
     _keeper.hold(f"{key}:alive")
     logger.debug("Refreshing at the backend (claimed %s)", key[-12:])
-    future = _executor().submit(_call_backend, refresh_token, key, entry, keep_for)
+    # In a copy of this request's context: the call sends the request's id
+    # (accounts/requestid.py) and its log lines carry it.
+    future = _executor().submit(
+        contextvars.copy_context().run, _call_backend, refresh_token, key, entry, keep_for
+    )
     return Claim(key=key, future=future)
 
 
@@ -340,6 +370,7 @@ def outcome(
     tried = claim is not None  # one attempt per request
     lost = 0
     delay = 0.01
+    began = time.monotonic()
     while True:
         if claim is not None:
             # Our own call: wait on it and take its outcome as it is.
@@ -347,6 +378,7 @@ def outcome(
             try:
                 found = claim.future.result(timeout=max(remaining, 0))
             except FutureTimeout:
+                _waited(began, deadline)
                 raise RefreshPending("the refresh is still running; try again") from None
             except Exception:
                 logger.exception("A refresh call failed; reading what it left in the cache")
@@ -356,6 +388,7 @@ def outcome(
                 # It failed before reaching the backend and released the claim:
                 # the next request may try again, this one does not.
                 raise BackendUnavailable("the refresh call did not reach the backend")
+            _waited(began, deadline)
             return found
         entry = cache.get(key)
         if entry is None:
@@ -381,18 +414,28 @@ def outcome(
                 raise BackendUnavailable("the cache neither holds nor takes the refresh claim")
             continue
         state = entry.get("state")
-        if state == OK:
-            return _collect(refresh_token, entry, binding)
-        if state in (REFUSED, UNKNOWN):
+        if state in (OK, REFUSED, UNKNOWN):
+            # Another request's call answered this one: coalesced.
+            waited = time.monotonic() - began
+            metrics.refresh_served("waited" if delay > 0.01 else "shared", waited)
+            if state == OK:
+                return _collect(refresh_token, entry, binding)
             return Outcome(state=state)
         if _owner_died(key, entry):
             logger.warning("A refresh's owner died with the call in flight; outcome unknown")
             return Outcome(state=UNKNOWN)
         remaining = (deadline - time.monotonic()) if deadline is not None else 0
         if remaining <= 0:
+            _waited(began, deadline)
             raise RefreshPending("the refresh is still running; try again")
         time.sleep(min(delay, remaining))
         delay = min(delay * 1.5, 0.25)
+
+
+def _waited(began: float, deadline: float | None) -> None:
+    # Only a request that may wait counts: a background look never waits.
+    if deadline is not None:
+        metrics.refresh_wait(time.monotonic() - began)
 
 
 def _owner_died(key: str, entry: dict) -> bool:

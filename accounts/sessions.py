@@ -30,6 +30,7 @@ from django.db import DatabaseError, connections, router
 from django.utils import timezone
 
 from .conf import conf
+from .record import SESSION_KEY as RECORD_KEY
 
 # The session entry a sign-in writes (accounts/devices.py): {"at": unix time,
 # "device": "Chrome 156 on Linux", "address": "203.0.113.9", "sid": backend id}.
@@ -56,6 +57,9 @@ class SessionStore(DatabaseSessionStore):
             instance.device = str(sign_in.get("device") or "")[:200]
             instance.address = str(sign_in.get("address") or "")[:64]
             instance.backend_sid = str(sign_in.get("sid") or "")[:128]
+        record = data.get(RECORD_KEY)
+        storage = record.get("storage", "cookies") if isinstance(record, dict) else ""
+        instance.token_storage = str(storage)[:10]
         instance.last_seen = self.last_seen = timezone.now()
         return instance
 
@@ -97,6 +101,7 @@ class SessionStore(DatabaseSessionStore):
             instance.address,
             instance.backend_sid,
             adapt(instance.last_seen),
+            instance.token_storage,
             instance.session_key,
         ]
         try:
@@ -219,7 +224,7 @@ def _update_statement(alias: str) -> str:
         return quote(meta.get_field(name).column)
 
     columns = ("session_data", "expire_date", "user", "signed_in_at", "device", "address")
-    columns += ("backend_sid", "last_seen")
+    columns += ("backend_sid", "last_seen", "token_storage")
     assignments = ", ".join(f"{column(name)} = %s" for name in columns)
     return (
         f"UPDATE {quote(meta.db_table)} SET {assignments} "  # noqa: S608 - quoted names only

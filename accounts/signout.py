@@ -15,6 +15,8 @@ from django.contrib.auth import logout
 from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 
+from . import metrics
+
 logger = logging.getLogger(__name__)
 
 # Reasons that are not the user's own doing and get a WARNING.
@@ -43,6 +45,7 @@ def end_session(request: HttpRequest, reason: str) -> None:
     user_id = getattr(getattr(request, "user", None), "backend_id", None)
     log = logger.warning if reason in SUSPICIOUS else logger.info
     log("Session of backend user %s ended: %s", user_id, reason)
+    metrics.sign_out(reason)
     TokenState.of(request).forget()
     logout(request)
     text = MESSAGES.get(reason)

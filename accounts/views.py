@@ -15,7 +15,7 @@ from django.views import csrf
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from . import revocations, throttle
+from . import metrics, revocations, throttle
 from .client import get_client
 from .exceptions import BackendError, BackendUnavailable, CookieTooLarge, SessionEnded, Throttled
 from .forms import LoginForm
@@ -47,13 +47,17 @@ class LoginView(auth_views.LoginView):
         # Counted before the password is checked, settled after (accounts/throttle.py).
         self.attempt = throttle.SignInAttempt(request, email=request.POST.get("email", "")[:254])
         wait = self.attempt.start()
+        metrics.throttle("allowed" if wait is None else "refused")
         if wait is not None:
+            metrics.sign_in("throttled")
             return self._throttled(wait)
         try:
             return super().post(request, *args, **kwargs)
         except Throttled as exc:
+            metrics.sign_in("throttled")
             return self._throttled(exc.retry_after)
         except CookieTooLarge:
+            metrics.sign_in("token_too_large")
             # The tokens were revoked and nothing was set; the log says which
             # cookie and how large (accounts/backends.py).
             return self._service_error(
@@ -65,6 +69,7 @@ class LoginView(auth_views.LoginView):
                 ),
             )
         except BackendError as exc:
+            metrics.sign_in("backend_down")
             logger.warning("Sign-in service unavailable: %s", exc)
             response = self._service_error(
                 503,
@@ -112,13 +117,16 @@ class LoginView(auth_views.LoginView):
         # login() runs here; the token middleware records the pair in the new
         # session and relays the cookies as the response goes out.
         self.attempt.succeeded()
+        metrics.sign_in("ok")
         return super().form_valid(form)
 
     def form_invalid(self, form):
         # Wrong credentials and refused accounts count; a malformed form does not.
-        if form.has_error("__all__", "invalid_login") or form.has_error(
-            "__all__", "access_refused"
-        ):
+        if form.has_error("__all__", "invalid_login"):
+            metrics.sign_in("wrong_password")
+            self.attempt.failed()
+        elif form.has_error("__all__", "access_refused"):
+            metrics.sign_in("no_allowed_role")
             self.attempt.failed()
         return super().form_invalid(form)
 

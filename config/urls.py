@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
-from accounts import health, proxy
+from accounts import health, metrics, proxy
 from dashboard import views as dashboard_views
 
 urlpatterns = [
@@ -12,6 +12,7 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("dashboard/", include("dashboard.urls")),
     path("healthz", health.healthz, name="healthz"),
+    path("metrics", metrics.metrics_view, name="metrics"),
     re_path(r"^api/(?P<path>.*)$", proxy.api_proxy, name="api-proxy"),
     # Django's admin signs in through the auth API like every other page.
     path("admin/login/", RedirectView.as_view(pattern_name="accounts:login", query_string=True)),

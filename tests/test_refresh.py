@@ -886,3 +886,96 @@ class TestPeekRoundsAndGrace:
             "A spent refresh token was presented by another session",
             "An unreadable refresh outcome; its session will end",
         ]
+
+
+# --- a second presentation, and what the metrics count (accounts/metrics.py) -----------
+
+
+def counted(metric, *labels) -> float:
+    from accounts import metrics
+
+    series = getattr(metrics, metric)
+    return (series.labels(*labels) if labels else series)._value.get()
+
+
+def test_a_token_marked_presented_is_never_sent_again(service, locmem_cache, settings, caplog):
+    """The claim was won twice (an entry the cache lost): the mark stops the second call."""
+    settings.AUTH_METRICS = True
+    before = counted("REUSE_SUSPECT")
+    locmem_cache.add(f"{key()}:presented", 1, 600)
+    fakes.stub_refresh(service)
+
+    assert run().state == refresh.UNKNOWN
+
+    assert sent_refresh_tokens(service) == []
+    assert counted("REUSE_SUSPECT") == before + 1
+    assert "A refresh token was about to be presented twice; not sent" in caplog.messages
+
+
+def test_the_first_call_marks_the_token_presented_for_its_life(service, locmem_cache):
+    fakes.stub_refresh(service)
+    fakes.stub_me(service)
+
+    assert run().state == refresh.OK
+    assert locmem_cache.get(f"{key()}:presented") == 1
+
+
+def test_a_cache_that_cannot_mark_leaves_the_claim_to_guard(service, locmem_cache, monkeypatch):
+    class NoMarks:
+        def __getattr__(self, name):
+            return getattr(locmem_cache, name)
+
+        def add(self, cache_key, *args, **kwargs):
+            if cache_key.endswith(":presented"):
+                raise ConnectionError("cache down")
+            return locmem_cache.add(cache_key, *args, **kwargs)
+
+    monkeypatch.setattr(refresh, "cache", NoMarks())
+    fakes.stub_refresh(service)
+    fakes.stub_me(service)
+
+    assert run().state == refresh.OK
+    assert sent_refresh_tokens(service) == ["refresh-1"]
+
+
+@pytest.mark.parametrize(
+    ("answer", "outcome"),
+    [
+        ({"status": 200}, "ok"),
+        ({"status": 401}, "refused"),
+        ({"body": fakes.connection_refused()}, "transient"),
+        ({"status": 504}, "unknown"),
+    ],
+)
+def test_each_refresh_call_is_counted_by_its_outcome(service, settings, answer, outcome):
+    settings.AUTH_METRICS = True
+    before = counted("REFRESH_CALLS", outcome)
+    if answer.get("status") == 200:
+        fakes.stub_refresh(service)
+        fakes.stub_me(service)
+    else:
+        service.post(f"{fakes.BASE}/auth/refresh", **answer)
+
+    with contextlib.suppress(BackendUnavailable):
+        run()
+
+    assert counted("REFRESH_CALLS", outcome) == before + 1
+
+
+def test_callers_that_share_a_call_are_counted_served(service, gates, settings):
+    settings.AUTH_METRICS = True
+    before = {how: counted("REFRESH_SERVED", how) for how in ("shared", "waited")}
+    gate = gates()
+    fakes.stub_held_refresh(service, gate)
+    fakes.stub_me(service)
+    claim = refresh.start("refresh-1", binding=BINDING, round_=0, keep_for=600)
+    waiter = threading.Thread(target=run)
+    waiter.start()
+    time.sleep(0.1)  # the waiter polls the pending entry
+    gate.open()
+    claim.future.result(5)
+    waiter.join(5)
+
+    assert run().state == refresh.OK  # finished already: shared at once
+    assert counted("REFRESH_SERVED", "waited") == before["waited"] + 1
+    assert counted("REFRESH_SERVED", "shared") == before["shared"] + 1

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import environ
 from csp.constants import NONE, SELF
+from django.core.exceptions import ImproperlyConfigured
 
 from accounts.conf import SETTINGS as AUTH_SETTINGS
 
@@ -47,6 +48,8 @@ if AUTHAPI_ENABLED:
     INSTALLED_APPS.append("authapi")
 
 MIDDLEWARE = [
+    # First: every later middleware, the view and their logs run with the request's id.
+    "accounts.requestid.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -238,18 +241,37 @@ AUTHAPI_CLOCK_OFFSET = env.float("AUTHAPI_CLOCK_OFFSET", default=0.0)
 AUTHAPI_BACKCHANNEL_URL = env("AUTHAPI_BACKCHANNEL_URL", default=None)
 AUTHAPI_BACKCHANNEL_SECRET = env("AUTHAPI_BACKCHANNEL_SECRET", default="")
 
+# LOG_FORMAT=json: one JSON object a line for log shippers (timestamp, level,
+# logger, message, request_id, exc_info when there is one); plain otherwise.
+LOG_FORMAT = env("LOG_FORMAT", default="plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, not {LOG_FORMAT!r}")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        # The id before the level: "LEVEL logger message" stays one run that a grep can match.
+        "plain": {"format": "%(asctime)s [%(request_id)s] %(levelname)s %(name)s %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(levelname)s %(name)s %(message)s %(request_id)s",
+            "rename_fields": {"levelname": "level", "name": "logger"},
+            "timestamp": True,  # ISO 8601, UTC
+        },
     },
     "filters": {
+        # Every record gets the id of the request it was logged for (accounts/requestid.py).
+        "request_id": {"()": "accounts.requestid.RequestIdFilter"},
         # A database outage is logged once a minute (accounts/outage.py), not per request.
         "database_outage": {"()": "accounts.outage.OutageLogFilter"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["request_id"],
+        },
     },
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
     "loggers": {

@@ -1,0 +1,199 @@
+"""What the sign-in and refresh path is doing, for operators: Prometheus metrics.
+
+Each event is counted twice over: in Prometheus metrics (`/metrics`, only
+with AUTH_METRICS, answering only AUTH_METRICS_ALLOWED_IPS or the bearer
+AUTH_METRICS_TOKEN) and in the per-minute timeline the admin's health page
+draws (accounts/timeline.py, always). Under gunicorn every worker writes its
+counts to files in PROMETHEUS_MULTIPROC_DIR (gunicorn.conf.py makes one), and
+a scrape of any worker adds them all up (prometheus-client's multiprocess
+mode); under `runserver` and in tests, one process keeps them in memory.
+
+The metrics, each with one line of meaning, are listed in README.md
+("Operating it"); their definitions are below.
+"""
+
+import hmac
+import logging
+import os
+
+from django.db import DatabaseError
+from django.http import Http404, HttpRequest, HttpResponse
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily
+
+from . import timeline
+from .conf import conf
+
+logger = logging.getLogger(__name__)
+
+# Seconds: from a cached answer to a backend stalled past every wait.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120)
+
+REFRESH_CALLS = Counter("auth_refresh_calls", "Calls to the backend's refresh", ["outcome"])
+REFRESH_SERVED = Counter(
+    "auth_refresh_served", "Requests served a refresh's result without calling", ["how"]
+)
+REFRESH_WAIT = Histogram(
+    "auth_refresh_wait_seconds", "Time a request waited for a refresh", buckets=LATENCY_BUCKETS
+)
+REUSE_SUSPECT = Counter(
+    "auth_refresh_reuse_suspect", "Refresh tokens about to be presented a second time (not sent)"
+)
+BACKEND_CALLS = Counter(
+    "auth_backend_requests", "Calls to the auth backend", ["endpoint", "status"]
+)
+BACKEND_SECONDS = Histogram(
+    "auth_backend_request_seconds",
+    "Latency of calls to the auth backend",
+    ["endpoint"],
+    buckets=LATENCY_BUCKETS,
+)
+SIGN_INS = Counter("auth_sign_ins", "Sign-in attempts by outcome", ["outcome"])
+SIGN_OUTS = Counter("auth_sign_outs", "Sessions ended, by reason", ["reason"])
+THROTTLE = Counter("auth_sign_in_throttle", "Sign-in throttle decisions", ["decision"])
+PROXY = Counter("auth_proxy_requests", "Answers of the /api/ proxy", ["status"])
+
+
+# --- recording (never raises: an operator's view must not cost a user a page) -------
+
+
+def refresh_call(outcome: str) -> None:
+    """A call to the backend's refresh ended: ok, refused, transient or unknown."""
+    _count(REFRESH_CALLS, "refresh", outcome)
+
+
+def refresh_served(how: str, waited: float) -> None:
+    """A request got a refresh's result without calling: `shared` at once, or `waited`."""
+    _count(REFRESH_SERVED, "refresh_served", how)
+    refresh_wait(waited)
+
+
+def refresh_wait(seconds: float) -> None:
+    """A request waited `seconds` for a refresh (its own call's or another's)."""
+    if conf.metrics and seconds > 0:
+        _safely(REFRESH_WAIT.observe, seconds)
+
+
+def reuse_suspect() -> None:
+    """A refresh token was about to be presented a second time (it was not)."""
+    _count(REUSE_SUSPECT, "reuse_suspect", "suspect")
+
+
+def backend_call(endpoint: str, status: int | str, seconds: float) -> None:
+    """One call to the backend: its endpoint, the answer's status (or "error"), its latency."""
+    if conf.metrics:
+        _safely(BACKEND_CALLS.labels(endpoint=endpoint, status=str(status)).inc)
+        _safely(BACKEND_SECONDS.labels(endpoint=endpoint).observe, seconds)
+    _safely(timeline.latency, endpoint, seconds)
+
+
+def sign_in(outcome: str) -> None:
+    _count(SIGN_INS, "sign_in", outcome)
+
+
+def sign_out(reason: str, n: int = 1) -> None:
+    _count(SIGN_OUTS, "sign_out", reason, n)
+
+
+def throttle(decision: str) -> None:
+    _count(THROTTLE, "throttle", decision)
+
+
+def proxy(status: int) -> None:
+    if conf.metrics:
+        _safely(PROXY.labels(status=str(status)).inc)
+
+
+def _count(metric: Counter, series: str, label: str, n: int = 1) -> None:
+    if conf.metrics:
+        _safely(lambda: (metric if metric is REUSE_SUSPECT else metric.labels(label)).inc(n))
+    _safely(timeline.count, series, label, n)
+
+
+def _safely(function, *args) -> None:
+    try:
+        function(*args)
+    except Exception:  # noqa: BLE001 - counting must never fail a request
+        logger.exception("A metric could not be recorded")
+
+
+# --- /metrics ---------------------------------------------------------------------
+
+
+class SessionsCollector:
+    """`auth_sessions{storage}`: unexpired signed-in sessions, read at each scrape."""
+
+    def collect(self):
+        from .models import Session
+
+        gauge = GaugeMetricFamily(
+            "auth_sessions", "Signed-in sessions, by where their tokens are", labels=["storage"]
+        )
+        try:
+            rows = (
+                Session.objects.filter(expire_date__gt=timezone.now(), user__isnull=False)
+                .values_list("token_storage")
+                .order_by()
+            )
+            counts: dict[str, int] = {}
+            for (storage,) in rows.iterator():
+                counts[storage or "other"] = counts.get(storage or "other", 0) + 1
+        except DatabaseError:
+            return
+        for storage in ("cookies", "session", *sorted(set(counts) - {"cookies", "session"})):
+            gauge.add_metric([storage], counts.get(storage, 0))
+        yield gauge
+
+
+@never_cache
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """`GET /metrics`: 404 unless AUTH_METRICS; 403 but to an allowed address or the token."""
+    if not conf.metrics:
+        raise Http404("Metrics are off (AUTH_METRICS)")
+    if not _allowed(request):
+        return HttpResponse("Forbidden\n", status=403, content_type="text/plain")
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry.register(_InProcess())
+    registry.register(SessionsCollector())
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+
+
+class _InProcess:
+    """This process's own metrics (no multiprocess directory: runserver, tests)."""
+
+    def collect(self):
+        for metric in (
+            REFRESH_CALLS,
+            REFRESH_SERVED,
+            REFRESH_WAIT,
+            REUSE_SUSPECT,
+            BACKEND_CALLS,
+            BACKEND_SECONDS,
+            SIGN_INS,
+            SIGN_OUTS,
+            THROTTLE,
+            PROXY,
+        ):
+            yield from metric.collect()
+
+
+def _allowed(request: HttpRequest) -> bool:
+    from .throttle import client_ip
+
+    token = conf.metrics_token
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    if token and header.startswith("Bearer "):
+        return hmac.compare_digest(header[7:].encode(), token.encode())
+    return client_ip(request) in conf.metrics_allowed_ips

@@ -1,0 +1,137 @@
+"""`/metrics` (accounts/metrics.py): who may read it, and what a burst at expiry shows."""
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from authapi.demo import DEMO_USERS
+from tests import fakes
+from tests.flows import burst, post_login, sign_in_as, wait_until_access_expired
+from tests.servers import running_app, running_authapi
+
+ADMIN = DEMO_USERS[0]
+BURST = 50
+
+
+def samples(text: str) -> dict[tuple[str, tuple], float]:
+    """Every sample of a scrape: (name, sorted labels) -> value."""
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def total(found: dict, name: str, **labels: str) -> float:
+    """The sum of `name`'s samples whose labels include `labels`."""
+    wanted = set(labels.items())
+    return sum(v for (n, ls), v in found.items() if n == name and wanted <= set(ls))
+
+
+# --- who may read it -----------------------------------------------------------------
+
+
+def test_off_unless_auth_metrics_is_set(client, db, settings):
+    settings.AUTH_METRICS = False
+    assert client.get("/metrics").status_code == 404
+
+
+def test_only_the_allowed_addresses_or_the_token_may_read(client, db, settings):
+    settings.AUTH_METRICS = True
+    settings.AUTH_METRICS_TOKEN = "a-scraper-token-of-some-length"
+
+    assert client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 200
+    assert client.get("/metrics", REMOTE_ADDR="203.0.113.9").status_code == 403
+    wrong = client.get("/metrics", REMOTE_ADDR="203.0.113.9", HTTP_AUTHORIZATION="Bearer nope")
+    assert wrong.status_code == 403
+    right = client.get(
+        "/metrics",
+        REMOTE_ADDR="203.0.113.9",
+        HTTP_AUTHORIZATION="Bearer a-scraper-token-of-some-length",
+    )
+    assert right.status_code == 200
+    assert right["Content-Type"].startswith("text/plain")
+    assert "auth_sessions" in right.content.decode()
+
+
+def test_sign_ins_and_outs_are_counted_by_outcome(client, db, locmem_cache, backend, settings):
+    settings.AUTH_METRICS = True
+    before = samples(client.get("/metrics").content.decode())
+    backend.post(f"{fakes.BASE}/auth/login", status=401, json={"message": "no"})
+    client.post("/accounts/login/", {"email": "admin@example.com", "password": "wrong"})
+    fakes.sign_in_client(client, access=fakes.access_jwt())
+    fakes.stub_logout(backend)
+    client.post("/accounts/logout/")
+
+    after = samples(client.get("/metrics").content.decode())
+
+    def grew(name, **labels):
+        return total(after, name, **labels) - total(before, name, **labels)
+
+    assert grew("auth_sign_ins_total", outcome="wrong_password") == 1
+    assert grew("auth_sign_in_throttle_total", decision="allowed") == 1
+    assert grew("auth_sign_outs_total", reason="user") == 1
+    assert grew("auth_backend_requests_total", endpoint="login", status="401") == 1
+    assert grew("auth_backend_requests_total", endpoint="logout", status="200") == 1
+
+
+# --- a burst at expiry, over real HTTP -----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("metrics")
+    with (
+        running_authapi(workdir, AUTHAPI_ACCESS_TTL="3", AUTHAPI_REFRESH_DELAY="0.5") as api,
+        running_app(
+            workdir,
+            api_url=api.url,
+            workers=2,
+            gunicorn_args=("--threads", "32"),
+            AUTH_METRICS="1",
+        ) as app,
+    ):
+        yield app, api
+
+
+def scrape(app) -> dict:
+    response = requests.get(f"{app.url}/metrics", timeout=10)
+    assert response.status_code == 200, response.text[:300]
+    return samples(response.text)
+
+
+def test_a_burst_sharing_an_expired_token_is_one_refresh_call_and_49_served(servers):
+    app, api = servers
+    browser = sign_in_as(app.url, ADMIN)
+    wait_until_access_expired(browser)
+    before, api_before = scrape(app), api.stats()
+
+    answers = burst([f"{app.url}/dashboard/"] * BURST, browser)
+
+    assert [getattr(a, "status_code", repr(a)) for a in answers] == [200] * BURST
+    after = scrape(app)
+    assert api.stats()["refresh"] - api_before["refresh"] == 1
+
+    def grew(name, **labels):
+        return total(after, name, **labels) - total(before, name, **labels)
+
+    assert grew("auth_refresh_calls_total") == 1
+    assert grew("auth_refresh_calls_total", outcome="ok") == 1
+    assert grew("auth_refresh_served_total") == BURST - 1
+    assert grew("auth_refresh_wait_seconds_count") >= BURST - 1
+    assert total(after, "auth_refresh_reuse_suspect_total") == 0
+    assert grew("auth_backend_requests_total", endpoint="refresh", status="200") == 1
+    assert total(after, "auth_sessions", storage="cookies") >= 1
+
+
+def test_every_worker_counts_into_one_scrape(servers):
+    app, _ = servers
+    before = scrape(app)
+    for _ in range(4):  # spread over both workers; fewer than the throttle allows
+        post_login(app.url, ADMIN.email, "not-the-password")
+    after = scrape(app)
+
+    wrong = total(after, "auth_sign_ins_total", outcome="wrong_password") - total(
+        before, "auth_sign_ins_total", outcome="wrong_password"
+    )
+    assert wrong == 4
