@@ -26,7 +26,7 @@ from django.contrib.sessions.backends.base import SessionBase
 from django.http import HttpRequest, HttpResponseBase
 from django.utils.module_loading import import_string
 
-from . import cookies, refresh, vault
+from . import cookies, metrics, refresh, vault
 from .client import Tokens, get_client, usable_token
 from .conf import conf
 from .cookies import BackendCookie
@@ -216,6 +216,7 @@ class TokenState:
             return False
         self.tokens = Tokens(access=access, refresh=self.incoming.refresh)
         self._outgoing = [c for c in found.cookies if c.name == conf.access_cookie]
+        metrics.refresh_served("shared", 0.0)  # another request's refresh, kept
         return True
 
     def _catch_up_late_tab(self, record: TokenRecord) -> bool:
@@ -237,6 +238,7 @@ class TokenState:
                 logger.debug("An older pair of this session; sending it the current one")
                 self.tokens = Tokens(access=pair.access, refresh=token)
                 self._outgoing = list(gathered.values())
+                metrics.refresh_served("shared", 0.0)  # another request's refresh, kept
                 return True
         return False
 

@@ -154,6 +154,9 @@ class TimelineBuffer:
         self._registered: dict[tuple[str, str], tuple[str, float]] = {}
 
     def count(self, series: str, label: str, n: int = 1) -> None:
+        n = int(n)
+        if n <= 0:  # e.g. a back-channel sign-out that ended no session
+            return
         series, label = _name(series), _name(label)
         self._add(count_key(minute_of(self.clock()), series, label), series, label, n)
 

@@ -1,10 +1,14 @@
-"""The pages: public home, the dashboard and the role-gated pages."""
+"""The pages: public home, the dashboard and the role-gated pages (the admin's: auth health)."""
 
+import logging
+import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
+from django.db import DatabaseError
 from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
@@ -12,12 +16,18 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
+from accounts import timeline
 from accounts.client import get_client
 from accounts.conf import conf
 from accounts.exceptions import BackendError, SessionEnded
+from accounts.models import Session
 from accounts.responses import json_view
 from accounts.roles import role_required
 from accounts.state import TokenState
+
+from .charts import health_charts, latency_summary
+
+logger = logging.getLogger(__name__)
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -77,10 +87,54 @@ def profile(request: HttpRequest) -> JsonResponse:
     )
 
 
+@dataclass(frozen=True)
+class BackendHealth:
+    """The backend's health path as this page saw it: answered or not, and how fast."""
+
+    ok: bool
+    status: int | None
+    seconds: float
+
+    @property
+    def milliseconds(self) -> int:
+        return round(self.seconds * 1000)
+
+
+def ping_backend() -> BackendHealth:
+    """Call the backend's health path once (AUTH_HEALTH_TIMEOUT); never raise."""
+    started = time.monotonic()
+    try:
+        status = get_client().ping()
+    except Exception as exc:  # noqa: BLE001 - a page about the backend must survive its failure
+        logger.warning("Health page: the auth backend did not answer: %s", type(exc).__name__)
+        return BackendHealth(ok=False, status=None, seconds=time.monotonic() - started)
+    return BackendHealth(ok=True, status=status, seconds=time.monotonic() - started)
+
+
+def active_sessions() -> dict[str, int] | None:
+    """Return unexpired signed-in sessions by token storage ("" when unknown); None if unread."""
+    try:
+        rows = (
+            Session.objects.filter(expire_date__gt=timezone.now(), user__isnull=False)
+            .values_list("token_storage")
+            .annotate(n=Count("pk"))
+            .order_by("token_storage")
+        )
+        return {storage: n for storage, n in rows}
+    except DatabaseError:
+        logger.warning("Health page: the sessions could not be counted", exc_info=True)
+        return None
+
+
 @role_required("admin")
 @never_cache
 def admin_page(request: HttpRequest) -> HttpResponse:
-    """Render the page only admins may open: who is signed in, in how many browsers."""
+    """Render the admin's page: who is signed in, and the auth path's health over the last hour.
+
+    The charts are SVG drawn on the server (dashboard/charts.py) from the
+    per-minute timeline every worker writes (accounts/timeline.py), each with
+    a table of the same numbers.
+    """
     unexpired = Q(sessions__expire_date__gt=timezone.now())
     signed_in_users = (
         get_user_model()
@@ -88,7 +142,21 @@ def admin_page(request: HttpRequest) -> HttpResponse:
         .filter(session_count__gt=0)
         .order_by("last_name", "first_name", "email", "pk")
     )
-    return render(request, "dashboard/admin.html", {"signed_in_users": signed_in_users})
+    sessions = active_sessions()
+    recorded = timeline.read()
+    context = {
+        "signed_in_users": signed_in_users,
+        "sessions_total": sum(sessions.values()) if sessions is not None else None,
+        "sessions_by_storage": sorted(
+            ((storage or "unknown", n) for storage, n in (sessions or {}).items()),
+        ),
+        "backend": ping_backend(),
+        "timeline_available": recorded.available,
+        "charts": health_charts(recorded),
+        "latency_summary": latency_summary(recorded),
+        "time_zone": timezone.get_current_timezone_name(),
+    }
+    return render(request, "dashboard/admin.html", context)
 
 
 @role_required("evaluator", "admin")

@@ -135,3 +135,26 @@ def test_every_worker_counts_into_one_scrape(servers):
         before, "auth_sign_ins_total", outcome="wrong_password"
     )
     assert wrong == 4
+
+
+def test_a_late_tab_moved_on_by_a_kept_refresh_counts_as_served(
+    client, db, settle, backend, settings
+):
+    from accounts import metrics
+
+    settings.AUTH_METRICS = True
+    old_access = fakes.access_jwt(ttl=-5)
+    fakes.sign_in_client(client, access=old_access)
+    fakes.stub_refresh(backend)
+    fakes.stub_me(backend)
+    assert client.get("/dashboard/").status_code == 200  # the refresh
+    before = metrics.REFRESH_SERVED.labels("shared")._value.get()
+    client.cookies["access_token"] = old_access  # a tab that sent the old pair
+    client.cookies["refresh_token"] = "refresh-1"
+
+    late = client.get("/dashboard/")
+
+    assert late.status_code == 200
+    assert late.cookies["refresh_token"].value == "refresh-2"
+    assert metrics.REFRESH_SERVED.labels("shared")._value.get() == before + 1
+    assert len(fakes.calls_to(backend, "/auth/refresh")) == 1

@@ -57,6 +57,7 @@ def test_counts_from_two_processes_add_up():
     one.count("refresh", "ok", 2)
     two.count("refresh", "ok")
     two.count("refresh_served", "shared", 4)
+    two.count("refresh_served", "waited", 0)  # nothing happened: no key at all
     one.flush()
     two.flush()
     two.count("refresh", "ok")  # a second flush of a key that exists adds to it
@@ -67,6 +68,9 @@ def test_counts_from_two_processes_add_up():
     assert found.total("refresh", "ok") == 5
     assert found.counts["refresh"]["ok"][-1] == 5  # all in the current minute
     assert found.total("refresh_served", "shared") == 4
+    assert (
+        cache.get(timeline.count_key(timeline.minute_of(NOW), "refresh_served", "waited")) is None
+    )
     assert found.series("refresh") == {"ok": found.counts["refresh"]["ok"]}  # only labels seen
     assert len(found.minutes) == 60 and found.minutes[-1] == timeline.minute_of(NOW)
 
