@@ -8,10 +8,12 @@ and a valid access token: throughput ratio b/a and backend calls per request;
 (d) /api/users/me through the proxy vs the reference API directly: added
 median and p99 latency, and where the proxy's time goes (bench/proxy_breakdown.py;
 `--only proxy` runs (d) alone); (e) a refresh's own app CPU (`--only
-refresh-cpu`). Every measurement but (a) runs in both token storage modes
-(AUTH_TOKEN_STORAGE=cookies and =session; `--token-storage` picks one), each
-bar applies to each mode. Load comes from wrk (Debian's package). Prints the
-figures of both modes side by side and writes bench/results/bench.json.
+refresh-cpu`); (f) the warm path of (b) with AUTH_METRICS on vs off: throughput
+ratio, and the metrics-on server's /metrics checked after its rounds. Every
+measurement but (a) runs in both token storage modes (AUTH_TOKEN_STORAGE=cookies
+and =session; `--token-storage` picks one), each bar applies to each mode.
+Load comes from wrk (Debian's package). Prints the figures of both modes side
+by side and writes bench/results/bench.json.
 """
 
 import argparse
@@ -29,6 +31,7 @@ import time
 from pathlib import Path
 
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -402,13 +405,14 @@ def machine() -> dict:
 
 
 def dashboard_throughput(api, servers: dict, cookies: dict, *, rounds: int, load: dict) -> dict:
-    """(a) and (b) in each mode: the dashboard under wrk on servers side by side.
+    """(a), (b) and (f) in each mode: the dashboard under wrk on servers side by side.
 
-    `servers` and `cookies` are keyed by arm ("a", "b-cookies", "b-session").
-    Each round runs every arm once, in reverse order every other round (ABBA
-    for two arms, ABCCBA for three: a drift of the machine's speed cancels
-    out); medians are compared. The API's counters are read around each wrk
-    run, so each arm's backend calls are its own.
+    `servers` and `cookies` are keyed by arm ("a", "b-cookies", "f-cookies",
+    "b-session", "f-session"). Each round runs every arm once, in reverse
+    order every other round (ABBA for two arms, ABCCBA for three: a drift of
+    the machine's speed cancels out); medians are compared. The API's
+    counters are read around each wrk run, so each arm's backend calls are
+    its own.
     """
     targets = {arm: f"{server.url}/dashboard/" for arm, server in servers.items()}
     for arm, url in targets.items():  # warm-up
@@ -451,6 +455,64 @@ def fifty_with_one_expired_token(api, app, *, storage: str) -> dict:
     }
 
 
+def metrics_scrape(on, off, *, storage: str) -> dict:
+    """(f) Check that the metrics-on server counts and the metrics-off one does not serve them.
+
+    `GET /metrics` (answered to 127.0.0.1) on the metrics-on server must be a
+    200 with the `auth_sessions` gauge and this server's own sign-in counted
+    (every worker counts into the master's PROMETHEUS_MULTIPROC_DIR, and a
+    scrape at any worker adds them up); on the metrics-off server, a 404.
+    Return what the scrape shows: the sessions gauge (the database all the
+    servers share), sign-ins and backend calls by answer.
+    """
+    response = requests.get(f"{on.url}/metrics", timeout=10)
+    if response.status_code != 200 or "auth_sessions" not in response.text:
+        raise RuntimeError(
+            f"(f) {storage}: the metrics-on server's /metrics answered "
+            f"{response.status_code}: {response.text[:500]!r}"
+        )
+    samples = [s for f in text_string_to_metric_families(response.text) for s in f.samples]
+
+    def counts(name: str, *labels: str) -> dict[str, int]:
+        return {
+            " ".join(s.labels[label] for label in labels): int(s.value)
+            for s in samples
+            if s.name == name
+        }
+
+    found = {
+        "sessions": counts("auth_sessions", "storage"),
+        "sign_ins": counts("auth_sign_ins_total", "outcome"),
+        "backend_requests": counts("auth_backend_requests_total", "endpoint", "status"),
+    }
+    if found["sign_ins"].get("ok", 0) < 1:
+        raise RuntimeError(
+            f"(f) {storage}: the metrics-on server's /metrics shows no sign-in, "
+            f"though the bench signed in there: {found}"
+        )
+    off_status = requests.get(f"{off.url}/metrics", timeout=10).status_code
+    if off_status != 404:
+        raise RuntimeError(
+            f"(f) {storage}: the metrics-off server's /metrics answered {off_status}"
+        )
+    return {**found, "metrics_off_status": off_status}
+
+
+def metrics_line(scrape: dict, storage: str) -> str:
+    """Return one line of what the metrics-on server's /metrics showed."""
+
+    def shown(values: dict) -> str:
+        return ", ".join(f"{k} {v}" for k, v in sorted(values.items())) or "none"
+
+    return (
+        f"(f) {storage}: /metrics of the metrics-on server after its rounds: 200; "
+        f"auth_sessions {{{shown(scrape['sessions'])}}}, "
+        f"auth_sign_ins_total {{{shown(scrape['sign_ins'])}}}, "
+        f"auth_backend_requests_total {{{shown(scrape['backend_requests'])}}}; "
+        f"the metrics-off server's: {scrape['metrics_off_status']}"
+    )
+
+
 # Each bar of SPEC §5, applied to each mode's results.
 BARS = {
     "(b)/(a) throughput ≥ 0.90": lambda m: m["b_over_a"] >= 0.90,
@@ -458,6 +520,8 @@ BARS = {
     "(c) exactly 1 refresh": lambda m: m["c_fifty_with_one_expired_token"]["refresh_calls"] == 1,
     "(d) proxy adds ≤ 2 ms median": lambda m: m["d_proxy_vs_direct"]["added_median_ms"] <= 2.0,
     "(e) a refresh costs ≤ 2 ms of app CPU": lambda m: m["e_refresh_cpu"]["refresh_cpu_ms"] <= 2.0,
+    # Issue 13: counting events into Prometheus costs the warm path almost nothing.
+    "(f) metrics on / off ≥ 0.97": lambda m: m["f_over_b"] >= 0.97,
 }
 
 
@@ -476,6 +540,7 @@ SUMMARY_ROWS = (  # (measure, bar): the rows of summary_table
     ("(e) warm dashboard, app CPU", ""),
     ("(e) dashboard that refreshes first, app CPU", ""),
     ("(e) a refresh's own app CPU", "≤ 2 ms"),
+    ("(f) warm path, metrics on / off", "≥ 0.97"),
 )
 
 
@@ -485,6 +550,7 @@ def summary_column(results: dict, mode: str) -> list[str]:
     ok = {name: mark(by_mode[mode]) for name, by_mode in results["bars"].items()}
     b, c = m["b_dashboard_with_middleware"], m["c_fifty_with_one_expired_token"]
     d, e = m["d_proxy_vs_direct"], m["e_refresh_cpu"]
+    f = m["f_dashboard_metrics_on"]
     return [
         f"{results['a_dashboard_without_middleware']['rps']:.0f} req/s",
         f"{b['rps']:.0f} req/s, {b['backend_calls']} backend calls {ok['(b) 0 backend calls']}",
@@ -498,6 +564,8 @@ def summary_column(results: dict, mode: str) -> list[str]:
         f"{e['warm_page_cpu_ms']:.2f} ms",
         f"{e['refreshed_page_cpu_ms']:.2f} ms",
         f"{e['refresh_cpu_ms']:.2f} ms {ok['(e) a refresh costs ≤ 2 ms of app CPU']}",
+        f"{f['rps']:.0f} / {b['rps']:.0f} req/s = {m['f_over_b']:.3f}, "
+        f"{f['backend_calls']} backend calls {ok['(f) metrics on / off ≥ 0.97']}",
     ]
 
 
@@ -637,26 +705,56 @@ def main() -> int:
                 )
                 for mode in modes
             }
+            # (f): (b) again with AUTH_METRICS on, its workers counting into a
+            # directory of its own (gunicorn.conf.py would make one, unless the
+            # environment names one that another server would share).
+            for mode in modes:
+                (work / f"prometheus-{mode}").mkdir()
+            metered = {
+                mode: servers.enter_context(
+                    running_app(
+                        work,
+                        api_url=api.url,
+                        workers=args.workers,
+                        name=f"metrics-{mode}",
+                        AUTH_METRICS="1",
+                        PROMETHEUS_MULTIPROC_DIR=str(work / f"prometheus-{mode}"),
+                        **mode_env[mode],
+                    )
+                )
+                for mode in modes
+            }
             print(
                 f"bench: {label}, {args.workers} workers per server, "
                 f"AUTH_TOKEN_STORAGE {' and '.join(modes)}",
                 flush=True,
             )
-            # (a) and (b): one server without the middleware, one with it per
-            # mode, all on the same database; each mode's browser signs in on
-            # its own server; (a) gets the first one's cookies.
+            # (a), (b) and (f): one server without the middleware, one with it
+            # per mode and one more per mode with metrics on, all on the same
+            # database; each browser signs in on its own server (so the
+            # metrics-on server counts a sign-in); (a) gets the first one's
+            # cookies. Each (f) runs right after its (b) in a round.
             browsers = {mode: sign_in_mode(on[mode].url, mode) for mode in modes}
-            arms = {"a": off, **{f"b-{mode}": on[mode] for mode in modes}}
-            cookies = {
-                "a": cookie_header(browsers[modes[0]]),
-                **{f"b-{mode}": cookie_header(browsers[mode]) for mode in modes},
-            }
+            metered_browsers = {mode: sign_in_mode(metered[mode].url, mode) for mode in modes}
+            arms = {"a": off}
+            cookies = {"a": cookie_header(browsers[modes[0]])}
+            for mode in modes:
+                arms[f"b-{mode}"], arms[f"f-{mode}"] = on[mode], metered[mode]
+                cookies[f"b-{mode}"] = cookie_header(browsers[mode])
+                cookies[f"f-{mode}"] = cookie_header(metered_browsers[mode])
             load = {"seconds": args.seconds, "connections": args.connections, "threads": 2}
             measured = dashboard_throughput(api, arms, cookies, rounds=args.rounds, load=load)
             results["a_dashboard_without_middleware"] = measured["a"]
             for mode in modes:
                 per_mode[mode]["b_dashboard_with_middleware"] = measured[f"b-{mode}"]
                 per_mode[mode]["b_over_a"] = measured[f"b-{mode}"]["rps"] / measured["a"]["rps"]
+                per_mode[mode]["f_dashboard_metrics_on"] = measured[f"f-{mode}"]
+                per_mode[mode]["f_over_b"] = (
+                    measured[f"f-{mode}"]["rps"] / measured[f"b-{mode}"]["rps"]
+                )
+                scrape = metrics_scrape(metered[mode], on[mode], storage=mode)
+                per_mode[mode]["f_metrics_scrape"] = scrape
+                print(metrics_line(scrape, mode), flush=True)
 
             # (d) proxy vs direct, one connection: latency, not throughput.
             for mode in modes:
