@@ -89,6 +89,25 @@ def adopt_cookies(browser: requests.Session, response: requests.Response) -> Non
         browser.cookies.set(name, value, domain=domain, path="/")
 
 
+def sealed_pair(database, browser: requests.Session):
+    """The token pair the app keeps sealed in the jar's session row (accounts/vault.py).
+
+    Both storage modes keep one; `database` is the app's SQLite file.
+    """
+    import sqlite3
+
+    from accounts import vault
+    from accounts.sessions import SessionStore
+
+    with sqlite3.connect(database) as db:
+        row = db.execute(
+            "SELECT session_data FROM accounts_session WHERE session_key = ?",
+            (browser.cookies.get("sessionid"),),
+        ).fetchone()
+    assert row is not None, "the session row is gone"
+    return vault.unseal(SessionStore().decode(row[0]).get(vault.SESSION_KEY))
+
+
 # --- Polling, raw headers and hand-built requests (tests/test_invariants.py, test_stress.py) ---
 
 

@@ -25,12 +25,11 @@ from django.test import Client
 from django.utils import timezone
 
 from accounts import devices, vault
-from accounts.client import Tokens
 from accounts.models import PendingRevocation, Session
-from accounts.sessions import SIGN_IN_KEY, SessionStore
+from accounts.sessions import SIGN_IN_KEY
 from authapi.demo import DEMO_USERS
 from tests import fakes
-from tests.flows import csrf_headers
+from tests.flows import csrf_headers, sealed_pair
 from tests.servers import manage, running_app, running_authapi, server_env
 
 ADMIN, EVALUATOR, VIEWER = DEMO_USERS
@@ -616,17 +615,6 @@ def press(browser: requests.Session, base_url: str, action: str) -> requests.Res
         allow_redirects=False,
         timeout=30,
     )
-
-
-def sealed_pair(database: Path, browser: requests.Session) -> Tokens:
-    """The pair the app keeps sealed in the jar's session row (both modes keep one)."""
-    with sqlite3.connect(database) as db:
-        row = db.execute(
-            "SELECT session_data FROM accounts_session WHERE session_key = ?",
-            (browser.cookies.get("sessionid"),),
-        ).fetchone()
-    assert row is not None, "the session row is gone"
-    return vault.unseal(SessionStore().decode(row[0]).get(vault.SESSION_KEY))
 
 
 def session_row_exists(database: Path, browser: requests.Session) -> bool:

@@ -5,20 +5,17 @@ ones switch the setting on a running deployment (two servers, one database)."""
 import re
 import sqlite3
 import time
-from pathlib import Path
 
 import pytest
 import requests
 
-from accounts import vault
-from accounts.client import Tokens
-from accounts.sessions import SessionStore
 from authapi.demo import DEMO_USERS
 from tests.flows import (
     burst,
     csrf_headers,
     jar_values,
     post_login,
+    sealed_pair,
     set_cookie_headers,
     sign_in_as,
     sign_out,
@@ -44,17 +41,6 @@ def servers(tmp_path_factory, storage_mode):
         ) as app,
     ):
         yield app, api, workdir / "app.sqlite3"
-
-
-def sealed_pair(database: Path, browser: requests.Session) -> Tokens:
-    """The pair the app keeps sealed in the browser's session row (both modes keep one)."""
-    with sqlite3.connect(database) as db:
-        row = db.execute(
-            "SELECT session_data FROM accounts_session WHERE session_key = ?",
-            (browser.cookies.get("sessionid"),),
-        ).fetchone()
-    assert row is not None, "the session row is gone"
-    return vault.unseal(SessionStore().decode(row[0]).get(vault.SESSION_KEY))
 
 
 def assert_holds(browser: requests.Session, storage: str) -> None:
