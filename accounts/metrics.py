@@ -85,7 +85,9 @@ def refresh_wait(seconds: float) -> None:
 
 def reuse_suspect() -> None:
     """A refresh token was about to be presented a second time (it was not)."""
-    _count(REUSE_SUSPECT, "reuse_suspect", "suspect")
+    if conf.metrics:
+        _safely(REUSE_SUSPECT.inc)
+    _safely(timeline.count, "reuse_suspect", "suspect")
 
 
 def backend_call(endpoint: str, status: int | str, seconds: float) -> None:
@@ -115,7 +117,7 @@ def proxy(status: int) -> None:
 
 def _count(metric: Counter, series: str, label: str, n: int = 1) -> None:
     if conf.metrics:
-        _safely(lambda: (metric if metric is REUSE_SUSPECT else metric.labels(label)).inc(n))
+        _safely(metric.labels(label).inc, n)
     _safely(timeline.count, series, label, n)
 
 
