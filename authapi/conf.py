@@ -4,6 +4,8 @@ Reading at use time (not import time) keeps `override_settings` and pytest's
 `settings` fixture working without reload hooks.
 """
 
+import re
+
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
@@ -18,6 +20,28 @@ def _is_cookie_path(path: str) -> bool:
 
 # RFC 2616 separators: not allowed in a cookie name (RFC 6265 §4.1.1).
 SEPARATORS = '()<>@,;:\\"/[]?={}'
+
+# A URL path of literal segments: RFC 3986 pchar without percent-escapes.
+ENDPOINT_PATH = re.compile(r"(/[A-Za-z0-9._~!$&'()*+,;=:@-]+)+/?")
+# The test hooks keep their own paths whatever the endpoints' are.
+HOOK_PATHS = ("/_stats", "/_faults")
+ENDPOINT_SETTINGS = {
+    "login": "AUTHAPI_LOGIN_PATH",
+    "refresh": "AUTHAPI_REFRESH_PATH",
+    "logout": "AUTHAPI_LOGOUT_PATH",
+    "me": "AUTHAPI_ME_PATH",
+}
+
+
+def _endpoint_path(name: str) -> str:
+    path = getattr(settings, name)
+    if not isinstance(path, str) or not ENDPOINT_PATH.fullmatch(path) or path in HOOK_PATHS:
+        raise ImproperlyConfigured(
+            f"{name} must be a URL path such as '/api/v1/auth/login': '/' then segments of "
+            f"letters, digits and -._~!$&'()*+,;=:@, not {' or '.join(HOOK_PATHS)} "
+            f"(got {path!r})."
+        )
+    return path
 
 
 class ApiSettings:
@@ -144,6 +168,19 @@ class ApiSettings:
     def clock_offset(self) -> float:
         """Seconds the API's clock is ahead (negative: behind) for `iat`, `exp` and `Date`."""
         return settings.AUTHAPI_CLOCK_OFFSET
+
+    # --- where the endpoints live (authapi/urls.py) ----------------------------
+
+    @property
+    def endpoint_paths(self) -> dict[str, str]:
+        """The four endpoints' paths by view name, validated as one set."""
+        paths = {view: _endpoint_path(name) for view, name in ENDPOINT_SETTINGS.items()}
+        if len(set(paths.values())) != len(paths):
+            raise ImproperlyConfigured(
+                "AUTHAPI_LOGIN_PATH, AUTHAPI_REFRESH_PATH, AUTHAPI_LOGOUT_PATH and "
+                f"AUTHAPI_ME_PATH must be four different paths (got {sorted(paths.values())})."
+            )
+        return paths
 
     # --- back-channel sign-out of the web app (authapi/backchannel.py) --------
 

@@ -193,3 +193,69 @@ class TestClockOffset:
 
     def test_without_an_offset_the_date_is_the_servers_own(self, api_client):
         assert "Date" not in login(api_client)  # the WSGI server adds the true one
+
+
+V1 = {
+    "AUTHAPI_LOGIN_PATH": "/api/v1/auth/email/login",
+    "AUTHAPI_REFRESH_PATH": "/api/v1/auth/refresh",
+    "AUTHAPI_LOGOUT_PATH": "/api/v1/auth/logout",
+    "AUTHAPI_ME_PATH": "/api/v1/auth/me",
+}
+
+
+def login_at(client, path, user=ADMIN):
+    return post_json(client, path, {"email": user.email, "password": user.password})
+
+
+class TestEndpointPaths:
+    def test_the_four_endpoints_move_and_the_default_paths_answer_404(self, api_client, settings):
+        for name, value in V1.items():
+            setattr(settings, name, value)
+        settings.AUTHAPI_EXPOSE_STATS = True
+        assert login(api_client).status_code == 404
+        response = login_at(api_client, "/api/v1/auth/email/login")
+        assert response.status_code == 201
+        tokens = cookies_of(response)
+        api_client.cookies.clear()
+        access = f"access_token={tokens['access_token']}"
+        assert api_client.get("/users/me", HTTP_COOKIE=access).status_code == 404
+        assert api_client.get("/api/v1/auth/me", HTTP_COOKIE=access).json()["email"] == ADMIN.email
+        refreshed = api_client.post(
+            "/api/v1/auth/refresh", HTTP_COOKIE=f"refresh_token={tokens['refresh_token']}"
+        )
+        assert refreshed.status_code == 200
+        assert api_client.post("/auth/logout").status_code == 404
+        assert api_client.post("/api/v1/auth/logout").status_code == 200
+        assert api_client.get("/_stats").json()["refresh"] >= 1
+        assert api_client.get("/_faults").status_code == 200
+
+    def test_a_path_changed_after_a_request_is_served_at_once(self, api_client, settings):
+        assert login(api_client).status_code == 201
+        settings.AUTHAPI_LOGIN_PATH = "/api/v1/auth/user/signin"
+        assert login(api_client).status_code == 404
+        assert login_at(api_client, "/api/v1/auth/user/signin").status_code == 201
+        settings.AUTHAPI_LOGIN_PATH = "/auth/login"
+        assert login(api_client).status_code == 201
+
+    def test_a_path_is_matched_literally(self, api_client, settings):
+        settings.AUTHAPI_ME_PATH = "/api/v1.0/me"
+        assert api_client.get("/api/v1x0/me").status_code == 404
+        assert api_client.get("/api/v1.0/me").status_code == 401
+
+    @pytest.mark.parametrize(
+        ("value", "message"),
+        [
+            ("auth/login", "must be a URL path"),
+            ("/", "must be a URL path"),
+            ("/auth//login", "must be a URL path"),
+            ("/auth/log in", "must be a URL path"),
+            ("/auth/<int:id>", "must be a URL path"),
+            ("/auth/login?x=1", "must be a URL path"),
+            ("/_stats", "must be a URL path"),
+            ("/auth/refresh", "four different paths"),
+        ],
+    )
+    def test_a_path_that_is_not_one_is_refused(self, settings, value, message):
+        settings.AUTHAPI_LOGIN_PATH = value
+        with pytest.raises(ImproperlyConfigured, match=message):
+            assert api_settings.endpoint_paths
