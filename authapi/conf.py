@@ -21,16 +21,29 @@ def _is_cookie_path(path: str) -> bool:
 # RFC 2616 separators: not allowed in a cookie name (RFC 6265 §4.1.1).
 SEPARATORS = '()<>@,;:\\"/[]?={}'
 
+# An HTTP header name (RFC 9110 §5.1: a token).
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 # A URL path of literal segments: RFC 3986 pchar without percent-escapes.
 ENDPOINT_PATH = re.compile(r"(/[A-Za-z0-9._~!$&'()*+,;=:@-]+)+/?")
 # The test hooks keep their own paths whatever the endpoints' are.
 HOOK_PATHS = ("/_stats", "/_faults")
+
+TRANSPORTS = ("cookies", "body", "mixed")
 ENDPOINT_SETTINGS = {
     "login": "AUTHAPI_LOGIN_PATH",
     "refresh": "AUTHAPI_REFRESH_PATH",
     "logout": "AUTHAPI_LOGOUT_PATH",
     "me": "AUTHAPI_ME_PATH",
 }
+
+
+def _choice(name: str, allowed: tuple):
+    """Return setting `name`, refusing a value outside `allowed` (the first is the default)."""
+    value = getattr(settings, name)
+    if value not in allowed:
+        choices = ", ".join(repr(v) for v in allowed)
+        raise ImproperlyConfigured(f"{name} must be one of {choices} (got {value!r}).")
+    return value
 
 
 def _endpoint_path(name: str) -> str:
@@ -144,30 +157,83 @@ class ApiSettings:
 
     @property
     def token_transport(self) -> str:
-        """`cookies`: tokens in Set-Cookie; `body`: in JSON bodies and `Authorization: Bearer`."""
-        transport = settings.AUTHAPI_TOKEN_TRANSPORT
-        if transport not in ("cookies", "body"):
-            raise ImproperlyConfigured(
-                f"AUTHAPI_TOKEN_TRANSPORT must be 'cookies' or 'body' (got {transport!r})."
-            )
-        return transport
+        """Where tokens travel.
+
+        `cookies`: both in Set-Cookie; `body`: both in JSON bodies, the access
+        token back in `Authorization: Bearer`; `mixed`: the access token in the
+        JSON body and back as Bearer, the refresh token as a cookie (NocoDB).
+        """
+        return _choice("AUTHAPI_TOKEN_TRANSPORT", TRANSPORTS)
 
     @property
     def tokens_in_body(self) -> bool:
+        """Whether both tokens travel in JSON bodies (`body` transport)."""
         return self.token_transport == "body"  # noqa: S105 - a transport name
 
     @property
     def access_field(self) -> str:
-        return settings.AUTHAPI_ACCESS_FIELD
+        """The access token's field in JSON answers, dotted for a nested one."""
+        return ".".join(self.access_field_path)
 
     @property
     def refresh_field(self) -> str:
-        return settings.AUTHAPI_REFRESH_FIELD
+        """The refresh token's field in JSON answers and bodies, dotted for a nested one."""
+        return ".".join(self.refresh_field_path)
 
     @property
-    def clock_offset(self) -> float:
-        """Seconds the API's clock is ahead (negative: behind) for `iat`, `exp` and `Date`."""
-        return settings.AUTHAPI_CLOCK_OFFSET
+    def access_field_path(self) -> tuple[str, ...]:
+        return self._field_paths()[0]
+
+    @property
+    def refresh_field_path(self) -> tuple[str, ...]:
+        return self._field_paths()[1]
+
+    def _field_paths(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The two fields as key paths, refusing a pair one answer cannot hold."""
+        paths = []
+        for name in ("AUTHAPI_ACCESS_FIELD", "AUTHAPI_REFRESH_FIELD"):
+            value = getattr(settings, name)
+            keys = tuple(value.split(".")) if isinstance(value, str) else ()
+            if not keys or not all(keys):
+                raise ImproperlyConfigured(
+                    f"{name} must be a JSON field name, or a dotted path of them for a nested "
+                    f"one such as 'data.tokens.access' (got {value!r})."
+                )
+            paths.append(keys)
+        access, refresh = paths
+        shorter = min(len(access), len(refresh))
+        if access[:shorter] == refresh[:shorter]:
+            raise ImproperlyConfigured(
+                "AUTHAPI_ACCESS_FIELD and AUTHAPI_REFRESH_FIELD must name two different fields, "
+                f"neither inside the other (got {'.'.join(access)!r} and {'.'.join(refresh)!r})."
+            )
+        return access, refresh
+
+    @property
+    def access_header(self) -> str | None:
+        """A request header carrying the raw access token (`xc-auth`); None: Bearer/cookie."""
+        name = settings.AUTHAPI_ACCESS_HEADER or ""
+        if name and not HEADER_NAME.fullmatch(name):
+            raise ImproperlyConfigured(
+                "AUTHAPI_ACCESS_HEADER must be an HTTP header name such as 'xc-auth' "
+                f"(got {name!r})."
+            )
+        return name or None
+
+    @property
+    def refresh_in(self) -> str:
+        """`default`: the refresh token comes back where it went out; `bearer`: as Bearer only."""
+        return _choice("AUTHAPI_REFRESH_IN", ("default", "bearer"))
+
+    @property
+    def cookie_max_age(self) -> bool:
+        """Whether token cookies carry `Max-Age` (False: `Expires` only)."""
+        return settings.AUTHAPI_COOKIE_MAX_AGE
+
+    @property
+    def refresh_format(self) -> str:
+        """`urlsafe`: 43 base64url characters; `hex`: 80 hex digits."""
+        return _choice("AUTHAPI_REFRESH_FORMAT", ("urlsafe", "hex"))
 
     # --- where the endpoints live (authapi/urls.py) ----------------------------
 
@@ -181,6 +247,11 @@ class ApiSettings:
                 f"AUTHAPI_ME_PATH must be four different paths (got {sorted(paths.values())})."
             )
         return paths
+
+    @property
+    def clock_offset(self) -> float:
+        """Seconds the API's clock is ahead (negative: behind) for `iat`, `exp` and `Date`."""
+        return settings.AUTHAPI_CLOCK_OFFSET
 
     # --- back-channel sign-out of the web app (authapi/backchannel.py) --------
 

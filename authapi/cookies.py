@@ -9,7 +9,9 @@ mixed case, `Max-Age` first and an `Expires` date that contains a comma:
 (one line on the wire). The refresh cookie's `Path` is
 AUTHAPI_REFRESH_COOKIE_PATH, as a backend that scopes it to its refresh
 endpoint writes it (`res.cookie('refresh_token', t, { path: '/auth/refresh' })`);
-the access cookie keeps `Path=/`.
+the access cookie keeps `Path=/`. With AUTHAPI_COOKIE_MAX_AGE=False there is
+no `Max-Age`, only `Expires` (also when clearing: the epoch), as a backend
+passing `expires` instead of `maxAge` writes them.
 Python's Morsel writes lower-case `expires` in another order, so the reference
 API renders its own; the app under test must cope with the real thing.
 """
@@ -60,7 +62,8 @@ def _path(name: str) -> str:
 def _set(response: HttpResponse, name: str, value: str, *, max_age: int, expires: str) -> None:
     morsel = ExpressMorsel()
     morsel.set(name, value, value)
-    morsel["max-age"] = max_age
+    if api_settings.cookie_max_age:
+        morsel["max-age"] = max_age
     morsel["path"] = _path(name)
     morsel["expires"] = expires
     morsel["httponly"] = True
@@ -71,25 +74,28 @@ def _set(response: HttpResponse, name: str, value: str, *, max_age: int, expires
     response.cookies[name] = morsel
 
 
-def set_token_cookies(response: HttpResponse, tokens: IssuedTokens) -> None:
+def set_token_cookies(response: HttpResponse, tokens: IssuedTokens, *, access=True) -> None:
     """Attach the tokens as Express-style `Set-Cookie` headers, one per cookie.
 
     A refresh without rotation has no new refresh token: only the access cookie.
+    `access=False` (mixed transport): the refresh cookie only.
     """
     issued_at = now()
-    for name, value, ttl in (
-        (api_settings.access_cookie, tokens.access_token, faults.access_ttl()),
-        (api_settings.refresh_cookie, tokens.refresh_token, api_settings.refresh_ttl),
-    ):
+    cookies = [(api_settings.refresh_cookie, tokens.refresh_token, api_settings.refresh_ttl)]
+    if access:
+        cookies.insert(0, (api_settings.access_cookie, tokens.access_token, faults.access_ttl()))
+    for name, value, ttl in cookies:
         if value is not None:
             _set(response, name, value, max_age=ttl, expires=http_date(issued_at + ttl))
 
 
-def clear_token_cookies(response: HttpResponse) -> None:
+def clear_token_cookies(response: HttpResponse, *, access=True) -> None:
     """Tell the client to drop both tokens (`Max-Age=0` and an epoch `Expires`).
 
     Each is cleared with the `Path` it was set with: a browser only replaces a
-    cookie of the same name, domain and path.
+    cookie of the same name, domain and path. `access=False` (mixed
+    transport): the refresh cookie only.
     """
-    for name in (api_settings.access_cookie, api_settings.refresh_cookie):
+    names = [api_settings.access_cookie] if access else []
+    for name in (*names, api_settings.refresh_cookie):
         _set(response, name, "", max_age=0, expires=EPOCH)

@@ -1,10 +1,11 @@
 """Access and refresh tokens of the reference API.
 
 Access tokens are HS256 JWTs carrying `exp`, the user (`sub`) and the sign-in
-they belong to (`sid`, the token family). Refresh tokens are 256-bit random
-strings; only their SHA-256 is stored. Every refresh spends the presented token
-and issues a new one in the same family; presenting a spent token again is
-taken as theft and revokes the family (RFC 9700 §4.14.2).
+they belong to (`sid`, the token family). Refresh tokens are random strings
+(256 bits base64url, or 80 hex digits with AUTHAPI_REFRESH_FORMAT=hex); only
+their SHA-256 is stored. Every refresh spends the presented token and issues a
+new one in the same family; presenting a spent token again is taken as theft
+and revokes the family (RFC 9700 §4.14.2).
 """
 
 import hashlib
@@ -64,8 +65,15 @@ def _access_token(user: ApiUser, family: TokenFamily) -> str:
     return jwt.encode(claims, api_settings.jwt_secret, algorithm=JWT_ALGORITHM)
 
 
+def _new_refresh_token() -> str:
+    """256 random bits in base64url, or (AUTHAPI_REFRESH_FORMAT=hex) 320 in 80 hex digits."""
+    if api_settings.refresh_format == "hex":
+        return secrets.token_hex(40)
+    return secrets.token_urlsafe(32)
+
+
 def _issue(family: TokenFamily) -> IssuedTokens:
-    raw = secrets.token_urlsafe(32)
+    raw = _new_refresh_token()
     RefreshToken.objects.create(
         family=family,
         token_hash=hash_token(raw),

@@ -17,7 +17,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.http import http_date
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
-from . import faults, stats, throttle, tokens
+from . import faults, shapes, stats, throttle, tokens
 from .conf import api_settings
 from .cookies import clear_token_cookies, set_token_cookies
 from .models import ApiUser
@@ -152,21 +152,43 @@ def login(request: HttpRequest) -> HttpResponse:
 
 @sensitive_variables("issued")
 def _issued_response(issued: tokens.IssuedTokens, data: dict, *, status: int = 200) -> HttpResponse:
-    """Hand out a pair: as cookies, or (AUTHAPI_TOKEN_TRANSPORT=body) in the JSON answer."""
-    if api_settings.tokens_in_body:
-        data = {api_settings.access_field: issued.access_token}
-        if issued.refresh_token is not None:
-            data[api_settings.refresh_field] = issued.refresh_token
-        return JsonResponse(data, status=status)
-    response = JsonResponse(data, status=status)
-    set_token_cookies(response, issued)
+    """Hand out a pair as AUTHAPI_TOKEN_TRANSPORT says.
+
+    `cookies`: `data` as the answer, both tokens as cookies. `body`: both
+    tokens in the JSON answer, at their (dotted) fields. `mixed`: the access
+    token in the JSON answer, the refresh token as a cookie.
+    """
+    transport = api_settings.token_transport
+    if transport == "cookies":  # noqa: S105 - a transport name
+        response = JsonResponse(data, status=status)
+        set_token_cookies(response, issued)
+        return response
+    body: dict = {}
+    shapes.put(body, api_settings.access_field_path, issued.access_token)
+    if transport == "body" and issued.refresh_token is not None:  # noqa: S105
+        shapes.put(body, api_settings.refresh_field_path, issued.refresh_token)
+    response = JsonResponse(body, status=status)
+    if transport == "mixed":  # noqa: S105 - a transport name
+        set_token_cookies(response, issued, access=False)
     return response
 
 
+def _bearer(request: HttpRequest) -> str:
+    """The credentials of `Authorization: Bearer …`, or ""."""
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    return credentials.strip() if scheme.lower() == "bearer" else ""
+
+
 def _refresh_token(request: HttpRequest) -> str:
-    """The refresh token a call presents: its cookie, or its body's field in body transport."""
+    """The refresh token a call presents.
+
+    AUTHAPI_REFRESH_IN=bearer: `Authorization: Bearer` only. Otherwise where
+    it went out: its body's (dotted) field in body transport, else its cookie.
+    """
+    if api_settings.refresh_in == "bearer":
+        return _bearer(request)
     if api_settings.tokens_in_body:
-        value = _json_object(request).get(api_settings.refresh_field)
+        value = shapes.get(_json_object(request), api_settings.refresh_field_path)
         return value if isinstance(value, str) else ""
     return request.COOKIES.get(api_settings.refresh_cookie, "")
 
@@ -196,26 +218,49 @@ def refresh(request: HttpRequest) -> HttpResponse:
 @api_view("POST")
 @sensitive_variables("raw_refresh", "raw_access")
 def logout(request: HttpRequest) -> HttpResponse:
-    raw_refresh = _refresh_token(request)
-    raw_access = _access_token(request)
-    if raw_refresh:
-        tokens.revoke(raw_refresh)
-    elif raw_access:
-        with contextlib.suppress(tokens.TokenRejected):
-            tokens.revoke_family(tokens.decode_access(raw_access)["sid"])
+    """Revoke the sign-in the call presents and clear its cookies.
+
+    By default the refresh token's family, or without one the access token's.
+    With AUTHAPI_REFRESH_IN=bearer the Bearer slot holds the access token
+    (brocoders' `AuthGuard('jwt')`): without a valid one, 401.
+    """
+    if api_settings.refresh_in == "bearer":
+        raw_access = _access_token(request)
+        try:
+            claims = tokens.decode_access(raw_access) if raw_access else None
+        except tokens.TokenRejected:
+            claims = None
+        if claims is None:
+            raise ApiError(401, "Unauthorized")
+        tokens.revoke_family(claims["sid"])
+    else:
+        raw_refresh = _refresh_token(request)
+        raw_access = _access_token(request)
+        if raw_refresh:
+            tokens.revoke(raw_refresh)
+        elif raw_access:
+            with contextlib.suppress(tokens.TokenRejected):
+                tokens.revoke_family(tokens.decode_access(raw_access)["sid"])
     stats.bump("logout")
     response = JsonResponse({"ok": True})
-    if not api_settings.tokens_in_body:
-        clear_token_cookies(response)
+    transport = api_settings.token_transport
+    if transport != "body":  # noqa: S105 - a transport name
+        clear_token_cookies(response, access=transport == "cookies")  # noqa: S105
     return response
 
 
 def _access_token(request: HttpRequest) -> str:
-    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and credentials.strip():
-        return credentials.strip()
-    if api_settings.tokens_in_body:
-        return ""  # a passport-jwt backend reads the header only
+    """The access token a call presents.
+
+    Only the AUTHAPI_ACCESS_HEADER header's raw value when one is set; else
+    `Authorization: Bearer`, and in cookie transport the access cookie after it.
+    """
+    header = api_settings.access_header
+    if header:
+        return request.headers.get(header, "").strip()
+    bearer = _bearer(request)
+    if bearer or api_settings.token_transport != "cookies":  # noqa: S105 - a transport name
+        return bearer  # a passport-jwt backend reads the header only
     return request.COOKIES.get(api_settings.access_cookie, "")
 
 

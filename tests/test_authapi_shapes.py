@@ -3,7 +3,11 @@
 Each switch turns the reference API into another common NestJS backend, so the
 app can be tested against it: cookie names of the backend's choice, a refresh
 without rotation, reuse detection off, tokens in JSON bodies with
-`Authorization: Bearer`, a clock that is off.
+`Authorization: Bearer`, a clock that is off; and the shapes of real
+open-source backends (NocoDB, brocoders/nestjs-boilerplate): versioned paths,
+the access token in JSON with the refresh token as a cookie, nested fields, a
+named access header, the refresh token as Bearer, cookies without `Max-Age`,
+opaque hex refresh tokens.
 """
 
 import json
@@ -195,6 +199,18 @@ class TestClockOffset:
         assert "Date" not in login(api_client)  # the WSGI server adds the true one
 
 
+def delta(before: dict[str, int]) -> dict[str, int]:
+    """The counters that moved since `before`."""
+    return {name: n - before[name] for name, n in counts().items() if n != before[name]}
+
+
+def expired_access(access: str, secret: str) -> str:
+    """`access` re-signed with its `exp` in the past: valid but for its age."""
+    claims = jwt.decode(access, secret, algorithms=["HS256"])
+    claims.update(iat=claims["iat"] - 100, exp=claims["iat"] - 10)
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
 V1 = {
     "AUTHAPI_LOGIN_PATH": "/api/v1/auth/email/login",
     "AUTHAPI_REFRESH_PATH": "/api/v1/auth/refresh",
@@ -259,3 +275,288 @@ class TestEndpointPaths:
         settings.AUTHAPI_LOGIN_PATH = value
         with pytest.raises(ImproperlyConfigured, match=message):
             assert api_settings.endpoint_paths
+
+
+class TestMixedTransport:
+    """NocoDB: `{"token": …}` in the answer, the refresh token as an HttpOnly cookie."""
+
+    @pytest.fixture(autouse=True)
+    def mixed(self, settings):
+        settings.AUTHAPI_TOKEN_TRANSPORT = "mixed"
+        settings.AUTHAPI_ACCESS_FIELD = "token"
+
+    def test_login_answers_the_access_token_in_json_and_only_the_refresh_cookie(self, api_client):
+        response = login(api_client)
+        assert response.status_code == 201
+        assert set(response.json()) == {"token"}
+        assert set(cookies_of(response)) == {"refresh_token"}
+        cookie = parse_set_cookie(raw_set_cookies(response)[0])
+        assert cookie.attr("HttpOnly") is True
+        assert cookie.attr("Path") == "/"
+        assert cookie.attr("Expires")
+        claims = jwt.decode(response.json()["token"], options={"verify_signature": False})
+        assert claims["email"] == ADMIN.email
+
+    def test_users_me_takes_bearer_only(self, api_client):
+        access = login(api_client).json()["token"]
+        api_client.cookies.clear()
+        assert api_client.get("/users/me", HTTP_COOKIE=f"access_token={access}").status_code == 401
+        bearer = api_client.get("/users/me", HTTP_AUTHORIZATION=f"Bearer {access}")
+        assert bearer.json()["email"] == ADMIN.email
+
+    def test_refresh_takes_the_cookie_not_a_body_field(self, api_client):
+        response = login(api_client)
+        refresh = cookies_of(response)["refresh_token"]
+        api_client.cookies.clear()
+        before = counts()
+        in_body = post_json(api_client, "/auth/refresh", {"refreshToken": refresh})
+        assert in_body.status_code == 401
+        assert in_body.json()["message"] == "Missing refresh token"
+        refreshed = api_client.post("/auth/refresh", HTTP_COOKIE=f"refresh_token={refresh}")
+        assert refreshed.status_code == 200
+        assert set(refreshed.json()) == {"token"}
+        assert refreshed.json()["token"] != response.json()["token"]
+        assert set(cookies_of(refreshed)) == {"refresh_token"}
+        assert cookies_of(refreshed)["refresh_token"] != refresh
+        assert delta(before) == {"refresh_calls": 2, "refresh": 1, "refresh_rejected": 1}
+
+    def test_without_rotation_a_refresh_answers_the_access_token_and_sets_no_cookie(
+        self, api_client, settings
+    ):
+        settings.AUTHAPI_ROTATE_REFRESH = False
+        refresh = cookies_of(login(api_client))["refresh_token"]
+        api_client.cookies.clear()
+        refreshed = api_client.post("/auth/refresh", HTTP_COOKIE=f"refresh_token={refresh}")
+        assert set(refreshed.json()) == {"token"}
+        assert raw_set_cookies(refreshed) == []
+
+    def test_logout_revokes_the_cookies_sign_in_and_clears_only_that_cookie(self, api_client):
+        response = login(api_client)
+        refresh, access = cookies_of(response)["refresh_token"], response.json()["token"]
+        api_client.cookies.clear()
+        out = api_client.post("/auth/logout", HTTP_COOKIE=f"refresh_token={refresh}")
+        assert out.status_code == 200
+        assert cookies_of(out) == {"refresh_token": ""}
+        assert api_client.get("/users/me", HTTP_AUTHORIZATION=f"Bearer {access}").status_code == 401
+
+
+class TestNestedFields:
+    @pytest.fixture(autouse=True)
+    def nested(self, settings):
+        settings.AUTHAPI_ACCESS_FIELD = "data.tokens.access"
+        settings.AUTHAPI_REFRESH_FIELD = "data.tokens.refresh"
+
+    def test_body_transport_writes_and_reads_them_nested(self, api_client, settings):
+        settings.AUTHAPI_TOKEN_TRANSPORT = "body"
+        pair = login(api_client).json()
+        assert set(pair) == {"data"}
+        assert set(pair["data"]["tokens"]) == {"access", "refresh"}
+        refresh = pair["data"]["tokens"]["refresh"]
+        flat = post_json(api_client, "/auth/refresh", {"data.tokens.refresh": refresh})
+        assert flat.status_code == 401
+        nested = post_json(api_client, "/auth/refresh", {"data": {"tokens": {"refresh": refresh}}})
+        assert nested.status_code == 200
+        assert nested.json()["data"]["tokens"]["refresh"] != refresh
+
+    def test_mixed_transport_nests_the_access_token(self, api_client, settings):
+        settings.AUTHAPI_TOKEN_TRANSPORT = "mixed"
+        response = login(api_client)
+        assert set(response.json()["data"]["tokens"]) == {"access"}
+        assert set(cookies_of(response)) == {"refresh_token"}
+
+    @pytest.mark.parametrize(
+        ("access", "refresh", "message"),
+        [
+            ("data", "data.refresh", "neither inside the other"),
+            ("token", "token", "neither inside the other"),
+            ("data..access", "refresh", "dotted path"),
+            ("", "refresh", "dotted path"),
+            ("access", "refresh.", "dotted path"),
+        ],
+    )
+    def test_fields_one_answer_cannot_hold_are_refused(self, settings, access, refresh, message):
+        settings.AUTHAPI_ACCESS_FIELD = access
+        settings.AUTHAPI_REFRESH_FIELD = refresh
+        with pytest.raises(ImproperlyConfigured, match=message):
+            assert api_settings.access_field_path
+
+
+class TestAccessHeader:
+    """NocoDB's `xc-auth: <token>`: the named header only, its raw value."""
+
+    @pytest.mark.parametrize("transport", ["cookies", "body", "mixed"])
+    def test_only_the_named_header_is_read(self, api_client, settings, transport):
+        settings.AUTHAPI_TOKEN_TRANSPORT = transport
+        response = login(api_client)
+        access = cookies_of(response).get("access_token") or response.json()["accessToken"]
+        settings.AUTHAPI_ACCESS_HEADER = "xc-auth"
+        api_client.cookies.clear()
+        expected = {
+            "xc-auth": 200,
+            "bearer": 401,
+            "cookie": 401,
+            "xc-auth with a scheme": 401,
+        }
+        got = {
+            "xc-auth": api_client.get("/users/me", HTTP_XC_AUTH=access).status_code,
+            "bearer": api_client.get(
+                "/users/me", HTTP_AUTHORIZATION=f"Bearer {access}"
+            ).status_code,
+            "cookie": api_client.get("/users/me", HTTP_COOKIE=f"access_token={access}").status_code,
+            "xc-auth with a scheme": api_client.get(
+                "/users/me", HTTP_XC_AUTH=f"Bearer {access}"
+            ).status_code,
+        }
+        assert got == expected
+
+    def test_logout_by_the_access_token_reads_the_named_header(self, api_client, settings):
+        settings.AUTHAPI_ACCESS_HEADER = "xc-auth"
+        access, refresh = cookies_of(login(api_client)).values()
+        api_client.cookies.clear()
+        assert api_client.post("/auth/logout", HTTP_XC_AUTH=access).status_code == 200
+        again = api_client.post("/auth/refresh", HTTP_COOKIE=f"refresh_token={refresh}")
+        assert again.status_code == 401
+
+    @pytest.mark.parametrize("name", ["xc auth", "xc-auth:", "é"])
+    def test_a_name_that_is_no_header_is_refused(self, settings, name):
+        settings.AUTHAPI_ACCESS_HEADER = name
+        with pytest.raises(ImproperlyConfigured, match="AUTHAPI_ACCESS_HEADER"):
+            assert api_settings.access_header
+
+
+class TestRefreshInBearer:
+    """brocoders/nestjs-boilerplate: `Authorization: Bearer <refresh token>` to refresh."""
+
+    @pytest.fixture(autouse=True)
+    def bearer(self, settings):
+        settings.AUTHAPI_TOKEN_TRANSPORT = "body"
+        settings.AUTHAPI_ACCESS_FIELD = "token"
+        settings.AUTHAPI_REFRESH_IN = "bearer"
+
+    def test_refresh_reads_only_the_bearer_header(self, api_client):
+        refresh = login(api_client).json()["refreshToken"]
+        before = counts()
+        in_body = post_json(api_client, "/auth/refresh", {"refreshToken": refresh})
+        assert in_body.status_code == 401
+        assert in_body.json()["message"] == "Missing refresh token"
+        as_cookie = api_client.post("/auth/refresh", HTTP_COOKIE=f"refresh_token={refresh}")
+        assert as_cookie.json()["message"] == "Missing refresh token"
+        refreshed = api_client.post("/auth/refresh", HTTP_AUTHORIZATION=f"Bearer {refresh}")
+        assert refreshed.status_code == 200
+        assert set(refreshed.json()) == {"token", "refreshToken"}
+        reused = api_client.post("/auth/refresh", HTTP_AUTHORIZATION=f"Bearer {refresh}")
+        assert reused.status_code == 401
+        assert delta(before) == {
+            "refresh_calls": 4,
+            "refresh": 1,
+            "refresh_rejected": 3,
+            "spent_presented": 1,
+            "reuse_detected": 1,
+        }
+
+    def test_in_cookie_transport_too_the_cookie_is_ignored(self, api_client, settings):
+        settings.AUTHAPI_TOKEN_TRANSPORT = "cookies"
+        refresh = cookies_of(login(api_client))["refresh_token"]
+        api_client.cookies.clear()
+        as_cookie = api_client.post("/auth/refresh", HTTP_COOKIE=f"refresh_token={refresh}")
+        assert as_cookie.status_code == 401
+        bearer = api_client.post("/auth/refresh", HTTP_AUTHORIZATION=f"Bearer {refresh}")
+        assert bearer.status_code == 200
+
+    def test_logout_is_guarded_by_the_access_token(self, api_client):
+        pair = login(api_client).json()
+        before = counts()
+        refresh_as_bearer = f"Bearer {pair['refreshToken']}"
+        assert api_client.post("/auth/logout").status_code == 401
+        assert (
+            api_client.post("/auth/logout", HTTP_AUTHORIZATION=refresh_as_bearer).status_code == 401
+        )
+        assert (
+            post_json(
+                api_client, "/auth/logout", {"refreshToken": pair["refreshToken"]}
+            ).status_code
+            == 401
+        )
+        assert delta(before) == {}
+        out = api_client.post("/auth/logout", HTTP_AUTHORIZATION=f"Bearer {pair['token']}")
+        assert out.status_code == 200
+        assert delta(before) == {"logout": 1}
+        assert TokenFamily.objects.get().revoked_reason == "logout"
+        assert (
+            api_client.post("/auth/refresh", HTTP_AUTHORIZATION=refresh_as_bearer).status_code
+            == 401
+        )
+
+    def test_logout_with_an_expired_access_token_is_refused(self, api_client, settings):
+        pair = login(api_client).json()
+        stale = expired_access(pair["token"], settings.AUTHAPI_JWT_SECRET)
+        assert (
+            api_client.post("/auth/logout", HTTP_AUTHORIZATION=f"Bearer {stale}").status_code == 401
+        )
+        assert TokenFamily.objects.get().revoked_at is None
+
+    def test_logout_reads_the_named_access_header(self, api_client, settings):
+        settings.AUTHAPI_ACCESS_HEADER = "xc-auth"
+        access = login(api_client).json()["token"]
+        assert (
+            api_client.post("/auth/logout", HTTP_AUTHORIZATION=f"Bearer {access}").status_code
+            == 401
+        )
+        assert api_client.post("/auth/logout", HTTP_XC_AUTH=access).status_code == 200
+
+
+class TestCookieMaxAge:
+    def test_off_cookies_carry_expires_only_also_when_cleared(self, api_client, settings):
+        settings.AUTHAPI_COOKIE_MAX_AGE = False
+        settings.AUTHAPI_REFRESH_TTL = 3600
+        response = login(api_client)
+        now = time.time()
+        issued = [parse_set_cookie(h) for h in raw_set_cookies(response)]
+        assert {c.name for c in issued} == {"access_token", "refresh_token"}
+        for cookie in issued:
+            assert cookie.attr("Max-Age") is None
+        refresh = next(c for c in issued if c.name == "refresh_token")
+        expires = parsedate_to_datetime(refresh.attr("Expires")).timestamp()
+        assert abs(expires - (now + 3600)) < 5
+        out = api_client.post("/auth/logout")
+        cleared = [parse_set_cookie(h) for h in raw_set_cookies(out)]
+        assert {c.name: c.value for c in cleared} == {"access_token": "", "refresh_token": ""}
+        for cookie in cleared:
+            assert cookie.attr("Max-Age") is None
+            assert parsedate_to_datetime(cookie.attr("Expires")).year == 1970
+
+    def test_on_by_default(self, api_client):
+        for header in raw_set_cookies(login(api_client)):
+            assert parse_set_cookie(header).attr("Max-Age")
+
+
+class TestRefreshFormat:
+    def test_hex_is_an_opaque_80_hex_digit_token_that_refreshes(self, api_client, settings):
+        settings.AUTHAPI_REFRESH_FORMAT = "hex"
+        refresh = cookies_of(login(api_client))["refresh_token"]
+        assert len(refresh) == 80
+        assert set(refresh) <= set("0123456789abcdef")
+        api_client.cookies.clear()
+        refreshed = api_client.post("/auth/refresh", HTTP_COOKIE=f"refresh_token={refresh}")
+        assert refreshed.status_code == 200
+        assert len(cookies_of(refreshed)["refresh_token"]) == 80
+
+    def test_urlsafe_by_default(self, api_client):
+        refresh = cookies_of(login(api_client))["refresh_token"]
+        assert len(refresh) == 43
+        assert not set(refresh) <= set("0123456789abcdef")
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("AUTHAPI_TOKEN_TRANSPORT", "header"),
+        ("AUTHAPI_REFRESH_IN", "query"),
+        ("AUTHAPI_REFRESH_FORMAT", "base64"),
+    ],
+)
+def test_a_value_outside_a_switchs_choices_is_refused_by_name(settings, setting, value):
+    setattr(settings, setting, value)
+    attribute = setting.removeprefix("AUTHAPI_").lower()
+    with pytest.raises(ImproperlyConfigured, match=f"{setting} must be one of"):
+        assert getattr(api_settings, attribute)
