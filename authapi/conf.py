@@ -29,6 +29,7 @@ ENDPOINT_PATH = re.compile(r"(/[A-Za-z0-9._~!$&'()*+,;=:@-]+)+/?")
 HOOK_PATHS = ("/_stats", "/_faults")
 
 TRANSPORTS = ("cookies", "body", "mixed")
+ME_ROLES = ("list", "string", "object", "objects", "map", "none")
 ENDPOINT_SETTINGS = {
     "login": "AUTHAPI_LOGIN_PATH",
     "refresh": "AUTHAPI_REFRESH_PATH",
@@ -234,6 +235,36 @@ class ApiSettings:
     def refresh_format(self) -> str:
         """`urlsafe`: 43 base64url characters; `hex`: 80 hex digits."""
         return _choice("AUTHAPI_REFRESH_FORMAT", ("urlsafe", "hex"))
+
+    @property
+    def login_failure_status(self) -> int:
+        """The status of a wrong email or password (422: brocoders' error body)."""
+        return _choice("AUTHAPI_LOGIN_FAILURE_STATUS", (401, 400, 403, 422))
+
+    @property
+    def login_answer_user(self) -> bool:
+        """Whether body/mixed sign-ins also answer `tokenExpires` and `user` (brocoders)."""
+        return settings.AUTHAPI_LOGIN_ANSWER_USER
+
+    @property
+    def me_guest(self) -> bool:
+        """Whether `/users/me` without a valid token answers a 200 guest instead of 401."""
+        return settings.AUTHAPI_ME_GUEST
+
+    @property
+    def me_roles(self) -> str:
+        """How `/users/me` spells the roles (README, "The reference API's shapes")."""
+        return _choice("AUTHAPI_ME_ROLES", ME_ROLES)
+
+    @property
+    def role_case(self) -> str:
+        """`as-is`, or `title`: "Admin" in `/users/me` and in the access token."""
+        return _choice("AUTHAPI_ROLE_CASE", ("as-is", "title"))
+
+    @property
+    def logout_status(self) -> int:
+        """The status of a sign-out (204: no body)."""
+        return _choice("AUTHAPI_LOGOUT_STATUS", (200, 201, 204))
 
     # --- where the endpoints live (authapi/urls.py) ----------------------------
 

@@ -19,7 +19,7 @@ import jwt
 from django.db import transaction
 from django.utils import timezone
 
-from . import faults, stats
+from . import faults, shapes, stats
 from .conf import JWT_ALGORITHM, api_settings
 from .models import ApiUser, RefreshToken, TokenFamily
 
@@ -56,7 +56,7 @@ def _access_token(user: ApiUser, family: TokenFamily) -> str:
         "sub": str(user.pk),
         "sid": family.pk,
         "email": user.email,
-        "roles": list(user.roles),
+        "roles": shapes.role_names(user.roles),
         "iat": issued_at,
         "exp": issued_at + faults.access_ttl(),
         "jti": secrets.token_urlsafe(9),
@@ -164,6 +164,12 @@ def revoke_user(user: ApiUser, *, reason: str = "admin") -> int:
     return TokenFamily.objects.filter(user=user, revoked_at__isnull=True).update(
         revoked_at=timezone.now(), revoked_reason=reason
     )
+
+
+def access_expires_ms(raw_access: str) -> int:
+    """The `exp` of an access token this API just signed, in ms since the epoch."""
+    claims = jwt.decode(raw_access, options={"verify_signature": False})
+    return int(claims["exp"]) * 1000
 
 
 def decode_access(raw_access: str) -> dict:

@@ -30,21 +30,24 @@ ANY_METHOD = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 
 
 class ApiError(Exception):
-    """An error answer: status, message and optional extra headers."""
+    """An error answer: status, message and optional extra headers.
 
-    def __init__(self, status: int, message, headers: dict | None = None):
+    `body` replaces the NestJS shape for a backend with its own (brocoders' 422).
+    """
+
+    def __init__(self, status: int, message, headers: dict | None = None, body=None):
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers or {}
+        self.body = body
 
 
-def error_response(status: int, message, headers: dict | None = None) -> JsonResponse:
-    """Return a NestJS-shaped JSON error."""
-    response = JsonResponse(
-        {"statusCode": status, "message": message, "error": HTTPStatus(status).phrase},
-        status=status,
-    )
+def error_response(status: int, message, headers: dict | None = None, body=None) -> JsonResponse:
+    """Return a NestJS-shaped JSON error, or `body` when given."""
+    if body is None:
+        body = {"statusCode": status, "message": message, "error": HTTPStatus(status).phrase}
+    response = JsonResponse(body, status=status)
     for name, value in (headers or {}).items():
         response[name] = value
     return response
@@ -67,12 +70,14 @@ def api_view(*methods: str):
                 try:
                     response = view(request, *args, **kwargs)
                 except ApiError as exc:
-                    response = error_response(exc.status, exc.message, exc.headers)
+                    response = error_response(exc.status, exc.message, exc.headers, exc.body)
                 except Exception:
                     # An API answers JSON even when it breaks, DEBUG or not.
                     logger.exception("Unhandled error in %s %s", request.method, request.path)
                     response = error_response(500, "Internal server error")
-            response["Content-Length"] = str(len(response.content))
+            if response.status_code != HTTPStatus.NO_CONTENT:
+                # A 204 has no body and, as Express sends it, no Content-Length.
+                response["Content-Length"] = str(len(response.content))
             response["Cache-Control"] = "no-store"
             if api_settings.clock_offset:
                 # The server's clock as a client can read it (the WSGI server
@@ -143,20 +148,39 @@ def login(request: HttpRequest) -> HttpResponse:
     if user is None:
         stats.bump("login_failed")
         throttle.record_failure(email=email, ip=ip)
-        raise ApiError(401, "Invalid credentials")
+        raise _login_failure(email)
     throttle.clear_failures(email=email)
     issued = tokens.sign_in(user)
     stats.bump("login")
-    return _issued_response(issued, user.as_profile(), status=201)
+    profile = shapes.profile(user)
+    return _issued_response(issued, profile, user=profile, status=201)
+
+
+def _login_failure(email: str) -> ApiError:
+    """The answer to a wrong email or password (AUTHAPI_LOGIN_FAILURE_STATUS).
+
+    422 is brocoders/nestjs-boilerplate's, which tells an unknown email from a
+    wrong password; any other status is the NestJS error shape.
+    """
+    status = api_settings.login_failure_status
+    if status != HTTPStatus.UNPROCESSABLE_ENTITY:
+        return ApiError(status, "Invalid credentials")
+    known = ApiUser.objects.filter(email__iexact=email, is_active=True).exists()
+    errors = {"password": "incorrectPassword"} if known else {"email": "notFound"}
+    return ApiError(status, "Invalid credentials", body={"status": status, "errors": errors})
 
 
 @sensitive_variables("issued")
-def _issued_response(issued: tokens.IssuedTokens, data: dict, *, status: int = 200) -> HttpResponse:
+def _issued_response(
+    issued: tokens.IssuedTokens, data: dict, *, user: dict | None = None, status: int = 200
+) -> HttpResponse:
     """Hand out a pair as AUTHAPI_TOKEN_TRANSPORT says.
 
     `cookies`: `data` as the answer, both tokens as cookies. `body`: both
     tokens in the JSON answer, at their (dotted) fields. `mixed`: the access
-    token in the JSON answer, the refresh token as a cookie.
+    token in the JSON answer, the refresh token as a cookie. In body and mixed
+    transport AUTHAPI_LOGIN_ANSWER_USER adds `tokenExpires` (ms since the
+    epoch) next to the access token, and `user` on a sign-in.
     """
     transport = api_settings.token_transport
     if transport == "cookies":  # noqa: S105 - a transport name
@@ -164,9 +188,15 @@ def _issued_response(issued: tokens.IssuedTokens, data: dict, *, status: int = 2
         set_token_cookies(response, issued)
         return response
     body: dict = {}
-    shapes.put(body, api_settings.access_field_path, issued.access_token)
+    access_path = api_settings.access_field_path
+    shapes.put(body, access_path, issued.access_token)
     if transport == "body" and issued.refresh_token is not None:  # noqa: S105
         shapes.put(body, api_settings.refresh_field_path, issued.refresh_token)
+    if api_settings.login_answer_user:
+        expires = tokens.access_expires_ms(issued.access_token)
+        shapes.put(body, (*access_path[:-1], "tokenExpires"), expires)
+        if user is not None:
+            shapes.put(body, (*access_path[:-1], "user"), user)
     response = JsonResponse(body, status=status)
     if transport == "mixed":  # noqa: S105 - a transport name
         set_token_cookies(response, issued, access=False)
@@ -242,7 +272,12 @@ def logout(request: HttpRequest) -> HttpResponse:
             with contextlib.suppress(tokens.TokenRejected):
                 tokens.revoke_family(tokens.decode_access(raw_access)["sid"])
     stats.bump("logout")
-    response = JsonResponse({"ok": True})
+    status = api_settings.logout_status
+    if status == HTTPStatus.NO_CONTENT:
+        response = HttpResponse(status=status, content_type=None)
+        del response["Content-Type"]
+    else:
+        response = JsonResponse({"ok": True}, status=status)
     transport = api_settings.token_transport
     if transport != "body":  # noqa: S105 - a transport name
         clear_token_cookies(response, access=transport == "cookies")  # noqa: S105
@@ -267,17 +302,19 @@ def _access_token(request: HttpRequest) -> str:
 @api_view("GET")
 @sensitive_variables("raw")
 def me(request: HttpRequest) -> HttpResponse:
+    """The profile of the access token's user; 401, or (AUTHAPI_ME_GUEST) a guest, without."""
     raw = _access_token(request)
-    if not raw:
+    user = None
+    if raw:
+        with contextlib.suppress(tokens.TokenRejected):
+            user = tokens.user_for_access(raw)
+    if user is None:
         stats.bump("me_rejected")
+        if api_settings.me_guest:
+            return JsonResponse(shapes.GUEST)
         raise ApiError(401, "Unauthorized")
-    try:
-        user = tokens.user_for_access(raw)
-    except tokens.TokenRejected as exc:
-        stats.bump("me_rejected")
-        raise ApiError(401, "Unauthorized") from exc
     stats.bump("me")
-    return JsonResponse(user.as_profile())
+    return JsonResponse(shapes.profile(user))
 
 
 def hook_view(*methods: str):

@@ -7,7 +7,8 @@ without rotation, reuse detection off, tokens in JSON bodies with
 open-source backends (NocoDB, brocoders/nestjs-boilerplate): versioned paths,
 the access token in JSON with the refresh token as a cookie, nested fields, a
 named access header, the refresh token as Bearer, cookies without `Max-Age`,
-opaque hex refresh tokens.
+opaque hex refresh tokens, 422 on a wrong password, a guest `/me`, roles
+spelt five ways, logout's status.
 """
 
 import json
@@ -20,9 +21,9 @@ from django.core.exceptions import ImproperlyConfigured
 
 from authapi import stats
 from authapi.conf import api_settings
-from authapi.models import TokenFamily
+from authapi.models import ApiUser, TokenFamily
 from tests.cookies import parse_set_cookie
-from tests.test_authapi import ADMIN, login, post_json, raw_set_cookies
+from tests.test_authapi import ADMIN, EVALUATOR, login, post_json, raw_set_cookies
 
 
 def cookies_of(response) -> dict[str, str]:
@@ -547,12 +548,203 @@ class TestRefreshFormat:
         assert not set(refresh) <= set("0123456789abcdef")
 
 
+class TestLoginFailureStatus:
+    def wrong(self, api_client, email=ADMIN.email):
+        return post_json(api_client, "/auth/login", {"email": email, "password": "wrong"})
+
+    def test_422_answers_brocoders_error_body(self, api_client, settings):
+        settings.AUTHAPI_LOGIN_FAILURE_STATUS = 422
+        response = self.wrong(api_client)
+        assert response.status_code == 422
+        assert response.json() == {"status": 422, "errors": {"password": "incorrectPassword"}}
+        unknown = self.wrong(api_client, "nobody@example.com")
+        assert unknown.json() == {"status": 422, "errors": {"email": "notFound"}}
+
+    @pytest.mark.parametrize("status", [400, 403])
+    def test_others_answer_the_nestjs_error_shape(self, api_client, settings, status):
+        settings.AUTHAPI_LOGIN_FAILURE_STATUS = status
+        response = self.wrong(api_client)
+        assert response.status_code == status
+        assert response.json()["statusCode"] == status
+        assert response.json()["message"] == "Invalid credentials"
+
+    def test_throttling_stays_429(self, api_client, settings):
+        settings.AUTHAPI_LOGIN_FAILURE_STATUS = 422
+        settings.AUTHAPI_LOGIN_MAX_FAILURES_PER_ACCOUNT = 2
+        statuses = [self.wrong(api_client).status_code for _ in range(3)]
+        assert statuses == [422, 422, 429]
+
+    def test_a_malformed_sign_in_is_still_400(self, api_client, settings):
+        settings.AUTHAPI_LOGIN_FAILURE_STATUS = 422
+        assert post_json(api_client, "/auth/login", {"email": ADMIN.email}).status_code == 400
+
+
+class TestMeGuest:
+    @pytest.fixture(autouse=True)
+    def guest(self, settings):
+        settings.AUTHAPI_ME_GUEST = True
+
+    def test_without_a_valid_token_me_answers_a_guest_and_counts_a_rejection(
+        self, api_client, settings
+    ):
+        access = cookies_of(login(api_client))["access_token"]
+        stale = expired_access(access, settings.AUTHAPI_JWT_SECRET)
+        api_client.cookies.clear()
+        before = counts()
+        for cookie in ("", "access_token=garbage", f"access_token={stale}"):
+            response = api_client.get("/users/me", HTTP_COOKIE=cookie)
+            assert response.status_code == 200
+            assert response.json() == {"roles": {"guest": True}}
+        assert delta(before) == {"me_rejected": 3}
+        signed_in = api_client.get("/users/me", HTTP_COOKIE=f"access_token={access}")
+        assert signed_in.json()["id"]
+        assert delta(before) == {"me_rejected": 3, "me": 1}
+
+    def test_a_revoked_sign_in_reads_as_a_guest(self, api_client):
+        access = cookies_of(login(api_client))["access_token"]
+        api_client.post("/auth/logout")
+        api_client.cookies.clear()
+        response = api_client.get("/users/me", HTTP_COOKIE=f"access_token={access}")
+        assert response.json() == {"roles": {"guest": True}}
+
+
+def me_body(api_client) -> dict:
+    access = cookies_of(login(api_client))["access_token"]
+    api_client.cookies.clear()
+    return api_client.get("/users/me", HTTP_COOKIE=f"access_token={access}").json()
+
+
+class TestMeRoles:
+    @pytest.mark.parametrize(
+        ("shape", "expected"),
+        [
+            ("list", {"roles": ["admin"]}),
+            ("string", {"roles": "admin"}),
+            ("object", {"role": {"id": 1, "name": "admin"}}),
+            ("objects", {"roles": [{"id": 1, "name": "admin"}]}),
+            ("map", {"roles": {"admin": True}}),
+            ("none", {}),
+        ],
+    )
+    def test_me_spells_the_roles_as_configured(self, api_client, settings, shape, expected):
+        settings.AUTHAPI_ME_ROLES = shape
+        body = me_body(api_client)
+        roles = {key: body.pop(key) for key in ("roles", "role") if key in body}
+        assert roles == expected
+        assert set(body) == {"id", "firstName", "lastName", "email"}
+
+    def test_roles_only_in_the_token_still_reach_its_claims(self, api_client, settings):
+        settings.AUTHAPI_ME_ROLES = "none"
+        access = cookies_of(login(api_client))["access_token"]
+        assert jwt.decode(access, options={"verify_signature": False})["roles"] == ["admin"]
+
+    def test_role_ids_are_stable_and_the_demo_ones_fixed(self, api_client, settings):
+        settings.AUTHAPI_ME_ROLES = "objects"
+        ApiUser.objects.filter(email=ADMIN.email).update(roles=["admin", "viewer", "auditor"])
+        ids = [role["id"] for role in me_body(api_client)["roles"]]
+        assert ids[:2] == [1, 3]
+        assert ids[2] not in (1, 2, 3)
+        assert [role["id"] for role in me_body(api_client)["roles"]] == ids
+
+    def test_an_account_without_roles(self, api_client, settings):
+        ApiUser.objects.filter(email=ADMIN.email).update(roles=[])
+        settings.AUTHAPI_ME_ROLES = "object"
+        assert me_body(api_client)["role"] is None
+        settings.AUTHAPI_ME_ROLES = "map"
+        assert me_body(api_client)["roles"] == {}
+
+    def test_the_login_answers_profile_has_the_same_shape(self, api_client, settings):
+        settings.AUTHAPI_ME_ROLES = "map"
+        assert login(api_client).json()["roles"] == {"admin": True}
+
+
+class TestRoleCase:
+    def test_title_spells_roles_in_me_and_in_the_token(self, api_client, settings):
+        settings.AUTHAPI_ROLE_CASE = "title"
+        response = login(api_client, EVALUATOR)
+        access = cookies_of(response)["access_token"]
+        claims = jwt.decode(access, settings.AUTHAPI_JWT_SECRET, algorithms=["HS256"])
+        assert claims["roles"] == ["Evaluator"]
+        assert set(claims) == {"sub", "sid", "email", "roles", "iat", "exp", "jti", "typ"}
+        api_client.cookies.clear()
+        me = api_client.get("/users/me", HTTP_COOKIE=f"access_token={access}")
+        assert me.json()["roles"] == ["Evaluator"]
+        settings.AUTHAPI_ME_ROLES = "object"
+        me = api_client.get("/users/me", HTTP_COOKIE=f"access_token={access}")
+        assert me.json()["role"] == {"id": 2, "name": "Evaluator"}
+
+    def test_as_is_by_default(self, api_client):
+        assert me_body(api_client)["roles"] == ["admin"]
+
+
+class TestLogoutStatus:
+    def test_201_answers_ok(self, api_client, settings):
+        settings.AUTHAPI_LOGOUT_STATUS = 201
+        login(api_client)
+        response = api_client.post("/auth/logout")
+        assert response.status_code == 201
+        assert response.json() == {"ok": True}
+
+    def test_204_answers_no_body_but_still_revokes_and_clears(self, api_client, settings):
+        settings.AUTHAPI_LOGOUT_STATUS = 204
+        refresh = cookies_of(login(api_client))["refresh_token"]
+        response = api_client.post("/auth/logout")
+        assert response.status_code == 204
+        assert response.content == b""
+        assert "Content-Type" not in response
+        assert "Content-Length" not in response
+        assert cookies_of(response) == {"access_token": "", "refresh_token": ""}
+        api_client.cookies.clear()
+        again = api_client.post("/auth/refresh", HTTP_COOKIE=f"refresh_token={refresh}")
+        assert again.status_code == 401
+
+
+class TestLoginAnswerUser:
+    @pytest.fixture(autouse=True)
+    def brocoders(self, settings):
+        settings.AUTHAPI_LOGIN_ANSWER_USER = True
+        settings.AUTHAPI_ACCESS_FIELD = "token"
+
+    @pytest.mark.parametrize("transport", ["body", "mixed"])
+    def test_login_adds_token_expires_and_the_user(self, api_client, settings, transport):
+        settings.AUTHAPI_TOKEN_TRANSPORT = transport
+        settings.AUTHAPI_ME_ROLES = "object"
+        body = login(api_client).json()
+        tokens = {"token", "refreshToken"} if transport == "body" else {"token"}
+        assert set(body) == tokens | {"tokenExpires", "user"}
+        claims = jwt.decode(body["token"], options={"verify_signature": False})
+        assert body["tokenExpires"] == claims["exp"] * 1000
+        assert body["user"]["email"] == ADMIN.email
+        assert body["user"]["role"] == {"id": 1, "name": "admin"}
+
+    def test_refresh_adds_token_expires_only(self, api_client, settings):
+        settings.AUTHAPI_TOKEN_TRANSPORT = "body"
+        refresh = login(api_client).json()["refreshToken"]
+        body = post_json(api_client, "/auth/refresh", {"refreshToken": refresh}).json()
+        assert set(body) == {"token", "refreshToken", "tokenExpires"}
+
+    def test_nested_they_sit_next_to_the_access_token(self, api_client, settings):
+        settings.AUTHAPI_TOKEN_TRANSPORT = "body"
+        settings.AUTHAPI_ACCESS_FIELD = "data.token"
+        settings.AUTHAPI_REFRESH_FIELD = "data.refreshToken"
+        body = login(api_client).json()
+        assert set(body["data"]) == {"token", "refreshToken", "tokenExpires", "user"}
+
+    def test_cookie_transport_keeps_the_profile_answer(self, api_client):
+        assert set(login(api_client).json()) == {"id", "firstName", "lastName", "email", "roles"}
+
+
 @pytest.mark.parametrize(
     ("setting", "value"),
     [
         ("AUTHAPI_TOKEN_TRANSPORT", "header"),
         ("AUTHAPI_REFRESH_IN", "query"),
         ("AUTHAPI_REFRESH_FORMAT", "base64"),
+        ("AUTHAPI_LOGIN_FAILURE_STATUS", 418),
+        ("AUTHAPI_LOGIN_FAILURE_STATUS", "422"),
+        ("AUTHAPI_ME_ROLES", "set"),
+        ("AUTHAPI_ROLE_CASE", "upper"),
+        ("AUTHAPI_LOGOUT_STATUS", 202),
     ],
 )
 def test_a_value_outside_a_switchs_choices_is_refused_by_name(settings, setting, value):
@@ -560,3 +752,81 @@ def test_a_value_outside_a_switchs_choices_is_refused_by_name(settings, setting,
     attribute = setting.removeprefix("AUTHAPI_").lower()
     with pytest.raises(ImproperlyConfigured, match=f"{setting} must be one of"):
         assert getattr(api_settings, attribute)
+
+
+class TestBackendsInTheWild:
+    """Whole sign-in lifetimes against two real backends' sets of switches."""
+
+    def test_nocodb(self, api_client, settings):
+        settings.AUTHAPI_TOKEN_TRANSPORT = "mixed"
+        settings.AUTHAPI_ACCESS_FIELD = "token"
+        settings.AUTHAPI_ACCESS_HEADER = "xc-auth"
+        settings.AUTHAPI_COOKIE_MAX_AGE = False
+        settings.AUTHAPI_REFRESH_FORMAT = "hex"
+        settings.AUTHAPI_ME_ROLES = "map"
+        settings.AUTHAPI_ME_GUEST = True
+        settings.AUTHAPI_LOGIN_PATH = "/api/v1/auth/user/signin"
+        before = counts()
+        response = login_at(api_client, "/api/v1/auth/user/signin")
+        access = response.json()["token"]
+        api_client.cookies.clear()
+        assert api_client.get("/users/me").json() == {"roles": {"guest": True}}
+        assert api_client.get("/users/me", HTTP_XC_AUTH=access).json()["roles"] == {"admin": True}
+        refresh = cookies_of(response)["refresh_token"]
+        refreshed = api_client.post("/auth/refresh", HTTP_COOKIE=f"refresh_token={refresh}")
+        assert len(cookies_of(refreshed)["refresh_token"]) == 80
+        reused = api_client.post("/auth/refresh", HTTP_COOKIE=f"refresh_token={refresh}")
+        assert reused.status_code == 401
+        assert delta(before) == {
+            "login": 1,
+            "me": 1,
+            "me_rejected": 1,
+            "refresh_calls": 2,
+            "refresh": 1,
+            "refresh_rejected": 1,
+            "spent_presented": 1,
+            "reuse_detected": 1,
+        }
+
+    def test_brocoders(self, api_client, settings):
+        for name, value in V1.items():
+            setattr(settings, name, value)
+        settings.AUTHAPI_TOKEN_TRANSPORT = "body"
+        settings.AUTHAPI_ACCESS_FIELD = "token"
+        settings.AUTHAPI_REFRESH_IN = "bearer"
+        settings.AUTHAPI_LOGIN_FAILURE_STATUS = 422
+        settings.AUTHAPI_ME_ROLES = "object"
+        settings.AUTHAPI_ROLE_CASE = "title"
+        settings.AUTHAPI_LOGOUT_STATUS = 204
+        settings.AUTHAPI_LOGIN_ANSWER_USER = True
+        before = counts()
+        wrong = post_json(
+            api_client, V1["AUTHAPI_LOGIN_PATH"], {"email": ADMIN.email, "password": "x"}
+        )
+        assert wrong.json()["errors"] == {"password": "incorrectPassword"}
+        pair = login_at(api_client, V1["AUTHAPI_LOGIN_PATH"]).json()
+        assert pair["user"]["role"] == {"id": 1, "name": "Admin"}
+        refreshed = api_client.post(
+            V1["AUTHAPI_REFRESH_PATH"], HTTP_AUTHORIZATION=f"Bearer {pair['refreshToken']}"
+        ).json()
+        me = api_client.get(
+            V1["AUTHAPI_ME_PATH"], HTTP_AUTHORIZATION=f"Bearer {refreshed['token']}"
+        )
+        assert me.json()["role"]["name"] == "Admin"
+        out = api_client.post(
+            V1["AUTHAPI_LOGOUT_PATH"], HTTP_AUTHORIZATION=f"Bearer {refreshed['token']}"
+        )
+        assert out.status_code == 204
+        after_logout = api_client.post(
+            V1["AUTHAPI_REFRESH_PATH"], HTTP_AUTHORIZATION=f"Bearer {refreshed['refreshToken']}"
+        )
+        assert after_logout.status_code == 401
+        assert delta(before) == {
+            "login_failed": 1,
+            "login": 1,
+            "refresh_calls": 2,
+            "refresh": 1,
+            "refresh_rejected": 1,
+            "me": 1,
+            "logout": 1,
+        }
