@@ -13,12 +13,12 @@ from .conf import conf
 from .exceptions import (
     AccessRefused,
     BackendError,
-    BackendProtocolError,
     CookieTooLarge,
     InvalidCredentials,
 )
 from .models import User
 from .record import COOKIES
+from .shape import shared_roles
 from .state import TokenState
 from .throttle import client_ip
 
@@ -43,7 +43,7 @@ def offering(user):
 
 def roles_allowed(roles) -> bool:
     """Return whether `roles` share one with AUTH_ALLOWED_ROLES (the signIn callback)."""
-    return bool(conf.allowed_roles & set(roles))
+    return bool(shared_roles(roles, conf.allowed_roles))
 
 
 def _revoke(tokens: Tokens) -> None:
@@ -80,9 +80,6 @@ class AuthApiBackend(BaseBackend):
             logger.info("Sign-in refused by the auth backend")
             return None
         tokens = Tokens().updated_by(issued)
-        if not tokens.refresh:
-            _revoke(tokens)
-            raise BackendProtocolError(f"POST {conf.login_path} set no usable refresh cookie")
         try:
             profile = client.me(tokens)
         except BackendError:
@@ -90,7 +87,16 @@ class AuthApiBackend(BaseBackend):
             raise
         if not roles_allowed(profile.roles):
             _revoke(tokens)
-            logger.info("Sign-in of backend user %s refused: no allowed role", profile.id)
+            logger.info(
+                "Sign-in of backend user %s refused: roles %s share none with "
+                "AUTH_ALLOWED_ROLES (%s)%s",
+                profile.id,
+                list(profile.roles),
+                ", ".join(sorted(conf.allowed_roles)),
+                ""
+                if conf.roles_case_insensitive
+                else "; names are matched case-sensitively unless AUTH_ROLES_CASE_INSENSITIVE=True",
+            )
             raise AccessRefused(profile.id)
         too_large = cookies.too_large(issued) if conf.token_storage == COOKIES else []
         if too_large:

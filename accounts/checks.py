@@ -12,6 +12,7 @@ from .conf import conf
 TRANSPORTS = ("cookie", "bearer", "body")
 SAMESITE = (None, "Lax", "Strict", "None")
 STORAGES = ("cookies", "session")
+ROLES_FROM = ("me", "token")
 
 
 @register()
@@ -73,6 +74,36 @@ def check_auth_settings(app_configs=None, **kwargs):
             )
         )
     errors.extend(_prefix_errors())
+    errors.extend(_shape_errors())
+    return errors
+
+
+def _shape_errors() -> list[Error]:
+    """The backend's declared shape (accounts/shape.py) must parse and fit together."""
+    if conf.token_transport not in TRANSPORTS:
+        return []  # E003 says it; the shape's defaults follow the transport
+    errors = []
+    try:
+        shape = conf.shape
+    except ImproperlyConfigured as exc:
+        return [
+            Error(
+                str(exc),
+                hint='README, "Pointing it at your backend"; `manage.py authcheck` prints '
+                "the values for yours.",
+                id="accounts.E011",
+            )
+        ]
+    for problem in shape.conflicts():
+        errors.append(Error(f"The backend shape: {problem}.", id="accounts.E012"))
+    if conf.roles_from not in ROLES_FROM:
+        errors.append(
+            Error(
+                f"AUTH_ROLES_FROM is {conf.roles_from!r}.",
+                hint="Use me (GET AUTH_ME_PATH) or token (the access token's claims).",
+                id="accounts.E013",
+            )
+        )
     return errors
 
 

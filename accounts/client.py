@@ -6,6 +6,7 @@ timeout on every call, paths from settings, and failures translated into
 `accounts.exceptions` where they meet the network, chained with `raise … from`.
 """
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -13,11 +14,11 @@ import logging
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from http.cookiejar import DefaultCookiePolicy
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import requests
 from django.utils.module_loading import import_string
@@ -34,9 +35,25 @@ from .exceptions import (
     BackendProtocolError,
     BackendUnavailable,
     InvalidCredentials,
+    ShapeMismatch,
     Throttled,
 )
 from .models import UserProfile
+from .shape import (
+    BEARER,
+    COOKIE,
+    HEADER,
+    JSON,
+    MISSING,
+    Place,
+    UnreadableRoles,
+    lookup,
+    outline,
+    paths,
+    put,
+    role_names,
+    roles_candidates,
+)
 from .tokens import access_token_claims
 
 logger = logging.getLogger(__name__)
@@ -90,6 +107,7 @@ class BackendAnswer:
     content: bytes
     headers: Mapping[str, str]
     cookies: list[BackendCookie]
+    what: str = "the backend"  # "POST /auth/login", for messages
 
     @property
     def data(self) -> Any:
@@ -108,6 +126,8 @@ class TokenSource(Protocol):
     `accounts.state.TokenState` is the one a request uses; a plain `Tokens`
     (no renewal) serves sign-in, which has just received its tokens.
     """
+
+    tokens: Tokens  # the current pair, as the last call used it
 
     def tokens_for_call(self) -> Tokens: ...
 
@@ -261,41 +281,169 @@ class AuthApiClient:
     """Calls the auth backend's four endpoints and maps failures to exceptions.
 
     One instance per process (`get_client()`), thread-safe because it holds no
-    per-user state. Subclass it and name the subclass in AUTH_CLIENT_CLASS to
-    change what every call sends: override `extra_headers` (an API key, a
-    tenant header).
+    per-user state. What a backend looks like is declared in settings
+    (accounts/shape.py); for what settings cannot say, subclass it, name the
+    subclass in AUTH_CLIENT_CLASS and override the public methods of its
+    adapter API (docs/adapter.md): `extra_headers`, `credentials`,
+    `tokens_from`, `profile_from`, `rejected` and `login_refused`.
     """
 
     def __init__(self):
         self.session = _session()
 
+    # --- the adapter API: override these, nothing else (docs/adapter.md) -------
+
     def extra_headers(self) -> dict[str, str]:
-        """Return headers added to every call (none by default)."""
+        """Return headers added to every call (none by default): an API key, a tenant."""
         return {}
+
+    def credentials(self, tokens: Tokens, call: str) -> "Credentials":
+        """Return the headers and JSON fields that carry `tokens` on `call`.
+
+        `call` is `access` (`/users/me` and the proxy), `refresh` or `logout`;
+        where each token goes is AUTH_ACCESS_TOKEN_TO, AUTH_REFRESH_TOKEN_TO
+        and their AUTH_LOGOUT_* variants (accounts/shape.py).
+        """
+        shape = conf.shape
+        places = {
+            "access": ((shape.access_to, tokens.access),),
+            "refresh": ((shape.refresh_to, tokens.refresh),),
+            "logout": (
+                (shape.logout_access_to, tokens.access),
+                (shape.logout_refresh_to, tokens.refresh),
+            ),
+        }[call]
+        return carry(places)
+
+    def tokens_from(self, answer: "BackendAnswer", call: str) -> list[BackendCookie]:
+        """Return the tokens a sign-in or refresh answer (`call`: `login`, `refresh`) hands out.
+
+        As the app's own cookies (AUTH_ACCESS_COOKIE, AUTH_REFRESH_COOKIE),
+        read from where AUTH_ACCESS_TOKEN_FROM and AUTH_REFRESH_TOKEN_FROM say.
+        A token from JSON lives as long as its JWT `exp` says, else
+        AUTH_BODY_ACCESS_LIFETIME / AUTH_BODY_REFRESH_LIFETIME; one from a
+        cookie as long as the cookie (`Max-Age`, else `Expires`).
+
+        :raises BackendProtocolError: a token where JSON was expected that is
+            not a string a cookie can hold, or no JSON object at all.
+        """
+        shape = conf.shape
+        issued: list[BackendCookie] = []
+        for place, name, lifetime in (
+            (shape.access_from, conf.access_cookie, conf.body_access_lifetime),
+            (shape.refresh_from, conf.refresh_cookie, conf.body_refresh_lifetime),
+        ):
+            if place.kind == COOKIE:
+                issued += [
+                    dataclasses.replace(cookie, name=name)
+                    for cookie in answer.cookies
+                    if cookie.name == place.name
+                ]
+                continue
+            data = answer.data
+            if not isinstance(data, dict):
+                raise BackendProtocolError(
+                    f"{answer.what} answered no JSON object, and {place} is where the "
+                    f"{_which(name)} token should be"
+                )
+            value = lookup(data, place.name)
+            if value is MISSING or value is None:
+                continue  # a refresh that does not rotate has no new refresh token
+            if not isinstance(value, str) or not value or not COOKIE_VALUE.match(value):
+                raise BackendProtocolError(
+                    f"{answer.what} answered an unusable {_which(name)} token at {place}: "
+                    f"{outline(value)}"
+                )
+            issued.append(BackendCookie(name, value, max_age=_lifetime(value, lifetime)))
+        return issued
+
+    def profile_from(self, data: Any, *, access_token: str | None = None) -> UserProfile:
+        """Return who `/users/me`'s JSON (and, with AUTH_ROLES_FROM=token, the token) says.
+
+        :raises BackendProtocolError: no id, email or roles where the
+            AUTH_ME_* settings say; the message names what was found instead.
+        """
+        path = conf.me_path
+        if not isinstance(data, dict):
+            raise BackendProtocolError(f"GET {path} answered no JSON object")
+        user_id = lookup(data, conf.me_id_path)
+        if isinstance(user_id, bool) or not isinstance(user_id, int | str) or str(user_id) == "":
+            raise ShapeMismatch(
+                f"GET {path} answered no usable id at {conf.me_id_path!r}",
+                "AUTH_ME_ID_PATH",
+                _candidates(data, ("id", "_id", "uuid", "sub")),
+                data,
+            )
+        email = lookup(data, conf.me_email_path)
+        if not isinstance(email, str):
+            raise ShapeMismatch(
+                f"GET {path} answered no email at {conf.me_email_path!r}",
+                "AUTH_ME_EMAIL_PATH",
+                _candidates(data, ("email", "mail", "username")),
+                data,
+            )
+        first = lookup(data, conf.me_first_name_path)
+        last = lookup(data, conf.me_last_name_path)
+        return UserProfile(
+            id=str(user_id)[:128],
+            email=email,
+            first_name=first if isinstance(first, str) else "",
+            last_name=last if isinstance(last, str) else "",
+            roles=self._roles(data, access_token),
+        )
+
+    def rejected(self, answer: "BackendAnswer", path: str) -> bool:
+        """Return whether an authenticated call's answer means "this access token is not taken".
+
+        A 401; or a `/users/me` answering 200 without an id, as backends do
+        that answer a guest for a token they do not accept.
+        """
+        if answer.status == 401:
+            return True
+        if path != conf.me_path or answer.status != 200:
+            return False
+        data = answer.data
+        if not isinstance(data, dict):
+            return False
+        user_id = lookup(data, conf.me_id_path)
+        return user_id is MISSING or user_id is None or user_id == ""
+
+    def login_refused(self, answer: "BackendAnswer") -> bool:
+        """Return whether a sign-in answer means a wrong email or password.
+
+        Its status is one of AUTH_LOGIN_INVALID_STATUSES (400, 401, 403, 422).
+        """
+        return answer.status in conf.shape.invalid_login_statuses
 
     # --- the endpoints -----------------------------------------------------
 
     def login(
         self, email: str, password: str, *, client_ip: str | None = None
     ) -> list[BackendCookie]:
-        """Return the cookies of a successful sign-in.
+        """Return the tokens of a successful sign-in, as the app's cookies.
 
-        :raises InvalidCredentials: 400/401/403 from the backend.
+        :raises InvalidCredentials: a status of AUTH_LOGIN_INVALID_STATUSES.
         :raises Throttled: 429, with its Retry-After.
+        :raises BackendProtocolError: anything else that is no pair of tokens.
         """
         headers = {"X-Forwarded-For": client_ip} if client_ip else {}
         answer = self._call(
             "POST", conf.login_path, json={"email": email, "password": password}, headers=headers
         )
-        if answer.status in (400, 401, 403):
+        if self.login_refused(answer):
             raise InvalidCredentials(f"POST {conf.login_path} answered {answer.status}")
         self._expect_success(answer, conf.login_path)
-        issued = self._issued(answer, conf.login_path)
-        self._expect_access_token(issued, conf.login_path)
+        issued = self.tokens_from(answer, "login")
+        tokens = Tokens().updated_by(issued)
+        if not tokens.access or not tokens.refresh:
+            if tokens.access or tokens.refresh:
+                with contextlib.suppress(BackendError):
+                    self.logout(tokens)  # nothing of it will be used
+            raise _no_pair(answer, tokens)
         return issued
 
     def me(self, auth: "Tokens | TokenSource") -> UserProfile:
-        """Return the profile the access token belongs to (401: renew and replay once).
+        """Return the profile the access token belongs to (rejected: renew and replay once).
 
         :raises AccessTokenRejected: with plain Tokens, the backend refused them.
         :raises SessionEnded: with a TokenSource, the backend refused it for good.
@@ -303,13 +451,14 @@ class AuthApiClient:
         answer = self.request("GET", conf.me_path, auth=auth)
         if answer.status == 403 and not isinstance(auth, Tokens):
             auth.end("refused")
-        if answer.status in (401, 403):
-            raise AccessTokenRejected(f"GET {conf.me_path} answered {answer.status}")
-        self._expect_success(answer, conf.me_path)
-        return _profile(answer.data, conf.me_path)
+        if answer.status == 403 or self.rejected(answer, conf.me_path):
+            raise AccessTokenRejected(_rejection(answer))
+        self._expect_success(answer, conf.me_path, allowed=(200,))
+        access = (auth if isinstance(auth, Tokens) else auth.tokens).access
+        return self.profile_from(answer.data, access_token=access)
 
     def refresh(self, refresh_token: str) -> list[BackendCookie]:
-        """Spend `refresh_token`; return the cookies of the new pair.
+        """Spend `refresh_token`; return the new tokens, as the app's cookies.
 
         Runs with AUTH_REFRESH_TIMEOUT, far longer than a request waits: the
         single flight (accounts/refresh.py) keeps the answer when nobody waits.
@@ -343,8 +492,9 @@ class AuthApiClient:
             raise RefreshRefused(f"POST {conf.refresh_path} answered {answer.status}")
         try:
             self._expect_success(answer, conf.refresh_path)
-            issued = self._issued(answer, conf.refresh_path)
-            self._expect_access_token(issued, conf.refresh_path)
+            issued = self.tokens_from(answer, "refresh")
+            if not Tokens().updated_by(issued).access:
+                raise _no_pair(answer, Tokens().updated_by(issued), need_refresh=False)
         except BackendProtocolError as exc:
             # A 2xx without a usable pair: the token may be spent all the same.
             exc.maybe_processed = True
@@ -361,8 +511,8 @@ class AuthApiClient:
         body: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         exact: bool = False,
-    ) -> BackendAnswer:
-        """Make an authenticated call; on 401 renew the tokens once and replay, body included.
+    ) -> "BackendAnswer":
+        """Make an authenticated call; when `rejected`, renew the tokens once and replay it.
 
         A request wrapper and a 401 interceptor in one place. A
         plain `Tokens` is sent as is and its 401 returned to the caller.
@@ -381,18 +531,23 @@ class AuthApiClient:
         )
         if isinstance(auth, Tokens):
             return call(tokens=auth)
+        # The proxy relays what the backend says, a guest answer included; only
+        # the app's own `/users/me` takes one for "the token was not taken".
+        path_judged = "" if exact else path
         answer = call(tokens=auth.tokens_for_call())
-        if answer.status != 401:
+        if not self.rejected(answer, path_judged):
             return answer
-        logger.debug("%s %s answered 401; renewing the tokens and replaying once", method, path)
+        logger.debug(
+            "%s %s: access token not taken; renewing the tokens and replaying once", method, path
+        )
         answer = call(tokens=auth.renew_after_rejection())
-        if answer.status == 401:
+        if self.rejected(answer, path_judged):
             auth.end("rejected_twice")
         return answer
 
     def logout(self, tokens: Tokens) -> list[BackendCookie]:
         """Revoke the tokens at the backend; return its (clearing) cookies."""
-        answer = self._call("POST", conf.logout_path, tokens=tokens, attach="both")
+        answer = self._call("POST", conf.logout_path, tokens=tokens, attach="logout")
         if answer.status == 401:
             return answer.cookies
         self._expect_success(answer, conf.logout_path)
@@ -404,19 +559,56 @@ class AuthApiClient:
 
     # --- plumbing ----------------------------------------------------------
 
-    def _credentials(self, tokens: Tokens | None, attach: str) -> tuple[dict[str, str], dict]:
-        """Return the headers and JSON fields that carry `tokens` (`attach`: which of them)."""
+    def token_roles(self, access_token: str | None) -> tuple[str, ...]:
+        """Return the roles an access token the backend issued carries (AUTH_ROLES_FROM=token).
+
+        :raises ShapeMismatch: no JWT, or no roles at AUTH_TOKEN_ROLES_CLAIM.
+        """
+        return self._roles({}, access_token, from_token=True)
+
+    def _roles(self, data: dict, access_token: str | None, *, from_token=None) -> tuple[str, ...]:
+        if from_token or (from_token is None and conf.roles_from == "token"):
+            claims = access_token_claims(access_token)
+            if claims is None:
+                raise ShapeMismatch(
+                    "the access token is no JWT to read roles from (AUTH_ROLES_FROM=token)",
+                    "AUTH_ROLES_FROM",
+                    ["me"] if roles_candidates(data) else [],
+                )
+            source, where, setting = (
+                claims,
+                f"the access token's {conf.token_roles_claim!r} claim",
+                "AUTH_TOKEN_ROLES_CLAIM",
+            )
+            value = lookup(claims, conf.token_roles_claim)
+        else:
+            source, where, setting = (
+                data,
+                f"GET {conf.me_path}'s {conf.me_roles_path!r}",
+                "AUTH_ME_ROLES_PATH",
+            )
+            value = lookup(data, conf.me_roles_path)
+        if value is MISSING:
+            raise ShapeMismatch(
+                f"{where} holds no roles", setting, roles_candidates(source), source
+            )
+        if value is None:
+            return ()
+        try:
+            return role_names(value, name_key=conf.role_name_key)
+        except UnreadableRoles as exc:
+            raise ShapeMismatch(
+                f"{where} holds roles of no known shape: {exc}",
+                "AUTH_ROLE_NAME_KEY" if isinstance(value, Mapping | list) else setting,
+                [],
+                source,
+            ) from exc
+
+    def _credentials(self, tokens: Tokens | None, attach: str) -> "Credentials":
         if tokens is None:
-            return {}, {}
-        return token_credentials(
-            usable_token(tokens.access),
-            usable_token(tokens.refresh),
-            attach,
-            transport=conf.token_transport,
-            access_cookie=conf.access_cookie,
-            refresh_cookie=conf.refresh_cookie,
-            refresh_field=conf.body_refresh_field,
-        )
+            return Credentials({}, {})
+        usable = Tokens(access=usable_token(tokens.access), refresh=usable_token(tokens.refresh))
+        return self.credentials(usable, attach)
 
     def _call(
         self,
@@ -431,7 +623,7 @@ class AuthApiClient:
         headers: Mapping[str, str] | None = None,
         timeout: float | tuple[float, float] | None = None,
         session: requests.Session | None = None,
-    ) -> BackendAnswer:
+    ) -> "BackendAnswer":
         started = time.monotonic()
         status: int | str = "error"  # no answer at all
         try:
@@ -490,67 +682,135 @@ class AuthApiClient:
                     _on_local_clock(cookie)
                     for cookie in parse_set_cookies(response.raw.headers.getlist("Set-Cookie"))
                 ],
+                what=f"{method} {path}",
             )
         finally:
             metrics.backend_call(_endpoint(path), status, time.monotonic() - started)
 
     @staticmethod
-    def _expect_success(answer: BackendAnswer, path: str, allowed=(200, 201, 204)) -> None:
-        if answer.status not in allowed:
-            raise BackendProtocolError(f"{path} answered {answer.status}")
-
-    @staticmethod
-    def _expect_access_token(issued: list[BackendCookie], path: str) -> None:
-        if not Tokens().updated_by(issued).access:
-            where = (
-                f"no usable {conf.body_access_field!r} in its JSON"
-                if conf.token_transport == "body"  # noqa: S105 - a transport name
-                else f"no usable {conf.access_cookie} cookie"
+    def _expect_success(answer: "BackendAnswer", path: str, allowed=(200, 201, 204)) -> None:
+        if answer.status in allowed:
+            return
+        setting = _path_setting(path)
+        if answer.status == 404 and setting:
+            raise BackendProtocolError(
+                f"{answer.what} answered 404: is {setting} the backend's path?"
             )
-            raise BackendProtocolError(f"POST {path} set {where}")
-
-    @staticmethod
-    def _issued(answer: BackendAnswer, path: str) -> list[BackendCookie]:
-        """Return the tokens a login or refresh answer hands out, as cookies to relay."""
-        if conf.token_transport != "body":  # noqa: S105 - a transport name
-            return answer.cookies
-        return _body_tokens(answer, path)
+        raise BackendProtocolError(f"{answer.what} answered {answer.status}")
 
 
-class AccessTokenRejected(BackendError):
-    """`/users/me` refused plain Tokens (sign-in uses plain Tokens: nothing to renew)."""
+class AccessTokenRejected(ShapeMismatch):
+    """`/users/me` refused plain Tokens (sign-in uses plain Tokens: nothing to renew).
 
-
-def token_credentials(
-    access: str | None,
-    refresh: str | None,
-    attach: str,
-    *,
-    transport: str,
-    access_cookie: str,
-    refresh_cookie: str,
-    refresh_field: str,
-) -> tuple[dict[str, str], dict]:
-    """Return the headers and JSON fields that carry the tokens over `transport`.
-
-    `attach` says which go out: `access`, `refresh` or `both`. The access token
-    goes as a cookie (`cookie`) or as `Authorization: Bearer` (`bearer`,
-    `body`); the refresh token as a cookie, or in the JSON body (`body`).
+    Tokens just issued and refused at once: the app sends them where the
+    backend does not look (AUTH_ACCESS_TOKEN_TO), or AUTH_ME_PATH is not
+    the backend's profile.
     """
+
+    def __init__(self, what: str):
+        super().__init__(what, "AUTH_ACCESS_TOKEN_TO")
+
+
+class Credentials(NamedTuple):
+    """What carries tokens on one call: request headers and top-level JSON fields."""
+
+    headers: dict[str, str]
+    fields: dict[str, Any]
+
+
+def carry(places: Iterable[tuple[Place, str | None]]) -> Credentials:
+    """Return the headers and JSON fields that put each token at its place (`none`: nowhere)."""
     cookies, headers, fields = {}, {}, {}
-    if attach in ("access", "both") and access:
-        if transport in ("bearer", "body"):
-            headers["Authorization"] = f"Bearer {access}"
-        else:
-            cookies[access_cookie] = access
-    if attach in ("refresh", "both") and refresh:
-        if transport == "body":  # noqa: S105 - a transport name
-            fields[refresh_field] = refresh
-        else:
-            cookies[refresh_cookie] = refresh
+    for place, token in places:
+        if not token:
+            continue
+        if place.kind == COOKIE:
+            cookies[place.name] = token
+        elif place.kind == BEARER:
+            headers["Authorization"] = f"Bearer {token}"
+        elif place.kind == HEADER:
+            headers[place.name] = token
+        elif place.kind == JSON:
+            fields = put(fields, place.name, token)
     if cookies:
         headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
-    return headers, fields
+    return Credentials(headers, fields)
+
+
+def _path_setting(path: str) -> str | None:
+    for setting, attr in (
+        ("AUTH_LOGIN_PATH", "login_path"),
+        ("AUTH_REFRESH_PATH", "refresh_path"),
+        ("AUTH_LOGOUT_PATH", "logout_path"),
+        ("AUTH_ME_PATH", "me_path"),
+    ):
+        if getattr(conf, attr) == path:
+            return setting
+    return None
+
+
+def _which(cookie_name: str) -> str:
+    return "access" if cookie_name == conf.access_cookie else "refresh"
+
+
+def found_in(answer: BackendAnswer) -> str:
+    """What an answer held, names and types only: its cookies and its JSON's outline."""
+    names = sorted({cookie.name for cookie in answer.cookies if not cookie.deletes})
+    cookies = f"cookies {', '.join(names)}" if names else "no cookies"
+    data = answer.data
+    body = f"JSON {outline(data)}" if data is not None else f"{len(answer.content)} bytes, not JSON"
+    return f"{cookies} and {body}"
+
+
+def _no_pair(answer: BackendAnswer, tokens: Tokens, *, need_refresh: bool = True) -> ShapeMismatch:
+    shape = conf.shape
+    if not tokens.access:
+        place, setting = shape.access_from, "AUTH_ACCESS_TOKEN_FROM"
+    else:
+        place, setting = shape.refresh_from, "AUTH_REFRESH_TOKEN_FROM"
+    which = "access" if setting == "AUTH_ACCESS_TOKEN_FROM" else "refresh"
+    return ShapeMismatch(
+        f"{answer.what} answered {answer.status} with no usable {which} token at {place}; "
+        f"it held {found_in(answer)}",
+        setting,
+        token_places(answer, which),
+    )
+
+
+def token_places(answer: BackendAnswer, which: str) -> list[str]:
+    """Places in an answer that may hold the `which` (access, refresh) token, best first."""
+    words = ("refresh",) if which == "refresh" else ("access", "token", "jwt")
+    found = []
+    for cookie in answer.cookies:
+        lowered = cookie.name.lower()
+        if any(w in lowered for w in words) and (which == "refresh") == ("refresh" in lowered):
+            found.append(f"cookie:{cookie.name}")
+    data = answer.data
+    for path, value in paths(data) if isinstance(data, dict) else ():
+        last = path.rsplit(".", 1)[-1].lower()
+        if not isinstance(value, str) or not any(w in last for w in words):
+            continue
+        if (which == "refresh") == ("refresh" in last) and "expire" not in last:
+            found.append(f"json:{path}")
+    return found
+
+
+def _rejection(answer: BackendAnswer) -> str:
+    if answer.status != 200:
+        return f"{answer.what} answered {answer.status}"
+    return (
+        f"{answer.what} answered 200 without an id at {conf.me_id_path!r} (a guest answer): the "
+        f"backend did not take the access token sent as {conf.shape.access_to}"
+    )
+
+
+def _candidates(data: dict, words: tuple[str, ...]) -> list[str]:
+    found = []
+    for path, value in paths(data):
+        last = path.rsplit(".", 1)[-1].lower()
+        if isinstance(value, str | int) and not isinstance(value, bool) and last in words:
+            found.append(path)
+    return sorted(found, key=lambda p: p.count("."))
 
 
 def _on_local_clock(cookie: BackendCookie) -> BackendCookie:
@@ -558,32 +818,6 @@ def _on_local_clock(cookie: BackendCookie) -> BackendCookie:
     if cookie.expires is None or not clock.skew():
         return cookie
     return dataclasses.replace(cookie, expires=cookie.expires - timedelta(seconds=clock.skew()))
-
-
-def _body_tokens(answer: BackendAnswer, path: str) -> list[BackendCookie]:
-    """Return the tokens a JSON answer holds (body transport), as cookies to relay.
-
-    Each lives as long as its JWT `exp` says (on this server's clock), else
-    AUTH_BODY_ACCESS_LIFETIME / AUTH_BODY_REFRESH_LIFETIME. A value that
-    cannot be a cookie's is refused: the app relays the tokens as cookies.
-
-    :raises BackendProtocolError: not a JSON object, or a token field that is no string.
-    """
-    data = answer.data
-    if not isinstance(data, dict):
-        raise BackendProtocolError(f"POST {path} answered no JSON object")
-    issued = []
-    for field, name, lifetime in (
-        (conf.body_access_field, conf.access_cookie, conf.body_access_lifetime),
-        (conf.body_refresh_field, conf.refresh_cookie, conf.body_refresh_lifetime),
-    ):
-        value = data.get(field)
-        if value is None:
-            continue  # a refresh that does not rotate has no new refresh token
-        if not isinstance(value, str) or not value or not COOKIE_VALUE.match(value):
-            raise BackendProtocolError(f"POST {path} answered an unusable {field!r}")
-        issued.append(BackendCookie(name, value, max_age=_lifetime(value, lifetime)))
-    return issued
 
 
 def _lifetime(token: str, default: int) -> int:
@@ -616,27 +850,6 @@ def _answered_too_much(message: str) -> BackendProtocolError:
     failure = BackendProtocolError(message)
     failure.maybe_processed = True
     return failure
-
-
-def _profile(data: Any, path: str) -> UserProfile:
-    """Validate a `/users/me` body into a UserProfile."""
-    if not isinstance(data, dict):
-        raise BackendProtocolError(f"{path} answered no JSON object")
-    user_id, email, roles = data.get("id"), data.get("email"), data.get("roles", [])
-    if isinstance(user_id, bool) or not isinstance(user_id, int | str) or str(user_id) == "":
-        raise BackendProtocolError(f"{path} answered no usable id")
-    if not isinstance(email, str) or not isinstance(roles, list):
-        raise BackendProtocolError(f"{path} answered no usable email or roles")
-    if not all(isinstance(role, str) for role in roles):
-        raise BackendProtocolError(f"{path} answered roles that are not strings")
-    first, last = data.get("firstName") or "", data.get("lastName") or ""
-    return UserProfile(
-        id=str(user_id)[:128],
-        email=email,
-        first_name=first if isinstance(first, str) else "",
-        last_name=last if isinstance(last, str) else "",
-        roles=tuple(roles),
-    )
 
 
 @functools.cache

@@ -76,31 +76,126 @@ SETTINGS = (
     Setting(
         "AUTH_BODY_ACCESS_FIELD",
         "accessToken",
-        "with `body` transport, the JSON field that holds the access token",
+        "with `body` transport, the JSON field that holds the access token (dotted for nested)",
         "body_access_field",
     ),
     Setting(
         "AUTH_BODY_REFRESH_FIELD",
         "refreshToken",
-        "with `body` transport, the JSON field that holds the refresh token",
+        "with `body` transport, the JSON field that holds the refresh token (dotted for nested)",
         "body_refresh_field",
     ),
     Setting(
         "AUTH_BODY_ACCESS_LIFETIME",
         1800,
-        "with `body` transport, seconds an access token lives when it is no JWT with `exp`",
+        "seconds an access token from JSON lives when it is no JWT with `exp`",
         "body_access_lifetime",
     ),
     Setting(
         "AUTH_BODY_REFRESH_LIFETIME",
         604800,
-        "with `body` transport, seconds a refresh token lives when it is no JWT with `exp`",
+        "seconds a refresh token from JSON lives when it is no JWT with `exp`",
         "body_refresh_lifetime",
+    ),
+    # The backend's shape, declared (accounts/shape.py; README, "Pointing it at your backend").
+    # Empty: follow AUTH_BACKEND_TOKEN_TRANSPORT and the cookie and field names above.
+    Setting(
+        "AUTH_ACCESS_TOKEN_FROM",
+        "",
+        "where sign-in and refresh answers hold the access token: `cookie:<name>` or "
+        "`json:<dotted.path>`",
+        "access_token_from",
+    ),
+    Setting(
+        "AUTH_REFRESH_TOKEN_FROM",
+        "",
+        "where sign-in and refresh answers hold the refresh token: `cookie:<name>` or "
+        "`json:<dotted.path>`",
+        "refresh_token_from",
+    ),
+    Setting(
+        "AUTH_ACCESS_TOKEN_TO",
+        "",
+        "how the access token goes out on `/users/me`, the proxy and sign-out: "
+        "`cookie:<name>`, `bearer` or `header:<name>` (empty: like it came, `bearer` for JSON)",
+        "access_token_to",
+    ),
+    Setting(
+        "AUTH_REFRESH_TOKEN_TO",
+        "",
+        "how the refresh token goes out on refresh: `cookie:<name>`, `bearer`, "
+        "`header:<name>` or `json:<dotted.path>` (empty: like it came)",
+        "refresh_token_to",
+    ),
+    Setting(
+        "AUTH_LOGOUT_ACCESS_TOKEN_TO",
+        "",
+        "how the access token goes out on sign-out, or `none` (empty: as AUTH_ACCESS_TOKEN_TO)",
+        "logout_access_token_to",
+    ),
+    Setting(
+        "AUTH_LOGOUT_REFRESH_TOKEN_TO",
+        "",
+        "how the refresh token goes out on sign-out, or `none` (empty: as "
+        "AUTH_REFRESH_TOKEN_TO, unless the access token takes the same header)",
+        "logout_refresh_token_to",
+    ),
+    Setting(
+        "AUTH_LOGIN_INVALID_STATUSES",
+        ["400", "401", "403", "422"],
+        "sign-in answers that mean a wrong email or password (429 is always throttling)",
+        "login_invalid_statuses_list",
+    ),
+    Setting("AUTH_ME_ID_PATH", "id", "where `/users/me` keeps the user's id", "me_id_path"),
+    Setting("AUTH_ME_EMAIL_PATH", "email", "where `/users/me` keeps the email", "me_email_path"),
+    Setting(
+        "AUTH_ME_FIRST_NAME_PATH",
+        "firstName",
+        "where `/users/me` keeps the first name (optional)",
+        "me_first_name_path",
+    ),
+    Setting(
+        "AUTH_ME_LAST_NAME_PATH",
+        "lastName",
+        "where `/users/me` keeps the last name (optional)",
+        "me_last_name_path",
+    ),
+    Setting(
+        "AUTH_ME_ROLES_PATH",
+        "roles",
+        "where `/users/me` keeps the roles: a list of names, one name, an object with a "
+        "name, a list of such objects, or a map of name to true",
+        "me_roles_path",
+    ),
+    Setting(
+        "AUTH_ROLE_NAME_KEY",
+        "name",
+        'the key that names a role given as an object (`{"id": 1, "name": "Admin"}`)',
+        "role_name_key",
+    ),
+    Setting(
+        "AUTH_ROLES_FROM",
+        "me",
+        "`me`: roles from `/users/me`; `token`: from the access token's claims (a refresh "
+        "then needs no `/users/me` call)",
+        "roles_from",
+    ),
+    Setting(
+        "AUTH_TOKEN_ROLES_CLAIM",
+        "roles",
+        "with AUTH_ROLES_FROM=token, the access token claim (dotted path) that holds the roles",
+        "token_roles_claim",
+    ),
+    Setting(
+        "AUTH_ROLES_CASE_INSENSITIVE",
+        False,
+        "match role names regardless of case (`Admin` is `admin`)",
+        "roles_case_insensitive",
     ),
     Setting(
         "AUTH_CLIENT_CLASS",
         "accounts.client.AuthApiClient",
-        "dotted path of the backend client class (subclass it to add headers)",
+        "dotted path of the backend client class (docs/adapter.md: what settings cannot say)",
         "client_class",
     ),
     # Who may sign in
@@ -373,6 +468,21 @@ class AccountsSettings:
     @property
     def cookie_samesite(self) -> str | None:
         return self.cookie_samesite_raw or None
+
+    @property
+    def login_invalid_statuses(self) -> frozenset[int]:
+        return frozenset(int(status) for status in self.login_invalid_statuses_list)
+
+    @property
+    def shape(self):
+        """The backend's shape as the settings declare it (accounts/shape.py), kept."""
+        try:
+            return self._values["_shape"]
+        except KeyError:
+            from .shape import BackendShape
+
+            shape = self._values["_shape"] = BackendShape.from_settings(self)
+            return shape
 
     @property
     def backend_timeout(self) -> tuple[float, float]:

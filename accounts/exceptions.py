@@ -44,6 +44,28 @@ class BackendProtocolError(BackendError):
     """The backend answered something this app cannot use (bad JSON, no cookies, 3xx…)."""
 
 
+class ShapeMismatch(BackendProtocolError):
+    """The backend answered, but not where the settings say to look (accounts/shape.py).
+
+    The message says what did not fit and which setting fixes it, with the
+    places that look right (`candidates`) and the answer's outline: names
+    and types only, never a value. For the operator's log and health page;
+    the user sees a plain sentence.
+    """
+
+    def __init__(self, what: str, setting: str, candidates=(), data=None):
+        from .shape import outline
+
+        candidates = list(candidates)
+        if candidates:
+            found = f"found {', '.join(candidates[:4])}: set {setting}={candidates[0]}"
+        else:
+            found = f"check {setting}" + (f"; the answer was {outline(data)}" if data else "")
+        super().__init__(f"{what}; {found}")
+        self.setting = setting
+        self.candidates = candidates
+
+
 class Throttled(BackendError):
     """The backend throttled the call; `retry_after` is in seconds."""
 

@@ -7,6 +7,7 @@ from django.contrib.sessions.base_session import AbstractBaseSession
 from django.db import models, transaction
 
 from .conf import conf
+from .shape import shared_roles
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class MirroredUserManager(UserManager):
     @staticmethod
     def mirrored_fields(profile: UserProfile) -> dict:
         """Return the fields of the mirror that follow `profile`."""
-        is_super = bool(conf.superuser_roles & set(profile.roles))
+        is_super = bool(shared_roles(profile.roles, conf.superuser_roles))
         return {
             "email": profile.email,
             "first_name": profile.first_name[:150],

@@ -46,7 +46,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import close_old_connections
 
-from . import metrics
+from . import metrics, shape
 from .client import RefreshRefused, Tokens, get_client
 from .conf import conf
 from .cookies import BackendCookie
@@ -244,6 +244,7 @@ def _call_backend(refresh_token: str, key: str, entry: dict, keep_for: int) -> O
             metrics.refresh_call("refused")
             return _finished(key, entry, REFUSED, keep_for)
         except BackendError as exc:
+            shape.report(exc)
             if exc.maybe_processed:
                 logger.warning("Refresh outcome unknown (%s); its session will end", exc)
                 metrics.refresh_call("unknown")
@@ -296,9 +297,12 @@ def _finished(key: str, entry: dict, state: str, keep_for: int) -> Outcome:
 
 
 def _profile_with(tokens: Tokens) -> UserProfile | None:
+    if conf.roles_from == "token":
+        return None  # each request reads the roles from the new access token itself
     try:
         return get_client().me(tokens)
     except BackendError as exc:
+        shape.report(exc)
         # Each collecting request reads the profile itself then.
         logger.info("Profile after refresh not read: %s", exc)
         return None

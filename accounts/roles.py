@@ -12,12 +12,14 @@ from django.shortcuts import resolve_url
 from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy as _
 
+from .shape import shared_roles
+
 
 def user_has_role(user, *roles: str) -> bool:
     """Return whether a signed-in `user` holds at least one of `roles`."""
     if not getattr(user, "is_authenticated", False):
         return False
-    return bool(set(getattr(user, "roles", None) or ()) & set(roles))
+    return bool(shared_roles(getattr(user, "roles", None) or (), roles))
 
 
 def missing_role_message(roles: Iterable[str]):
@@ -33,8 +35,13 @@ def missing_role_message(roles: Iterable[str]):
     return format_lazy(_("This page needs one of the roles {}."), quoted)
 
 
-def role_required(*roles: str, login_url=None, redirect_field_name=REDIRECT_FIELD_NAME):
-    """Decorate a view: anonymous → sign-in page with `next`; without a role → 403."""
+def role_required(*roles, login_url=None, redirect_field_name=REDIRECT_FIELD_NAME):
+    """Decorate a view: anonymous → sign-in page with `next`; without a role → 403.
+
+    Each of `roles` is a role name, or a callable returning role names, read
+    at every request: `role_required(lambda: settings.DEMO_ADMIN_ROLES)`
+    follows a setting (and `override_settings`).
+    """
     if not roles:
         raise ImproperlyConfigured("role_required() needs at least one role.")
 
@@ -47,13 +54,27 @@ def role_required(*roles: str, login_url=None, redirect_field_name=REDIRECT_FIEL
                     resolve_url(login_url or settings.LOGIN_URL),
                     redirect_field_name,
                 )
-            if not user_has_role(request.user, *roles):
-                raise PermissionDenied(missing_role_message(roles))
+            wanted = resolve_roles(roles)
+            if not user_has_role(request.user, *wanted):
+                raise PermissionDenied(missing_role_message(wanted))
             return view(request, *args, **kwargs)
 
         return wrapper
 
     return decorator
+
+
+def resolve_roles(roles: Iterable) -> tuple[str, ...]:
+    """Return role names, each callable among `roles` replaced by the names it returns."""
+    resolved: list[str] = []
+    for role in roles:
+        if callable(role):
+            resolved.extend(role())
+        else:
+            resolved.append(role)
+    if not resolved:
+        raise ImproperlyConfigured("A role setting is empty: name at least one role.")
+    return tuple(dict.fromkeys(resolved))
 
 
 class RoleRequiredMixin(AccessMixin):
@@ -64,7 +85,7 @@ class RoleRequiredMixin(AccessMixin):
     def get_required_roles(self) -> tuple[str, ...]:
         if not self.required_roles:
             raise ImproperlyConfigured(f"{type(self).__name__} needs required_roles.")
-        return tuple(self.required_roles)
+        return resolve_roles(self.required_roles)
 
     def get_permission_denied_message(self):
         return missing_role_message(self.get_required_roles())

@@ -25,6 +25,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from . import devices
+from .conf import conf
 from .models import Session
 from .responses import json_error, wants_json
 from .roles import role_required
@@ -63,11 +64,11 @@ def end_others(request: HttpRequest) -> HttpResponse:
     return _done(request, message, ended=ended, back=redirect("accounts:sessions"))
 
 
-# Admins: anyone's sessions. The role check comes first, so anyone else gets
-# the 403 page naming the role whatever the method.
+# Admins (AUTH_SUPERUSER_ROLES): anyone's sessions. The role check comes first,
+# so anyone else gets the 403 page naming the role whatever the method.
 
 
-@role_required("admin")
+@role_required(lambda: conf.superuser_roles_list)
 @never_cache
 def user_sessions(request: HttpRequest, user_id: int) -> HttpResponse:
     """Render any user's browsers, for an admin."""
@@ -75,7 +76,7 @@ def user_sessions(request: HttpRequest, user_id: int) -> HttpResponse:
     return _render_list(request, subject, own=False)
 
 
-@role_required("admin")
+@role_required(lambda: conf.superuser_roles_list)
 @require_POST
 def user_session_end(request: HttpRequest, user_id: int, session_id: str) -> HttpResponse:
     """End one session of any user, for an admin (the admin's own current one: sign-out)."""
@@ -84,7 +85,7 @@ def user_session_end(request: HttpRequest, user_id: int, session_id: str) -> Htt
     return _end_one(request, subject, session_id, back=back)
 
 
-@role_required("admin")
+@role_required(lambda: conf.superuser_roles_list)
 @require_POST
 def user_sessions_end_all(request: HttpRequest, user_id: int) -> HttpResponse:
     """End every session of any user, for an admin; the admin's own included, last."""

@@ -26,7 +26,7 @@ from django.contrib.sessions.backends.base import SessionBase
 from django.http import HttpRequest, HttpResponseBase
 from django.utils.module_loading import import_string
 
-from . import cookies, metrics, refresh, vault
+from . import cookies, metrics, refresh, shape, vault
 from .client import Tokens, get_client, usable_token
 from .conf import conf
 from .cookies import BackendCookie
@@ -357,11 +357,26 @@ class TokenState:
         )
         if profile is None:
             try:
-                profile = get_client().me(self)
+                profile = self._profile_after_refresh()
             except BackendError as exc:
+                shape.report(exc)
                 logger.info("Profile not re-read after refresh (%s); keeping the session", exc)
                 return
         self.apply_profile(profile)
+
+    def _profile_after_refresh(self) -> UserProfile:
+        """The user after a refresh: from `/users/me`, or with AUTH_ROLES_FROM=token, the
+        mirrored user with the roles the new access token carries (no backend call)."""
+        if conf.roles_from != "token":
+            return get_client().me(self)
+        user = self.request.user
+        return UserProfile(
+            id=self.record.user_id,
+            email=user.email,
+            first_name=user.first_name,
+            last_name=user.last_name,
+            roles=get_client().token_roles(self.tokens.access),
+        )
 
     # --- revalidation ---------------------------------------------------------
 
@@ -373,6 +388,7 @@ class TokenState:
         try:
             profile = get_client().me(self)
         except BackendError as exc:
+            shape.report(exc)
             logger.warning("User not re-read (%s); trying again in %ss", exc, REVALIDATE_RETRY)
             retry_at = time.time() - conf.revalidate_interval + REVALIDATE_RETRY
             self._set_record(replace(self.record, validated_at=retry_at))

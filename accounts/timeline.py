@@ -67,6 +67,7 @@ KNOWN: dict[str, tuple[str, ...]] = {
         "no_allowed_role",
         "throttled",
         "backend_down",
+        "backend_unusable",
         "token_too_large",
     ),
     "sign_out": (

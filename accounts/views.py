@@ -15,9 +15,16 @@ from django.views import csrf
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from . import metrics, revocations, throttle
+from . import metrics, revocations, shape, throttle
 from .client import get_client
-from .exceptions import BackendError, BackendUnavailable, CookieTooLarge, SessionEnded, Throttled
+from .exceptions import (
+    BackendError,
+    BackendProtocolError,
+    BackendUnavailable,
+    CookieTooLarge,
+    SessionEnded,
+    Throttled,
+)
 from .forms import LoginForm
 from .responses import json_error, json_view, wants_json
 from .signout import MESSAGES as SIGN_OUT_MESSAGES
@@ -66,6 +73,19 @@ class LoginView(auth_views.LoginView):
                 _(
                     "The sign-in service issued a token too large for your browser to keep. "
                     "Nothing was changed; please tell the site's administrator."
+                ),
+            )
+        except BackendProtocolError as exc:
+            metrics.sign_in("backend_unusable")
+            # The message names what did not fit and the setting that fixes it.
+            logger.error("Sign-in failed: the backend's answer did not fit the settings: %s", exc)
+            shape.report(exc)
+            return self._service_error(
+                502,
+                _("Sign-in could not be completed"),
+                _(
+                    "The sign-in service answered in a way this site could not use. Nothing "
+                    "was changed; please try again later or tell the site's administrator."
                 ),
             )
         except BackendError as exc:

@@ -5,6 +5,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
@@ -16,7 +17,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from accounts import timeline
+from accounts import shape, timeline
 from accounts.client import get_client
 from accounts.conf import conf
 from accounts.exceptions import BackendError, SessionEnded
@@ -126,7 +127,15 @@ def active_sessions() -> dict[str, int] | None:
         return None
 
 
-@role_required("admin")
+def _shape_mismatch() -> dict | None:
+    """The last backend answer that did not fit the settings (accounts/shape.py), if any."""
+    found = shape.reported()
+    if found is None:
+        return None
+    return {**found, "at": datetime.fromtimestamp(found["at"], UTC)}
+
+
+@role_required(lambda: settings.DEMO_ADMIN_ROLES)
 @never_cache
 def admin_page(request: HttpRequest) -> HttpResponse:
     """Render the admin's page: who is signed in, and the auth path's health over the last hour.
@@ -151,6 +160,7 @@ def admin_page(request: HttpRequest) -> HttpResponse:
             ((storage or "unknown", n) for storage, n in (sessions or {}).items()),
         ),
         "backend": ping_backend(),
+        "shape_mismatch": _shape_mismatch(),
         "timeline_available": recorded.available,
         "charts": health_charts(recorded),
         "latency_summary": latency_summary(recorded),
@@ -159,7 +169,7 @@ def admin_page(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/admin.html", context)
 
 
-@role_required("evaluator", "admin")
+@role_required(lambda: settings.DEMO_EVALUATION_ROLES)
 def evaluations(request: HttpRequest) -> HttpResponse:
     """Render the page evaluators and admins may open."""
     return render(request, "dashboard/evaluations.html")

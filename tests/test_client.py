@@ -115,11 +115,14 @@ class TestLogin:
         fakes.stub_login(backend, headers=[("Set-Cookie", "unrelated=1; Path=/")])
         with pytest.raises(BackendProtocolError) as info:
             client.login("a@example.com", "pw")
-        assert str(info.value) == "POST /auth/login set no usable access_token cookie"
+        assert str(info.value) == (
+            "POST /auth/login answered 201 with no usable access token at cookie:access_token; "
+            "it held cookies unrelated and 0 bytes, not JSON; check AUTH_ACCESS_TOKEN_FROM"
+        )
 
     def test_redirect_is_a_protocol_error_and_not_followed(self, backend, client):
         fakes.stub_login(backend, status=302, headers=[("Location", "http://evil.example/")])
-        with pytest.raises(BackendProtocolError, match="^/auth/login answered 302$"):
+        with pytest.raises(BackendProtocolError, match="^POST /auth/login answered 302$"):
             client.login("a@example.com", "pw")
         assert len(backend.calls) == 1
 
@@ -322,7 +325,10 @@ class TestMe:
     @pytest.mark.parametrize("status", [401, 403])
     def test_plain_tokens_refused_are_access_token_rejected(self, backend, client, status):
         fakes.stub_me(backend, status=status, json={"message": "Unauthorized"})
-        with pytest.raises(AccessTokenRejected, match=f"^GET /users/me answered {status}$"):
+        with pytest.raises(
+            AccessTokenRejected,
+            match=f"^GET /users/me answered {status}; check AUTH_ACCESS_TOKEN_TO$",
+        ):
             client.me(Tokens(access="old"))
 
     def test_a_token_source_is_renewed_once_and_replayed(self, backend, client):
@@ -350,36 +356,58 @@ class TestMe:
     def test_other_statuses_are_protocol_errors_whoever_asks(self, backend, client):
         fakes.stub_me(backend, status=404)
         source = fakes.Source(Tokens(access="acc"))
-        with pytest.raises(BackendProtocolError, match="^/users/me answered 404$"):
+        with pytest.raises(BackendProtocolError, match="^GET /users/me answered 404: is AUTH_ME_"):
             client.me(source)
         assert source.ended == []
 
     @pytest.mark.parametrize(
         ("body", "problem"),
         [
-            ("<html>oops</html>", "no JSON object"),
-            ("[]", "no JSON object"),
-            ('{"email": "a@example.com", "roles": []}', "no usable id"),
-            ('{"id": "", "email": "a@example.com", "roles": []}', "no usable id"),
-            ('{"id": true, "email": "a@example.com", "roles": []}', "no usable id"),
-            ('{"id": 1.5, "email": "a@example.com", "roles": []}', "no usable id"),
-            ('{"id": 1, "email": "a@example.com", "roles": "admin"}', "no usable email or roles"),
-            ('{"id": 1, "roles": []}', "no usable email or roles"),
-            ('{"id": 1, "email": "a@example.com", "roles": [1]}', "roles that are not strings"),
+            ("<html>oops</html>", "answered no JSON object"),
+            ("[]", "answered no JSON object"),
+            (
+                '{"id": true, "email": "a@example.com", "roles": []}',
+                "answered no usable id at 'id'; check AUTH_ME_ID_PATH; "
+                'the answer was {"id": <bool>, "email": <str>, "roles": []}',
+            ),
+            (
+                '{"id": 1.5, "email": "a@example.com", "roles": []}',
+                "answered no usable id at 'id'; check AUTH_ME_ID_PATH; "
+                'the answer was {"id": <float>, "email": <str>, "roles": []}',
+            ),
+            (
+                '{"id": 1, "mail": "a@example.com", "roles": []}',
+                "answered no email at 'email'; found mail: set AUTH_ME_EMAIL_PATH=mail",
+            ),
+            (
+                '{"id": 1, "email": "a@example.com", "roles": [1]}',
+                "'s 'roles' holds roles of no known shape: a list holding <int>; check "
+                'AUTH_ROLE_NAME_KEY; the answer was {"id": <int>, "email": <str>, '
+                '"roles": [<int>]}',
+            ),
+            (
+                '{"id": 1, "email": "a@example.com", "role": {"id": 1, "name": "Admin"}}',
+                "'s 'roles' holds no roles; found role: set AUTH_ME_ROLES_PATH=role",
+            ),
         ],
     )
-    def test_unusable_profiles_are_protocol_errors(self, backend, client, body, problem):
+    def test_unusable_profiles_are_protocol_errors_that_name_the_setting(
+        self, backend, client, body, problem
+    ):
         fakes.stub_me(backend, body=body)
         with pytest.raises(BackendProtocolError) as info:
             client.me(Tokens(access="acc"))
-        assert str(info.value) == f"/users/me answered {problem}"
+        assert str(info.value) == f"GET /users/me{'' if problem[0] == chr(39) else ' '}{problem}"
+        assert "a@example.com" not in str(info.value), "a value went into the message"
 
     @pytest.mark.parametrize(
         ("names", "shown"),
         [({"firstName": 5, "lastName": [1]}, ("", "")), ({"lastName": None}, ("", ""))],
     )
     def test_a_profile_is_normalised(self, backend, client, names, shown):
-        fakes.stub_me(backend, json={"id": "x" * 200, "email": "a@example.com", **names})
+        fakes.stub_me(
+            backend, json={"id": "x" * 200, "email": "a@example.com", "roles": [], **names}
+        )
         profile = client.me(Tokens(access="acc"))
         assert profile.id == "x" * 128
         assert (profile.first_name, profile.last_name, profile.roles) == (*shown, ())
@@ -437,7 +465,7 @@ class TestLogoutAndPing:
         if ok:
             assert client.logout(Tokens(refresh="ref")) == []
         else:
-            with pytest.raises(BackendProtocolError, match=f"^/auth/logout answered {status}$"):
+            with pytest.raises(BackendProtocolError, match=f"^POST /auth/logout answered {status}"):
                 client.logout(Tokens(refresh="ref"))
 
     def test_ping_reports_any_status_below_500(self, backend, client, settings, monkeypatch):
@@ -508,7 +536,7 @@ def test_messages_never_hold_tokens(settings):
     responses.get(f"{fakes.BASE}/users/me", status=418)
     with pytest.raises(BackendProtocolError) as info:
         AuthApiClient().me(Tokens(access="secret-access", refresh="secret-refresh"))
-    assert str(info.value) == "/users/me answered 418"
+    assert str(info.value) == "GET /users/me answered 418"
 
 
 def test_the_adapter_builds_the_response_and_leaves_cookies_to_the_client():

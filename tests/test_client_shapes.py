@@ -49,10 +49,10 @@ class TestTokensInTheBody:
         assert issued["refresh_token"].value == "r-2"
 
     def test_a_field_left_out_is_skipped_and_the_next_one_still_read(self, body):
-        from accounts.client import BackendAnswer, _body_tokens
+        from accounts.client import BackendAnswer
 
         answer = BackendAnswer(200, b'{"refreshToken": "r-2"}', {}, [])
-        assert [(c.name, c.value) for c in _body_tokens(answer, "/auth/refresh")] == [
+        assert [(c.name, c.value) for c in AuthApiClient().tokens_from(answer, "refresh")] == [
             ("refresh_token", "r-2")
         ]
 

@@ -184,23 +184,11 @@ class TestRefusals:
             lambda b: fakes.stub_login(b, status=503),
             lambda b: b.post(f"{fakes.BASE}/auth/login", body=requests.ReadTimeout()),
             lambda b: b.post(f"{fakes.BASE}/auth/login", body=requests.ConnectionError()),
-            lambda b: fakes.stub_login(b, headers=[("Set-Cookie", "nonsense")], body="<html>"),
-            lambda b: fakes.stub_login(b, status=302, headers=[("Location", "/elsewhere")]),
-            lambda b: (fakes.stub_login(b), fakes.stub_me(b, body="not json")),
             lambda b: (fakes.stub_login(b), fakes.stub_me(b, status=500)),
         ],
-        ids=[
-            "500",
-            "503",
-            "timeout",
-            "refused",
-            "no-cookies",
-            "redirect",
-            "me-garbage",
-            "me-500",
-        ],
+        ids=["500", "503", "timeout", "refused", "me-500"],
     )
-    def test_backend_trouble_is_a_503_page_and_nothing_half_set(self, client, db, backend, stub):
+    def test_backend_down_is_a_503_page_and_nothing_half_set(self, client, db, backend, stub):
         fakes.stub_logout(backend)
         stub(backend)
         response = sign_in(client)
@@ -208,6 +196,30 @@ class TestRefusals:
         assert response.status_code == 503
         assert "Sign-in service unavailable" in response.content.decode()
         assert_nothing_set(client, response)
+
+    @pytest.mark.parametrize(
+        "stub",
+        [
+            lambda b: fakes.stub_login(b, headers=[("Set-Cookie", "nonsense")], body="<html>"),
+            lambda b: fakes.stub_login(b, status=302, headers=[("Location", "/elsewhere")]),
+            lambda b: (fakes.stub_login(b), fakes.stub_me(b, body="not json")),
+            lambda b: (fakes.stub_login(b), fakes.stub_me(b, body='{"id": 1, "email": "a@b.c"}')),
+        ],
+        ids=["no-cookies", "redirect", "me-garbage", "me-no-roles"],
+    )
+    def test_an_answer_that_does_not_fit_is_a_502_page_and_nothing_half_set(
+        self, client, db, backend, stub, caplog
+    ):
+        fakes.stub_logout(backend)
+        stub(backend)
+        response = sign_in(client)
+
+        assert response.status_code == 502
+        body = response.content.decode()
+        assert "answered in a way this site could not use" in body
+        assert "could not reach" not in body
+        assert_nothing_set(client, response)
+        assert any(r.name == "accounts.views" and r.levelname == "ERROR" for r in caplog.records)
 
     def test_tokens_are_revoked_when_the_profile_cannot_be_read(self, client, db, backend):
         fakes.stub_login(backend)

@@ -6,6 +6,8 @@ register = template.Library()
 
 
 @register.filter
-def has_role(user, roles: str) -> bool:
-    """`{% if user|has_role:"evaluator,admin" %}`: any of the comma-separated roles."""
-    return user_has_role(user, *(role.strip() for role in roles.split(",")))
+def has_role(user, roles) -> bool:
+    """`{% if user|has_role:"evaluator,admin" %}`: any of the roles, comma-separated or a list."""
+    if isinstance(roles, str):
+        roles = roles.split(",")
+    return user_has_role(user, *(role.strip() for role in roles))

@@ -80,6 +80,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "dashboard.context_processors.demo_roles",
             ],
         },
     },
@@ -211,6 +212,11 @@ STORAGES = {
 for _setting in AUTH_SETTINGS:
     globals()[_setting.name] = _setting.from_env(env)
 API_BASEURL = API_BASEURL.rstrip("/")  # noqa: F821 - set by the loop above
+
+# The demo's role-gated pages, as the backend spells the roles (README, "Pointing it
+# at your backend"); AUTH_ROLES_CASE_INSENSITIVE applies here too.
+DEMO_ADMIN_ROLES = env.list("DEMO_ADMIN_ROLES", default=["admin"])
+DEMO_EVALUATION_ROLES = env.list("DEMO_EVALUATION_ROLES", default=["evaluator", "admin"])
 
 # --- The reference auth API (authapi/, served by `manage.py runauthapi`) ----
 AUTHAPI_JWT_SECRET = env("AUTHAPI_JWT_SECRET", default="")
