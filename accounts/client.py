@@ -108,6 +108,7 @@ class BackendAnswer:
     headers: Mapping[str, str]
     cookies: list[BackendCookie]
     what: str = "the backend"  # "POST /auth/login", for messages
+    set_cookie_headers: tuple[str, ...] = ()  # as sent, one per header (authcheck reads them)
 
     @property
     def data(self) -> Any:
@@ -238,7 +239,7 @@ def _mount(session: requests.Session, pool_size: int) -> None:
 
 
 class _ExactSession:
-    """A stand-in for the backend session in `_call` that sends the URL exactly as built.
+    """A stand-in for the backend session in `call` that sends the URL exactly as built.
 
     Preparing a request the usual way re-quotes its URL: `%41` becomes `A`,
     `%2E%2E` becomes `..` (which the backend then resolves). The `/api/` proxy
@@ -427,7 +428,7 @@ class AuthApiClient:
         :raises BackendProtocolError: anything else that is no pair of tokens.
         """
         headers = {"X-Forwarded-For": client_ip} if client_ip else {}
-        answer = self._call(
+        answer = self.call(
             "POST", conf.login_path, json={"email": email, "password": password}, headers=headers
         )
         if self.login_refused(answer):
@@ -475,7 +476,7 @@ class AuthApiClient:
         refresh_session = _session()
         _mount(refresh_session, 1)
         try:
-            answer = self._call(
+            answer = self.call(
                 "POST",
                 conf.refresh_path,
                 tokens=Tokens(refresh=refresh_token),
@@ -520,7 +521,7 @@ class AuthApiClient:
         byte for byte (`_ExactSession`).
         """
         call = functools.partial(
-            self._call,
+            self.call,
             method,
             path,
             attach="access",
@@ -547,7 +548,7 @@ class AuthApiClient:
 
     def logout(self, tokens: Tokens) -> list[BackendCookie]:
         """Revoke the tokens at the backend; return its (clearing) cookies."""
-        answer = self._call("POST", conf.logout_path, tokens=tokens, attach="logout")
+        answer = self.call("POST", conf.logout_path, tokens=tokens, attach="logout")
         if answer.status == 401:
             return answer.cookies
         self._expect_success(answer, conf.logout_path)
@@ -555,7 +556,7 @@ class AuthApiClient:
 
     def ping(self) -> int:
         """Return the status of a cheap unauthenticated call (for /healthz)."""
-        return self._call("GET", conf.health_path, timeout=conf.health_timeout).status
+        return self.call("GET", conf.health_path, timeout=conf.health_timeout).status
 
     # --- plumbing ----------------------------------------------------------
 
@@ -610,7 +611,7 @@ class AuthApiClient:
         usable = Tokens(access=usable_token(tokens.access), refresh=usable_token(tokens.refresh))
         return self.credentials(usable, attach)
 
-    def _call(
+    def call(
         self,
         method: str,
         path: str,
@@ -624,6 +625,12 @@ class AuthApiClient:
         timeout: float | tuple[float, float] | None = None,
         session: requests.Session | None = None,
     ) -> "BackendAnswer":
+        """Make one call, `tokens` placed as `credentials(tokens, attach)` puts them.
+
+        No renewal and no judgement of the answer but the network's: 5xx and
+        no answer raise BackendUnavailable, 429 Throttled; any other answer
+        comes back. `authcheck` calls the backend through this too.
+        """
         started = time.monotonic()
         status: int | str = "error"  # no answer at all
         try:
@@ -674,15 +681,14 @@ class AuthApiClient:
                     f"{method} {path} answered 429",
                     retry_after=_retry_after(response.headers.get("Retry-After")),
                 )
+            set_cookies = tuple(response.raw.headers.getlist("Set-Cookie"))
             return BackendAnswer(
                 status=response.status_code,
                 content=content,
                 headers=response.headers,
-                cookies=[
-                    _on_local_clock(cookie)
-                    for cookie in parse_set_cookies(response.raw.headers.getlist("Set-Cookie"))
-                ],
+                cookies=[_on_local_clock(cookie) for cookie in parse_set_cookies(set_cookies)],
                 what=f"{method} {path}",
+                set_cookie_headers=set_cookies,
             )
         finally:
             metrics.backend_call(_endpoint(path), status, time.monotonic() - started)

@@ -4,13 +4,16 @@ import io
 import json
 import re
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from django.core.management import CommandError, call_command
 
 from authapi.demo import DEMO_USERS
-from tests.servers import running_authapi
+from tests.flows import sign_out
+from tests.servers import running_app, running_authapi
+from tests.test_shapes import Browser
 
 ADMIN = DEMO_USERS[0]
 
@@ -80,35 +83,153 @@ SHAPES = {
         {"AUTHAPI_CLOCK_OFFSET": "300", "AUTHAPI_TOKEN_TRANSPORT": "body"},
         {"AUTH_BACKEND_TOKEN_TRANSPORT": "body"},
     ),
+    # The shapes of real open-source NestJS backends (SPEC §1, "MUST (turn 3)").
+    "brocoders": (
+        {
+            "AUTHAPI_LOGIN_PATH": "/api/v1/auth/email/login",
+            "AUTHAPI_REFRESH_PATH": "/api/v1/auth/refresh",
+            "AUTHAPI_LOGOUT_PATH": "/api/v1/auth/logout",
+            "AUTHAPI_ME_PATH": "/api/v1/auth/me",
+            "AUTHAPI_TOKEN_TRANSPORT": "body",
+            "AUTHAPI_ACCESS_FIELD": "token",
+            "AUTHAPI_REFRESH_IN": "bearer",
+            "AUTHAPI_LOGIN_FAILURE_STATUS": "422",
+            "AUTHAPI_ME_ROLES": "object",
+            "AUTHAPI_ROLE_CASE": "title",
+            "AUTHAPI_LOGOUT_STATUS": "204",
+            "AUTHAPI_LOGIN_ANSWER_USER": "True",
+        },
+        {
+            "AUTH_ACCESS_TOKEN_FROM": "json:token",
+            "AUTH_REFRESH_TOKEN_FROM": "json:refreshToken",
+            "AUTH_ACCESS_TOKEN_TO": "bearer",
+            "AUTH_REFRESH_TOKEN_TO": "bearer",
+            "AUTH_LOGOUT_ACCESS_TOKEN_TO": "bearer",
+            "AUTH_LOGOUT_REFRESH_TOKEN_TO": "none",
+            "AUTH_ME_ROLES_PATH": "role",
+            "AUTH_ALLOWED_ROLES": "Admin,Evaluator",
+            "DEMO_ADMIN_ROLES": "Admin",
+        },
+    ),
+    "nocodb": (
+        {
+            "AUTHAPI_LOGIN_PATH": "/api/v1/auth/user/signin",
+            "AUTHAPI_REFRESH_PATH": "/api/v1/auth/token/refresh",
+            "AUTHAPI_LOGOUT_PATH": "/api/v1/auth/user/signout",
+            "AUTHAPI_ME_PATH": "/api/v1/auth/user/me",
+            "AUTHAPI_TOKEN_TRANSPORT": "mixed",
+            "AUTHAPI_ACCESS_FIELD": "token",
+            "AUTHAPI_ACCESS_HEADER": "xc-auth",
+            "AUTHAPI_COOKIE_MAX_AGE": "False",
+            "AUTHAPI_COOKIE_SECURE": "False",
+            "AUTHAPI_COOKIE_SAMESITE": "",
+            "AUTHAPI_REFRESH_FORMAT": "hex",
+            "AUTHAPI_LOGIN_FAILURE_STATUS": "400",
+            "AUTHAPI_ME_ROLES": "map",
+            "AUTHAPI_ME_GUEST": "True",
+        },
+        {
+            "AUTH_ACCESS_TOKEN_FROM": "json:token",
+            "AUTH_REFRESH_TOKEN_FROM": "cookie:refresh_token",
+            "AUTH_ACCESS_TOKEN_TO": "header:xc-auth",
+            "AUTH_REFRESH_TOKEN_TO": "cookie:refresh_token",
+            "AUTH_ME_ROLES_PATH": "roles",
+        },
+    ),
+    "nested JSON, roles as objects": (
+        {
+            "AUTHAPI_TOKEN_TRANSPORT": "body",
+            "AUTHAPI_ACCESS_FIELD": "data.accessToken",
+            "AUTHAPI_REFRESH_FIELD": "data.refreshToken",
+            "AUTHAPI_ME_ROLES": "objects",
+        },
+        {
+            "AUTH_ACCESS_TOKEN_FROM": "json:data.accessToken",
+            "AUTH_REFRESH_TOKEN_FROM": "json:data.refreshToken",
+            "AUTH_REFRESH_TOKEN_TO": "json:data.refreshToken",
+        },
+    ),
+    "roles only in the access token": (
+        {"AUTHAPI_ME_ROLES": "none"},
+        {"AUTH_ROLES_FROM": "token", "AUTH_TOKEN_ROLES_CLAIM": "roles"},
+    ),
 }
 EXPECTED_WARNINGS = {
     # An opaque refresh token in a body says nothing of its lifetime.
     "tokens in the body": {"token lifetimes"},
     "body, snake_case fields": {"token lifetimes"},
-    "no rotation": {"rotation", "reuse detection"},
+    "no rotation": {"rotation"},
     "slow refresh, reuse detection off": {"reuse detection"},
     "clock 5 minutes behind": {"clock"},
     "clock 5 minutes ahead, tokens in the body": {"clock", "token lifetimes"},
+    "brocoders": {"token lifetimes"},
+    # No Secure on the backend's refresh cookie.
+    "nocodb": {"refresh cookie"},
+    "nested JSON, roles as objects": {"token lifetimes"},
 }
+EXPECTED_SKIPS = {"no rotation": {"reuse detection"}}
 
 
 @pytest.mark.parametrize("name", list(SHAPES))
-def test_every_reference_shape_passes_with_the_right_settings(name, tmp_path, db):
+def test_every_reference_shape_passes_and_its_env_lines_alone_run_the_app(name, tmp_path, db):
+    """authcheck → its `.env` lines → the app signs in, refreshes, proxies and signs out."""
     api_env, expected_env = SHAPES[name]
     with running_authapi(tmp_path, **api_env) as api:
         code, result, output = run_json(api.url)
         stats = api.stats()
+        if code == 0:
+            app_signs_in_refreshes_proxies_and_signs_out(tmp_path, api, result["env"])
     assert code == 0, result
     assert result["ok"] is True
     found = statuses(result)
     warned = {check for check, status in found.items() if status == "WARN"}
     assert warned == EXPECTED_WARNINGS.get(name, set()), result["checks"]
+    skipped = {check for check, status in found.items() if status == "SKIP"}
+    assert skipped == EXPECTED_SKIPS.get(name, set()), result["checks"]
     for setting, value in expected_env.items():
         assert result["env"][setting] == value, result["env"]
     assert result["env"]["API_BASEURL"] == api.url
     assert ADMIN.password not in output
     assert stats["login"] == 2, "the check's sign-in and the reuse probe's"
     assert stats["login_failed"] == 1, "one wrong password"
+    assert stats["logout"] >= 2, "every sign-in it made is signed out"
+
+
+def app_signs_in_refreshes_proxies_and_signs_out(tmp_path, api, env: dict) -> None:
+    """The app configured only from authcheck's env (plus the proxy's prefix, the adopter's
+    own choice): one sign-in, one transparent refresh, the proxy, a sign-out that revokes."""
+    me_path = env["AUTH_ME_PATH"]
+    prefix = me_path.lstrip("/").rsplit("/", 1)[0] + "/"
+    app_env = {k: v for k, v in env.items() if k != "API_BASEURL"}
+    with running_app(
+        tmp_path, api_url=api.url, workers=1, AUTH_PROXY_PREFIXES=prefix, **app_env
+    ) as app:
+        api.set_faults(access_ttl=3)
+        spent = api.stats()["spent_presented"]  # authcheck's own reuse probe presented one
+        browser = Browser()
+        form = browser.get(f"{app.url}/accounts/login/", timeout=10)
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text)[1]
+        signed_in = browser.post(
+            f"{app.url}/accounts/login/",
+            data={"email": ADMIN.email, "password": ADMIN.password, "csrfmiddlewaretoken": token},
+            headers={"Referer": f"{app.url}/accounts/login/"},
+            allow_redirects=False,
+            timeout=10,
+        )
+        assert signed_in.status_code == 302, signed_in.text[:300]
+        before = api.stats()
+        time.sleep(3.5)
+        page = browser.get(f"{app.url}/dashboard/", allow_redirects=False, timeout=30)
+        assert page.status_code == 200 and "Ada" in page.text
+        assert api.stats()["refresh"] == before["refresh"] + 1, "one transparent refresh"
+        proxied = browser.get(f"{app.url}/api{me_path}", allow_redirects=False, timeout=30)
+        assert proxied.status_code == 200 and ADMIN.email in proxied.text
+        assert sign_out(browser, app.url).status_code == 302
+        assert api.stats()["logout"] == before["logout"] + 1
+        after = browser.get(f"{app.url}/dashboard/", allow_redirects=False, timeout=30)
+        assert after.status_code == 302
+        api.set_faults(access_ttl=None)
+        assert api.stats()["spent_presented"] == spent, "the app presented a spent token"
 
 
 def test_a_table_and_the_env_lines_by_default(tmp_path, db):
@@ -117,7 +238,12 @@ def test_a_table_and_the_env_lines_by_default(tmp_path, db):
             "--base-url", api.url, "--email", ADMIN.email, "--password", ADMIN.password
         )
     assert code == 0
-    assert "| sign-in | PASS | 201; tokens in cookies access_token, refresh_token |" in out
+    assert (
+        "| sign-in | PASS | 201; access token from cookie:access_token, refresh token from "
+        "cookie:refresh_token |"
+    ) in out
+    assert "cookie refresh_token (max-age=604800; path=/; expires=" in out
+    assert "= <opaque, 43 chars>" in out, "token values are masked"
     assert "| reuse detection | PASS |" in out
     assert re.search(r"\| cookie size \| PASS \| largest access_token: \d{3} of 4096 bytes", out)
     assert "AUTH_TOKEN_STORAGE" not in out
@@ -132,7 +258,7 @@ def test_skip_destructive_leaves_out_the_reuse_probe(tmp_path, db):
         code, result, _ = run_json(api.url, ADMIN.password, "--skip-destructive")
         stats = api.stats()
     assert code == 0
-    assert statuses(result)["reuse detection"] == "WARN"
+    assert statuses(result)["reuse detection"] == "SKIP"
     assert stats["login"] == 1 and stats["reuse_detected"] == 0
 
 
@@ -170,13 +296,19 @@ class BrokenBackend(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
+    joined = False
+
     def answer(self, status: int, body: dict, cookies: str | None = None):
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
-        if cookies:
+        if cookies and self.joined:
             self.send_header("Set-Cookie", cookies)
+        elif cookies:
+            for cookie in cookies.split(", refresh_token="):
+                name = "" if cookie.startswith("access_token") else "refresh_token="
+                self.send_header("Set-Cookie", name + cookie)
         self.end_headers()
         self.wfile.write(data)
 
@@ -222,7 +354,7 @@ def test_a_broken_backend_gets_each_problem_named_and_exit_1(broken):
     assert code == 1
     assert result["ok"] is False
     found = statuses(result)
-    assert found["one Set-Cookie header per cookie"] == "FAIL"
+    assert found["one Set-Cookie header per cookie"] == "PASS"
     assert found["sign-out"] == "FAIL"
     assert found["wrong password"] == "FAIL"
     assert found["access cookie"] == "WARN" and found["refresh cookie"] == "WARN"
@@ -230,10 +362,24 @@ def test_a_broken_backend_gets_each_problem_named_and_exit_1(broken):
     by_name = {check["name"]: check for check in result["checks"]}
     assert "no HttpOnly" in by_name["access cookie"]["saw"]
     assert "Set HttpOnly" in by_name["access cookie"]["advice"]
-    assert "own Set-Cookie header" in by_name["one Set-Cookie header per cookie"]["advice"]
     assert "still refreshes" in by_name["sign-out"]["saw"]
-    assert "Answer 401" in by_name["wrong password"]["advice"]
+    assert "Answer a wrong password with 401" in by_name["wrong password"]["advice"]
+    assert "Sign-in service unavailable" in by_name["wrong password"]["advice"]
     assert BROKEN_PASSWORD not in output
+
+
+class JoinedCookies(BrokenBackend):
+    joined = True
+
+
+def test_cookies_joined_into_one_header_fail_sign_in_and_say_why():
+    code, result, _ = run_against(JoinedCookies)
+    assert code == 1
+    found = statuses(result)
+    assert found["sign-in"] == "FAIL"
+    assert found["one Set-Cookie header per cookie"] == "FAIL"
+    by_name = {check["name"]: check for check in result["checks"]}
+    assert "own Set-Cookie header" in by_name["one Set-Cookie header per cookie"]["advice"]
 
 
 class BearerOnlyProfile(BrokenBackend):
