@@ -145,18 +145,16 @@ class BackendShape:
         )
 
     def conflicts(self) -> list[str]:
-        """Settings that send two tokens in one header or cookie of one call."""
-        problems = []
-        for call, places in (("sign-out", (self.logout_access_to, self.logout_refresh_to)),):
-            access, refresh = places
-            same_header = access.header() and access.header() == refresh.header()
-            same_cookie = access.kind == refresh.kind == COOKIE and access.name == refresh.name
-            if same_header or same_cookie:
-                problems.append(
-                    f"on {call} both tokens would go out as {access}: set "
-                    "AUTH_LOGOUT_ACCESS_TOKEN_TO or AUTH_LOGOUT_REFRESH_TOKEN_TO to `none`"
-                )
-        return problems
+        """Settings that would send both tokens of the sign-out call in one header or cookie."""
+        access, refresh = self.logout_access_to, self.logout_refresh_to
+        same_header = access.header() and access.header() == refresh.header()
+        same_cookie = access.kind == refresh.kind == COOKIE and access.name == refresh.name
+        if not (same_header or same_cookie):
+            return []
+        return [
+            f"on sign-out both tokens would go out as {access}: set "
+            "AUTH_LOGOUT_ACCESS_TOKEN_TO or AUTH_LOGOUT_REFRESH_TOKEN_TO to `none`"
+        ]
 
 
 def _place(value: str, default: str, setting: str, kinds: tuple[str, ...]) -> Place:
