@@ -542,7 +542,7 @@ class AuthCheck:
             )
             if _knows_the_user(answer, baseline):
                 self.env["AUTH_ACCESS_TOKEN_TO"] = place
-                tried = f" (refused as {', '.join(refused)})" if refused else ""
+                tried = f" (not taken as {', '.join(refused)})" if refused else ""
                 return answer, ms, tried
             refused.append(f"{place}: {answer.status}")
         self.add(

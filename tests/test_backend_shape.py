@@ -586,3 +586,43 @@ def test_the_demo_pages_take_their_roles_from_settings(settings, client, db, bac
     assert "Only users with the role “Admin” can open this page." in admin.content.decode()
     nav = client.get("/dashboard/").content.decode()
     assert 'href="/dashboard/evaluations/"' in nav and 'href="/dashboard/admin/"' in nav
+
+
+# --- the adapter API's documented example (docs/adapter.md) -------------------------------
+
+
+def documented_adapter():
+    """The example class of docs/adapter.md, run as it is written there."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "adapter.md").read_text()
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(compile(code, "docs/adapter.md", "exec"), namespace)  # noqa: S102 - our own docs
+    return namespace["SessionJsonClient"]
+
+
+def test_the_documented_adapter_signs_in_refreshes_and_adds_its_header(settings, backend):
+    settings.AUTH_REFRESH_TOKEN_TO = "json:renew"
+    client = documented_adapter()()
+    backend.post(
+        f"{fakes.BASE}/auth/login",
+        json={"session": {"jwt": "opaque-access-1", "renew": "renew-1", "ttl": 900}},
+    )
+    backend.post(
+        f"{fakes.BASE}/auth/refresh", json={"session": {"jwt": "opaque-access-2", "ttl": 900}}
+    )
+    issued = {c.name: c for c in client.login("a@example.com", "pw")}
+    assert (issued["access_token"].value, issued["access_token"].max_age) == (
+        "opaque-access-1",
+        900,
+    )
+    assert issued["refresh_token"].value == "renew-1"
+    renewed = client.refresh("renew-1")
+    assert [c.name for c in renewed] == ["access_token"]
+    login, refresh = (call.request for call in backend.calls)
+    assert login.headers["X-Tenant"] == "acme"
+    assert json.loads(refresh.body) == {"renew": "renew-1"}
+    backend.post(f"{fakes.BASE}/auth/login", json={"nope": 1})
+    with pytest.raises(ShapeMismatch, match="answered no session.jwt"):
+        client.login("a@example.com", "pw")
