@@ -1,8 +1,10 @@
 """`manage.py authcheck` against every reference API shape and a deliberately broken backend."""
 
+import contextlib
 import io
 import json
 import re
+import sqlite3
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -177,6 +179,7 @@ def test_every_reference_shape_passes_and_its_env_lines_alone_run_the_app(name, 
     with running_authapi(tmp_path, **api_env) as api:
         code, result, output = run_json(api.url)
         stats = api.stats()
+        assert live_sign_ins(tmp_path) == 0, "a sign-in authcheck made is still alive"
         if code == 0:
             app_signs_in_refreshes_proxies_and_signs_out(tmp_path, api, result["env"])
     assert code == 0, result
@@ -193,6 +196,14 @@ def test_every_reference_shape_passes_and_its_env_lines_alone_run_the_app(name, 
     assert stats["login"] == 2, "the check's sign-in and the reuse probe's"
     assert stats["login_failed"] == 1, "one wrong password"
     assert stats["logout"] >= 2, "every sign-in it made is signed out"
+
+
+def live_sign_ins(workdir) -> int:
+    """Token families not revoked in the reference API's database."""
+    with contextlib.closing(sqlite3.connect(workdir / "authapi.sqlite3")) as db:
+        return db.execute(
+            "SELECT COUNT(*) FROM authapi_tokenfamily WHERE revoked_at IS NULL"
+        ).fetchone()[0]
 
 
 def app_signs_in_refreshes_proxies_and_signs_out(tmp_path, api, env: dict) -> None:
