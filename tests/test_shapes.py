@@ -1,27 +1,48 @@
-"""The app against every common NestJS backend shape, over real HTTP (issue 11).
+"""The app against every common NestJS backend shape, in both token storage modes, over real
+HTTP (issues 11 and 20).
 
 For each shape the reference API runs as its own process with that shape's
-AUTHAPI_* switches (README, "The reference API's shapes") and the app under
-gunicorn with the settings that shape needs; a `requests` session plays the
-browser. Each shape goes through sign-in, the transparent refresh, a late tab
-holding the pair just replaced (the grace case), the `/api/` proxy and
-sign-out, and the backend's counters must show no refresh token presented
-twice (`spent_presented`, counted even where the backend would not notice).
+AUTHAPI_* switches (README, "The reference API's shapes"), and two apps run
+under gunicorn against it with the settings that shape needs, and nothing
+else (no AUTH_CLIENT_CLASS): one per AUTH_TOKEN_STORAGE (`cookies`,
+`session`). A `requests` session plays the browser. Each test runs its
+scenario in both modes in one go, so the servers are started once per shape
+and the waits for an access token to expire are shared.
+
+Each shape goes through sign-in, no refresh while the access token is valid,
+the transparent refresh, a late tab holding the pair just replaced (in
+session mode: a second request with the same `sessionid`), the `/api/` proxy
+at that shape's profile path, a wrong password, the admin-only page and
+sign-out; the backend's counters must show no refresh token presented twice
+(`spent_presented`, counted even where the backend would not notice).
 """
 
+import contextlib
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 import requests
 
 from authapi.demo import DEMO_USERS
-from tests.flows import csrf_headers
-from tests.servers import running_app, running_authapi
+from tests.flows import csrf_headers, sealed_pair
+from tests.servers import AuthApiProcess, ServerProcess, running_app, running_authapi
 
-ADMIN = DEMO_USERS[0]
+ADMIN, EVALUATOR, _ = DEMO_USERS
+MODES = ("cookies", "session")
 SHORT = 3  # seconds an access token lives in the refresh tests (its `iat` is whole seconds)
+APP_COOKIES = {"sessionid", "csrftoken", "messages"}
+WRONG_PASSWORD = "Invalid email or password"  # accounts/forms.py, "invalid_login"
+
+ENDPOINTS = {
+    "login": "/auth/login",
+    "refresh": "/auth/refresh",
+    "logout": "/auth/logout",
+    "me": "/users/me",
+}
 
 
 @dataclass(frozen=True)
@@ -38,13 +59,38 @@ class Shape:
     def refresh_cookie(self) -> str:
         return self.app.get("AUTH_REFRESH_COOKIE", "refresh_token")
 
-    @property
-    def in_body(self) -> bool:
-        return self.api.get("AUTHAPI_TOKEN_TRANSPORT") == "body"
+    def path(self, endpoint: str) -> str:
+        """The API's path of `endpoint` (login, refresh, logout, me)."""
+        return self.api.get(f"AUTHAPI_{endpoint.upper()}_PATH", ENDPOINTS[endpoint])
 
     @property
-    def refresh_field(self) -> str:
-        return self.api.get("AUTHAPI_REFRESH_FIELD", "refreshToken")
+    def proxied_me(self) -> str:
+        """The app's `/api/` path that reaches the backend's profile."""
+        return f"/api{self.path('me')}"
+
+    @property
+    def rotates(self) -> bool:
+        return self.api.get("AUTHAPI_ROTATE_REFRESH") != "False"
+
+    @property
+    def roles_from_token(self) -> bool:
+        return self.app.get("AUTH_ROLES_FROM") == "token"
+
+    def present_refresh(self, api_url: str, refresh: str) -> requests.Response:
+        """Present `refresh` to the API's refresh endpoint the way this shape takes it."""
+        url = f"{api_url}{self.path('refresh')}"
+        if self.api.get("AUTHAPI_REFRESH_IN") == "bearer":
+            return requests.post(url, headers={"Authorization": f"Bearer {refresh}"}, timeout=10)
+        if self.api.get("AUTHAPI_TOKEN_TRANSPORT") == "body":
+            body: dict = {}
+            *parents, leaf = self.api.get("AUTHAPI_REFRESH_FIELD", "refreshToken").split(".")
+            node = body
+            for key in parents:
+                node = node.setdefault(key, {})
+            node[leaf] = refresh
+            return requests.post(url, json=body, timeout=10)
+        cookie = self.api.get("AUTHAPI_REFRESH_COOKIE", "refresh_token")
+        return requests.post(url, headers={"Cookie": f"{cookie}={refresh}"}, timeout=10)
 
 
 BODY = {"AUTHAPI_TOKEN_TRANSPORT": "body"}
@@ -89,35 +135,166 @@ SHAPES = [
         api={**BODY, "AUTHAPI_CLOCK_OFFSET": "300"},
         app={"AUTH_BACKEND_TOKEN_TRANSPORT": "body"},
     ),
+    Shape(
+        # nestjs-boilerplate: versioned paths, `token` in JSON, the refresh token as Bearer,
+        # 422 for a wrong password, `role: {"id", "name": "Admin"}`, a 204 logout.
+        "brocoders",
+        api={
+            "AUTHAPI_LOGIN_PATH": "/api/v1/auth/email/login",
+            "AUTHAPI_REFRESH_PATH": "/api/v1/auth/refresh",
+            "AUTHAPI_LOGOUT_PATH": "/api/v1/auth/logout",
+            "AUTHAPI_ME_PATH": "/api/v1/auth/me",
+            **BODY,
+            "AUTHAPI_ACCESS_FIELD": "token",
+            "AUTHAPI_REFRESH_IN": "bearer",
+            "AUTHAPI_LOGIN_FAILURE_STATUS": "422",
+            "AUTHAPI_ME_ROLES": "object",
+            "AUTHAPI_ROLE_CASE": "title",
+            "AUTHAPI_LOGOUT_STATUS": "204",
+            "AUTHAPI_LOGIN_ANSWER_USER": "True",
+        },
+        app={
+            "AUTH_LOGIN_PATH": "/api/v1/auth/email/login",
+            "AUTH_REFRESH_PATH": "/api/v1/auth/refresh",
+            "AUTH_LOGOUT_PATH": "/api/v1/auth/logout",
+            "AUTH_ME_PATH": "/api/v1/auth/me",
+            "AUTH_BACKEND_TOKEN_TRANSPORT": "body",
+            "AUTH_BODY_ACCESS_FIELD": "token",
+            # Sign-out then sends only the access token as Bearer (one Authorization header).
+            "AUTH_REFRESH_TOKEN_TO": "bearer",
+            "AUTH_ME_ROLES_PATH": "role",
+            "AUTH_ALLOWED_ROLES": "Admin,Evaluator",
+            "AUTH_SUPERUSER_ROLES": "Admin",
+            "DEMO_ADMIN_ROLES": "Admin",
+            "DEMO_EVALUATION_ROLES": "Evaluator,Admin",
+            "AUTH_PROXY_PREFIXES": "api/v1/auth/",
+        },
+    ),
+    Shape(
+        # NocoDB: the access token in JSON (`token`) and back in `xc-auth`, the refresh
+        # token an opaque 80-hex HttpOnly cookie with `Expires` only; roles as a map;
+        # `/me` without a valid token is a 200 guest.
+        "nocodb, mixed transport",
+        api={
+            "AUTHAPI_LOGIN_PATH": "/api/v1/auth/user/signin",
+            "AUTHAPI_REFRESH_PATH": "/api/v1/auth/token/refresh",
+            "AUTHAPI_LOGOUT_PATH": "/api/v1/auth/user/signout",
+            "AUTHAPI_ME_PATH": "/api/v1/auth/user/me",
+            "AUTHAPI_TOKEN_TRANSPORT": "mixed",
+            "AUTHAPI_ACCESS_FIELD": "token",
+            "AUTHAPI_ACCESS_HEADER": "xc-auth",
+            "AUTHAPI_COOKIE_MAX_AGE": "False",
+            "AUTHAPI_COOKIE_SECURE": "False",
+            "AUTHAPI_COOKIE_SAMESITE": "",
+            "AUTHAPI_REFRESH_FORMAT": "hex",
+            "AUTHAPI_ME_ROLES": "map",
+            "AUTHAPI_ME_GUEST": "True",
+        },
+        app={
+            "AUTH_LOGIN_PATH": "/api/v1/auth/user/signin",
+            "AUTH_REFRESH_PATH": "/api/v1/auth/token/refresh",
+            "AUTH_LOGOUT_PATH": "/api/v1/auth/user/signout",
+            "AUTH_ME_PATH": "/api/v1/auth/user/me",
+            "AUTH_ACCESS_TOKEN_FROM": "json:token",
+            "AUTH_REFRESH_TOKEN_FROM": "cookie:refresh_token",
+            "AUTH_ACCESS_TOKEN_TO": "header:xc-auth",
+            "AUTH_PROXY_PREFIXES": "api/v1/auth/user/",
+        },
+    ),
+    Shape(
+        "nested JSON, roles as a list of objects",
+        api={
+            **BODY,
+            "AUTHAPI_ACCESS_FIELD": "data.accessToken",
+            "AUTHAPI_REFRESH_FIELD": "data.refreshToken",
+            "AUTHAPI_ME_ROLES": "objects",
+        },
+        app={
+            "AUTH_BACKEND_TOKEN_TRANSPORT": "body",
+            "AUTH_BODY_ACCESS_FIELD": "data.accessToken",
+            "AUTH_BODY_REFRESH_FIELD": "data.refreshToken",
+        },
+    ),
+    Shape(
+        "roles only in the access token",
+        api={"AUTHAPI_ME_ROLES": "none"},
+        app={"AUTH_ROLES_FROM": "token"},
+    ),
+    Shape(
+        # "Admin" from the backend, the default (lower-case) allowed and demo roles in the app.
+        "roles as a single string, case-insensitive",
+        api={"AUTHAPI_ME_ROLES": "string", "AUTHAPI_ROLE_CASE": "title"},
+        app={"AUTH_ROLES_CASE_INSENSITIVE": "True"},
+    ),
 ]
 
 
 @dataclass
-class Setup:
+class Deployment:
+    """One shape's API and its two apps, one per token storage mode."""
+
     shape: Shape
-    api: object
-    app: object
+    api: AuthApiProcess
+    apps: dict[str, ServerProcess]
+    databases: dict[str, Path]
+
+    def stats(self) -> dict[str, int]:
+        return self.api.stats()
+
+    def calls(self) -> int:
+        return self.stats()["refresh_calls"]
+
+
+@contextlib.contextmanager
+def running_apps(work: Path, api_url: str, settings: dict):
+    """Start one app per storage mode at once (their migrations overlap); yield them by mode."""
+    managers = {
+        mode: running_app(
+            work,
+            api_url=api_url,
+            workers=1,
+            name=f"app-{mode}",
+            database=f"app-{mode}",
+            AUTH_TOKEN_STORAGE=mode,
+            **settings,
+        )
+        for mode in MODES
+    }
+    with contextlib.ExitStack() as stack:
+        with ThreadPoolExecutor(len(managers)) as pool:
+            started = {mode: pool.submit(cm.__enter__) for mode, cm in managers.items()}
+        apps, failure = {}, None
+        for mode, future in started.items():
+            try:
+                apps[mode] = future.result()
+            except Exception as exc:  # noqa: BLE001 - stop the other one, then raise
+                failure = failure or exc
+            else:
+                stack.push(managers[mode].__exit__)
+        if failure is not None:
+            raise failure
+        yield apps
 
 
 @pytest.fixture(scope="module", params=SHAPES, ids=[s.name for s in SHAPES])
-def setup(request, tmp_path_factory):
+def deployment(request, tmp_path_factory):
     shape = request.param
     work = tmp_path_factory.mktemp("shape")
     with (
         running_authapi(work, **shape.api) as api,
-        running_app(work, api_url=api.url, workers=1, name="app", **shape.app) as app,
+        running_apps(work, api.url, shape.app) as apps,
     ):
-        yield Setup(shape, api, app)
+        yield Deployment(shape, api, apps, {mode: work / f"app-{mode}.sqlite3" for mode in MODES})
         # Whatever each test did: no refresh token ever went out twice.
         assert api.stats()["spent_presented"] == 0
         assert api.stats()["reuse_detected"] == 0
 
 
 @pytest.fixture(autouse=True)
-def lifetime(setup):
-    setup.api.set_faults(access_ttl=None)
+def lifetime(deployment):
+    deployment.api.set_faults(access_ttl=None)
     yield
-    setup.api.set_faults(access_ttl=None)
+    deployment.api.set_faults(access_ttl=None)
 
 
 class Browser(requests.Session):
@@ -131,128 +308,173 @@ class Browser(requests.Session):
         return response
 
 
-def browser() -> requests.Session:
-    return Browser()
-
-
-def sign_in(setup: Setup) -> requests.Session:
-    session = browser()
-    base = setup.app.url
-    form = session.get(f"{base}/accounts/login/", timeout=10)
+def post_login(app: ServerProcess, email: str, password: str) -> tuple[Browser, requests.Response]:
+    browser = Browser()
+    form = browser.get(f"{app.url}/accounts/login/", timeout=10)
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text)[1]
-    response = session.post(
-        f"{base}/accounts/login/",
-        data={"email": ADMIN.email, "password": ADMIN.password, "csrfmiddlewaretoken": token},
-        headers={"Referer": f"{base}/accounts/login/"},
+    response = browser.post(
+        f"{app.url}/accounts/login/",
+        data={"email": email, "password": password, "csrfmiddlewaretoken": token},
+        headers={"Referer": f"{app.url}/accounts/login/"},
         allow_redirects=False,
         timeout=10,
     )
+    return browser, response
+
+
+def sign_in(app: ServerProcess, user=ADMIN) -> Browser:
+    browser, response = post_login(app, user.email, user.password)
     assert response.status_code == 302, response.text[:500]
     assert response.headers["Location"] == "/dashboard/"
-    return session
+    return browser
 
 
-def tokens(setup: Setup, session: requests.Session) -> tuple[str | None, str | None]:
-    return (
-        session.cookies.get(setup.shape.access_cookie),
-        session.cookies.get(setup.shape.refresh_cookie),
-    )
+def late_tab(browser: Browser) -> Browser:
+    """A second tab: the same cookies, sent before the first tab's answers land."""
+    late = Browser()
+    late.cookies.update(browser.cookies)
+    return late
 
 
-def get(setup: Setup, session: requests.Session, path: str) -> requests.Response:
-    return session.get(f"{setup.app.url}{path}", allow_redirects=False, timeout=30)
+def token_cookies(browser: requests.Session) -> dict[str, str]:
+    """The jar's cookies other than the app's own, with a value."""
+    return {c.name: c.value for c in browser.cookies if c.name not in APP_COOKIES and c.value}
 
 
-def calls(setup: Setup) -> int:
-    return setup.api.stats()["refresh_calls"]
+def pair(deployment: Deployment, mode: str, browser: requests.Session) -> tuple[str, str]:
+    """The (access, refresh) pair this browser's sign-in holds.
 
-
-def short_lived(setup: Setup) -> None:
-    setup.api.set_faults(access_ttl=SHORT)
-
-
-def test_sign_in_relays_the_pair_in_the_apps_own_cookies(setup):
-    session = sign_in(setup)
-    access, refresh = tokens(setup, session)
-    assert access and refresh
-    page = get(setup, session, "/dashboard/")
-    assert page.status_code == 200
-    assert "Ada Admin" in page.text
-    assert access not in page.text and refresh not in page.text
-    token_cookies = {c.name for c in session.cookies} - {"sessionid", "csrftoken"}
-    assert token_cookies == {setup.shape.access_cookie, setup.shape.refresh_cookie}
-
-
-def test_no_refresh_while_the_access_token_is_valid(setup):
-    setup.api.set_faults(access_ttl=120)  # refreshed 60 s before expiry: not in this test
-    session = sign_in(setup)
-    before = calls(setup)
-    for path in ("/dashboard/", "/dashboard/profile/", "/api/users/me", "/dashboard/"):
-        assert get(setup, session, path).status_code == 200
-    assert calls(setup) == before, "a valid access token was refreshed"
-
-
-def test_an_expired_access_token_is_refreshed_once_transparently(setup):
-    short_lived(setup)
-    session = sign_in(setup)
-    old_access, old_refresh = tokens(setup, session)
-    before = calls(setup)
-    time.sleep(SHORT + 0.5)
-    page = get(setup, session, "/dashboard/")
-    assert page.status_code == 200
-    assert calls(setup) == before + 1
-    new_access, new_refresh = tokens(setup, session)
-    assert new_access != old_access
-    rotates = setup.shape.api.get("AUTHAPI_ROTATE_REFRESH") != "False"
-    assert (new_refresh != old_refresh) is rotates
-    assert get(setup, session, "/api/users/me").json()["email"] == ADMIN.email
-    assert calls(setup) == before + 1
-
-
-def test_a_late_tab_holding_the_replaced_pair_gets_the_new_one(setup):
-    short_lived(setup)
-    first = sign_in(setup)
-    late = browser()
-    late.cookies.update(first.cookies)
-    time.sleep(SHORT + 0.5)
-    before = calls(setup)
-    assert get(setup, first, "/dashboard/").status_code == 200
-    assert calls(setup) == before + 1
-    page = get(setup, late, "/dashboard/")
-    assert page.status_code == 200, "the late tab was signed out"
-    assert calls(setup) == before + 1, "the late tab's spent token went out again"
-    assert tokens(setup, late)[0] == tokens(setup, first)[0]
-
-
-def test_the_proxy_answers_as_the_signed_in_user(setup):
-    session = sign_in(setup)
-    answer = get(setup, session, "/api/users/me")
-    assert answer.status_code == 200
-    assert answer.json()["email"] == ADMIN.email
-    assert answer.headers["Content-Security-Policy"].startswith("sandbox")
-
-
-def test_sign_out_revokes_the_refresh_token_at_the_backend(setup):
-    session = sign_in(setup)
-    _, refresh = tokens(setup, session)
-    response = session.post(
-        f"{setup.app.url}/accounts/logout/",
-        headers=csrf_headers(session, setup.app.url),
-        allow_redirects=False,
-        timeout=30,
-    )
-    assert response.status_code == 302
-    assert tokens(setup, session) == (None, None)
-    assert get(setup, session, "/dashboard/").status_code == 302
-    shape = setup.shape
-    if shape.in_body:
-        again = requests.post(
-            f"{setup.api.url}/auth/refresh", json={shape.refresh_field: refresh}, timeout=10
+    Cookie mode: the jar's token cookies. Session mode: the pair sealed in the
+    session row (the browser holds none).
+    """
+    if mode == "cookies":
+        shape = deployment.shape
+        return (
+            browser.cookies.get(shape.access_cookie),
+            browser.cookies.get(shape.refresh_cookie),
         )
-    else:
-        again = requests.post(
-            f"{setup.api.url}/auth/refresh",
-            headers={"Cookie": f"{shape.refresh_cookie}={refresh}"},
-            timeout=10,
+    sealed = sealed_pair(deployment.databases[mode], browser)
+    return sealed.access, sealed.refresh
+
+
+def get(app: ServerProcess, browser: requests.Session, path: str) -> requests.Response:
+    return browser.get(f"{app.url}{path}", allow_redirects=False, timeout=30)
+
+
+def test_sign_in_keeps_the_pair_where_the_storage_mode_says(deployment):
+    shape = deployment.shape
+    for mode, app in deployment.apps.items():
+        browser = sign_in(app)
+        access, refresh = pair(deployment, mode, browser)
+        assert access and refresh, mode
+        page = get(app, browser, "/dashboard/")
+        assert page.status_code == 200, mode
+        assert "Ada Admin" in page.text, mode
+        assert access not in page.text and refresh not in page.text, mode
+        if mode == "cookies":
+            # Relayed in the app's own cookies, exactly the pair the session keeps.
+            assert token_cookies(browser) == {
+                shape.access_cookie: access,
+                shape.refresh_cookie: refresh,
+            }
+            sealed = sealed_pair(deployment.databases[mode], browser)
+            assert (sealed.access, sealed.refresh) == (access, refresh)
+        else:
+            assert token_cookies(browser) == {}, "a token reached the browser in session mode"
+
+
+def test_no_refresh_while_the_access_token_is_valid(deployment):
+    deployment.api.set_faults(access_ttl=120)  # refreshed 60 s before expiry: not in this test
+    paths = ("/dashboard/", "/dashboard/profile/", deployment.shape.proxied_me, "/dashboard/")
+    browsers = {mode: sign_in(app) for mode, app in deployment.apps.items()}
+    before = deployment.calls()
+    for mode, app in deployment.apps.items():
+        for path in paths:
+            assert get(app, browsers[mode], path).status_code == 200, (mode, path)
+    assert deployment.calls() == before, "a valid access token was refreshed"
+
+
+def test_an_expired_access_token_is_refreshed_once_and_a_late_tab_gets_the_new_pair(deployment):
+    shape = deployment.shape
+    deployment.api.set_faults(access_ttl=SHORT)
+    first = {mode: sign_in(app) for mode, app in deployment.apps.items()}
+    late = {mode: late_tab(browser) for mode, browser in first.items()}
+    old = {mode: pair(deployment, mode, browser) for mode, browser in first.items()}
+    time.sleep(SHORT + 0.5)  # both modes' access tokens have expired
+
+    for mode, app in deployment.apps.items():
+        before = deployment.stats()
+        assert get(app, first[mode], "/dashboard/").status_code == 200, mode
+        assert deployment.calls() == before["refresh_calls"] + 1, mode
+        new_access, new_refresh = pair(deployment, mode, first[mode])
+        old_access, old_refresh = old[mode]
+        assert new_access != old_access, mode
+        assert (new_refresh != old_refresh) is shape.rotates, mode
+
+        answer = get(app, late[mode], "/dashboard/")
+        assert answer.status_code == 200, f"{mode}: the late tab was signed out"
+        assert deployment.calls() == before["refresh_calls"] + 1, (
+            f"{mode}: the late tab's spent token went out again"
         )
-    assert again.status_code == 401
+        if mode == "cookies":
+            assert pair(deployment, mode, late[mode]) == (new_access, new_refresh)
+        else:
+            # One session, one pair: nothing to hand out, no token cookie.
+            assert token_cookies(late[mode]) == {}
+            assert pair(deployment, mode, late[mode]) == (new_access, new_refresh)
+        if shape.roles_from_token:
+            assert deployment.stats()["me"] == before["me"], (
+                f"{mode}: the refresh re-read /me though roles come from the access token"
+            )
+
+        me = get(app, first[mode], shape.proxied_me)
+        assert me.status_code == 200, mode
+        assert me.json()["email"] == ADMIN.email, mode
+        assert deployment.calls() == before["refresh_calls"] + 1, mode
+
+
+def test_the_proxy_answers_as_the_signed_in_user(deployment):
+    for mode, app in deployment.apps.items():
+        answer = get(app, sign_in(app), deployment.shape.proxied_me)
+        assert answer.status_code == 200, mode
+        assert answer.json()["email"] == ADMIN.email, mode
+        assert answer.headers["Content-Security-Policy"].startswith("sandbox"), mode
+
+
+def test_a_wrong_password_is_the_forms_error(deployment):
+    for mode, app in deployment.apps.items():
+        refused = deployment.stats()["login_failed"]
+        browser, answer = post_login(app, ADMIN.email, "not the password")
+        assert answer.status_code == 200, f"{mode}: {answer.status_code} {answer.text[:300]}"
+        assert WRONG_PASSWORD in answer.text, mode
+        assert 'name="password"' in answer.text, mode
+        assert deployment.stats()["login_failed"] == refused + 1, mode
+        assert token_cookies(browser) == {}, mode
+
+
+def test_only_the_admin_opens_the_admin_page(deployment):
+    for mode, app in deployment.apps.items():
+        admin, evaluator = sign_in(app, ADMIN), sign_in(app, EVALUATOR)
+        assert get(app, admin, "/dashboard/admin/").status_code == 200, mode
+        assert get(app, evaluator, "/dashboard/admin/").status_code == 403, mode
+        assert get(app, evaluator, "/dashboard/evaluations/").status_code == 200, mode
+
+
+def test_sign_out_revokes_the_refresh_token_at_the_backend(deployment):
+    shape = deployment.shape
+    for mode, app in deployment.apps.items():
+        browser = sign_in(app)
+        _, refresh = pair(deployment, mode, browser)
+        logouts = deployment.stats()["logout"]
+        response = browser.post(
+            f"{app.url}/accounts/logout/",
+            headers=csrf_headers(browser, app.url),
+            allow_redirects=False,
+            timeout=30,
+        )
+        assert response.status_code == 302, mode
+        assert token_cookies(browser) == {}, mode
+        assert get(app, browser, "/dashboard/").status_code == 302, mode
+        assert deployment.stats()["logout"] == logouts + 1, f"{mode}: the backend was not told"
+        again = shape.present_refresh(deployment.api.url, refresh)
+        assert again.status_code == 401, f"{mode}: the refresh token still works"
