@@ -10,3 +10,9 @@ class AccountsConfig(AppConfig):
     def ready(self):
         # Registers the system checks, and the receiver recording each sign-in's device.
         from . import checks, devices  # noqa: F401
+        from .conf import conf
+
+        # A backend shape the settings cannot describe stops the process at
+        # start, naming the setting (accounts/shape.py), rather than failing
+        # its first sign-in; `manage.py check` reports the same (accounts.E011).
+        conf.shape  # noqa: B018 - reading it validates it

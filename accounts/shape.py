@@ -14,6 +14,7 @@ A place is written `kind:name`: `cookie:refresh_token`, `json:data.token`,
 """
 
 import logging
+import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ NAMED = (COOKIE, JSON, HEADER)
 SOURCES = (COOKIE, JSON)
 ACCESS_OUT = (COOKIE, BEARER, HEADER)
 REFRESH_OUT = (COOKIE, BEARER, HEADER, JSON)
+# RFC 9110 §5.1 / RFC 6265 §4.1.1: header and cookie names are tokens.
+TOKEN_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,10 @@ class Place:
             raise ImproperlyConfigured(f"{setting} is {value!r}; write {written}.")
         if kind == HEADER and name.lower() in ("cookie", "content-type", "content-length"):
             raise ImproperlyConfigured(f"{setting} names the {name} header, which the app sets.")
+        if kind in (HEADER, COOKIE) and not TOKEN_NAME.match(name):
+            raise ImproperlyConfigured(f"{setting}: {name!r} is not a {kind} name.")
+        if kind == JSON and not all(name.split(".")):
+            raise ImproperlyConfigured(f"{setting}: {name!r} has an empty step; write a.b.c.")
         return cls(kind, name)
 
     def header(self) -> str | None:

@@ -61,11 +61,27 @@ class TestPlaces:
         assert str(place) == (f"{kind}:{name}" if name else kind)
 
     @pytest.mark.parametrize(
-        "written", ["cookie", "cookie:", "bearer:x", "json:a", "query:x", "", "header:Cookie"]
+        "written",
+        [
+            "cookie",
+            "cookie:",
+            "bearer:x",
+            "json:a",
+            "query:x",
+            "",
+            "header:Cookie",
+            "header:x auth",
+            "cookie:a;b",
+            "header:é",
+        ],
     )
     def test_a_place_that_is_none_of_the_kinds_names_its_setting(self, written):
-        with pytest.raises(ImproperlyConfigured, match="^AUTH_X "):
+        with pytest.raises(ImproperlyConfigured, match="^AUTH_X[ :]"):
             Place.parse(written, setting="AUTH_X", kinds=("cookie", "bearer", "header"))
+
+    def test_a_json_path_with_an_empty_step_is_refused(self):
+        with pytest.raises(ImproperlyConfigured, match="empty step"):
+            Place.parse("json:a..b", setting="AUTH_X", kinds=("json",))
 
     def test_only_bearer_and_named_headers_fill_a_header(self):
         assert Place("bearer").header() == "authorization"
