@@ -7,11 +7,14 @@ and a valid access token: throughput ratio b/a and backend calls per request;
 (c) 50 concurrent requests sharing one expired access token: refresh calls;
 (d) /api/users/me through the proxy vs the reference API directly: added
 median and p99 latency, and where the proxy's time goes (bench/proxy_breakdown.py;
-`--only proxy` runs (d) alone); (e) a refresh's own app CPU (`--only
-refresh-cpu`); (f) the warm path of (b) with AUTH_METRICS on vs off: throughput
-ratio, and the metrics-on server's /metrics checked after its rounds. Every
-measurement but (a) runs in both token storage modes (AUTH_TOKEN_STORAGE=cookies
-and =session; `--token-storage` picks one), each bar applies to each mode.
+`--only proxy` runs (d) alone); (e) a refresh's own app CPU and its backend
+calls, with roles from /users/me and from the access token (AUTH_ROLES_FROM=me
+and =token; `--only refresh-cpu`); (f) the warm path of (b) with AUTH_METRICS
+on vs off: throughput ratio, and the metrics-on server's /metrics checked after
+its rounds. Every measurement but (a) runs in both token storage modes
+(AUTH_TOKEN_STORAGE=cookies and =session; `--token-storage` picks one), each
+bar applies to each mode. (d) and (e) are figures without a bar: SPEC §5
+retired "proxy ≤ 2 ms" and "refresh ≤ 2 ms of app CPU".
 Load comes from wrk (Debian's package). Prints the figures of both modes side
 by side and writes bench/results/bench.json.
 """
@@ -112,6 +115,9 @@ SHORT_ACCESS_TTL = 8
 # fault) while the sessions that will refresh sign in. The app's sign-in
 # reads /users/me with the new token, so it must outlive that call.
 EXPIRING_ACCESS_TTL = 2
+# (e) AUTH_ROLES_FROM: roles re-read from /users/me after each refresh, or read
+# from the new access token's `roles` claim (the reference API's tokens carry it).
+ROLES_FROM = ("me", "token")
 
 
 def sign_in_mode(base_url: str, storage: str):
@@ -155,138 +161,238 @@ def process_cpu_seconds(pid: int) -> tuple[float, float]:
     return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
 
 
-def refresh_cpu(work: Path, common: dict, *, storage: str, per_round: int, rounds: int) -> dict:
-    """(e) The app's own CPU per refresh: one sync worker, its CPU read from /proc.
-
-    N warm dashboards (valid access token: no backend call) and N dashboards
-    that refresh first (the middleware refreshes before the view, waits for
-    it, re-reads /users/me) in ABBA rounds; the worker's utime + stime before
-    and after each batch. The refresh pool and the keeper are threads of the
-    same worker, so they are counted; the reference API runs in its own
-    process and is not.
+class RefreshArm:
+    """(e) One app server of one AUTH_ROLES_FROM: its sync worker, warm pages, pages that refresh.
 
     A page that refreshes: in cookie mode the browser sends no access cookie
     (it let it expire); in session mode, where the browser holds no token,
     each is the first page of a session of its own whose access token has
-    expired (signed in before the round while the API issued
+    expired (signed in by `sign_in_expiring` while the API issued
     EXPIRING_ACCESS_TTL-second tokens, outside the measured batches).
     """
-    (work / f"api-refresh-{storage}").mkdir(exist_ok=True)
-    with (
-        running_authapi(work / f"api-refresh-{storage}") as api,
-        running_app(
-            work,
-            api_url=api.url,
-            workers=1,
-            name=f"refresh-cpu-{storage}",
-            database="refresh-cpu",
-            **common,
-        ) as app,
-    ):
-        (worker,) = worker_pids(app.process.pid)
+
+    def __init__(self, app, *, storage: str, roles_from: str):
+        (self.worker,) = worker_pids(app.process.pid)
+        self.url, self.storage, self.roles_from = app.url, storage, roles_from
         browser = sign_in_mode(app.url, storage)
-        jar = {
+        self.jar = {
             name: browser.cookies.get(name) for name in TOKEN_COOKIES if browser.cookies.get(name)
         }
-        page = f"{app.url}/dashboard/"
-        http = requests.Session()
+        self.page = f"{app.url}/dashboard/"
+        self.http = requests.Session()
+        self.expired: list[dict] = []  # session mode: jars of sessions whose token has expired
 
-        def get(cookies: dict) -> requests.Response:
-            http.cookies.clear()  # the Cookie header goes exactly as given
-            header = "; ".join(f"{k}={v}" for k, v in cookies.items())
-            response = http.get(page, headers={"Cookie": header}, allow_redirects=False, timeout=30)
-            if response.status_code != 200:
-                raise RuntimeError(f"(e) {page} answered {response.status_code}")
-            return response
+    def get(self, cookies: dict) -> requests.Response:
+        self.http.cookies.clear()  # the Cookie header goes exactly as given
+        header = "; ".join(f"{k}={v}" for k, v in cookies.items())
+        response = self.http.get(
+            self.page, headers={"Cookie": header}, allow_redirects=False, timeout=30
+        )
+        if response.status_code != 200:
+            raise RuntimeError(
+                f"(e) {self.storage}, AUTH_ROLES_FROM={self.roles_from}: "
+                f"{self.page} answered {response.status_code}"
+            )
+        return response
 
-        def warm() -> None:
-            if get(jar).cookies.get("refresh_token"):
-                raise RuntimeError("(e) a warm dashboard refreshed")
+    def warm(self) -> None:
+        if self.get(self.jar).cookies.get("refresh_token"):
+            raise RuntimeError(f"(e) AUTH_ROLES_FROM={self.roles_from}: a warm dashboard refreshed")
 
-        expired: list[dict] = []  # session mode: jars of sessions whose access token has expired
+    def refreshed(self) -> None:
+        if self.storage == SESSION:
+            self.get(self.expired.pop())  # the API's counters show it refreshed (checked per batch)
+            return
+        response = self.get({k: v for k, v in self.jar.items() if k != "access_token"})
+        for name in TOKEN_COOKIES:
+            if response.cookies.get(name):
+                self.jar[name] = response.cookies.get(name)
+        if not response.cookies.get("access_token"):
+            raise RuntimeError(
+                f"(e) AUTH_ROLES_FROM={self.roles_from}: "
+                "a dashboard without its access cookie did not refresh"
+            )
+
+    def sign_in_expiring(self) -> None:
+        self.expired.append(
+            {"sessionid": sign_in_mode(self.url, self.storage).cookies["sessionid"]}
+        )
+
+
+def refresh_cpu(
+    work: Path, common: dict, *, storage: str, per_round: int, rounds: int
+) -> dict[str, dict]:
+    """(e) The app's own CPU and backend calls per refresh, for each AUTH_ROLES_FROM.
+
+    One app server per AUTH_ROLES_FROM (`me`: the refresh re-reads
+    /users/me; `token`: the roles come from the new access token, no
+    /users/me call), each with one sync worker, side by side against one
+    reference API. N warm dashboards (valid access token: no backend call)
+    and N dashboards that refresh first (the middleware refreshes before the
+    view and waits for it) on each server, the four batches in ABBA order
+    each round (me warm, me refreshed, token warm, token refreshed, then the
+    reverse); each worker's utime + stime from /proc before and after its
+    batches, and the API's counters (/_stats) around each. The refresh pool
+    and the keeper are threads of the same worker, so they are counted; the
+    reference API runs in its own process and is not. Returns the figures
+    keyed by AUTH_ROLES_FROM.
+    """
+    (work / f"api-refresh-{storage}").mkdir(exist_ok=True)
+    with contextlib.ExitStack() as servers:
+        api = servers.enter_context(running_authapi(work / f"api-refresh-{storage}"))
+        arms = {
+            roles_from: RefreshArm(
+                servers.enter_context(
+                    running_app(
+                        work,
+                        api_url=api.url,
+                        workers=1,
+                        name=f"refresh-cpu-{storage}-{roles_from}",
+                        database="refresh-cpu",
+                        AUTH_ROLES_FROM=roles_from,
+                        **common,
+                    )
+                ),
+                storage=storage,
+                roles_from=roles_from,
+            )
+            for roles_from in ROLES_FROM
+        }
 
         def prepare(count: int) -> None:
             if storage == COOKIES:
                 return
             api.set_faults(access_ttl=EXPIRING_ACCESS_TTL)
             try:
-                for _ in range(count):
-                    signed_in = sign_in_mode(app.url, storage)
-                    expired.append({"sessionid": signed_in.cookies.get("sessionid")})
+                for arm in arms.values():
+                    for _ in range(count):
+                        arm.sign_in_expiring()
             finally:
                 api.set_faults(access_ttl=None)  # their refreshes get the usual lifetime
             time.sleep(EXPIRING_ACCESS_TTL + 0.5)
 
-        def refreshed() -> None:
-            if storage == SESSION:
-                get(expired.pop())  # the API's counters show it refreshed (checked per batch)
-                return
-            response = get({k: v for k, v in jar.items() if k != "access_token"})
-            for name in TOKEN_COOKIES:
-                if response.cookies.get(name):
-                    jar[name] = response.cookies.get(name)
-            if not response.cookies.get("access_token"):
-                raise RuntimeError("(e) a dashboard without its access cookie did not refresh")
-
-        kinds = {"warm": warm, "refreshed": refreshed}
+        kinds = ("warm", "refreshed")
         prepare(20)
-        for kind in kinds.values():  # warm-up: imports, pool threads, connections
-            for _ in range(20):
-                kind()
-        cpu = {kind: [0.0, 0.0] for kind in kinds}  # user, system
-        calls = {kind: {"refresh": 0, "me": 0} for kind in kinds}
+        for arm in arms.values():  # warm-up: imports, pool threads, connections
+            for kind in kinds:
+                for _ in range(20):
+                    getattr(arm, kind)()
+        batches = [(roles_from, kind) for roles_from in arms for kind in kinds]
+        cpu = {b: [0.0, 0.0] for b in batches}  # user, system
+        calls = {b: {"refresh": 0, "me": 0} for b in batches}
         expected = {"warm": 0, "refreshed": per_round}
-        per_round_ms = []
+        per_round_ms: dict[str, list[float]] = {roles_from: [] for roles_from in arms}
         for index in range(rounds):
             prepare(per_round)
             spent = {}
-            for kind in ("warm", "refreshed") if index % 2 == 0 else ("refreshed", "warm"):
+            for roles_from, kind in batches if index % 2 == 0 else reversed(batches):
+                arm = arms[roles_from]
                 stats = api.stats()
-                before = process_cpu_seconds(worker)
+                before = process_cpu_seconds(arm.worker)
                 for _ in range(per_round):
-                    kinds[kind]()
-                after_cpu = process_cpu_seconds(worker)
+                    getattr(arm, kind)()
+                after_cpu = process_cpu_seconds(arm.worker)
                 after = api.stats()
-                spent[kind] = [a - b for a, b in zip(after_cpu, before, strict=True)]
-                for call in calls[kind]:
-                    calls[kind][call] += after[call] - stats[call]
-                if after["refresh"] - stats["refresh"] != expected[kind]:
+                spent[roles_from, kind] = [a - b for a, b in zip(after_cpu, before, strict=True)]
+                made = {call: after[call] - stats[call] for call in ("refresh", "me")}
+                for call, count in made.items():
+                    calls[roles_from, kind][call] += count
+                where = (
+                    f"(e) {storage}, AUTH_ROLES_FROM={roles_from}: {per_round} {kind} dashboards"
+                )
+                if made["refresh"] != expected[kind]:
                     raise RuntimeError(
-                        f"(e) {storage}: {per_round} {kind} dashboards made "
-                        f"{after['refresh'] - stats['refresh']} refreshes, not {expected[kind]}"
+                        f"{where} made {made['refresh']} refreshes, not {expected[kind]}"
                     )
-            for kind in kinds:
-                cpu[kind] = [c + s for c, s in zip(cpu[kind], spent[kind], strict=True)]
-            per_round_ms.append(1000 * (sum(spent["refreshed"]) - sum(spent["warm"])) / per_round)
-        per_request = {kind: [1000 * c / (per_round * rounds) for c in cpu[kind]] for kind in kinds}
-        return {
-            "requests_per_kind": per_round * rounds,
+                if roles_from == "token" and kind == "refreshed" and made["me"]:
+                    raise RuntimeError(
+                        f"{where} made {made['me']} /users/me calls, not 0 "
+                        "(the roles come from the access token)"
+                    )
+            for batch in batches:
+                cpu[batch] = [c + s for c, s in zip(cpu[batch], spent[batch], strict=True)]
+            for roles_from in arms:
+                extra = sum(spent[roles_from, "refreshed"]) - sum(spent[roles_from, "warm"])
+                per_round_ms[roles_from].append(1000 * extra / per_round)
+    count = per_round * rounds
+    found = {}
+    for roles_from in arms:
+        warm, refreshed = (
+            [1000 * c / count for c in cpu[roles_from, kind]] for kind in ("warm", "refreshed")
+        )
+        made = calls[roles_from, "refreshed"]
+        found[roles_from] = {
+            "requests_per_kind": count,
             "rounds": rounds,
             "clock_tick_ms": 1000 / CLOCK_TICKS,
-            "warm_page_cpu_ms": sum(per_request["warm"]),
-            "refreshed_page_cpu_ms": sum(per_request["refreshed"]),
-            "refresh_cpu_ms": sum(per_request["refreshed"]) - sum(per_request["warm"]),
-            "refresh_system_cpu_ms": per_request["refreshed"][1] - per_request["warm"][1],
-            "refresh_cpu_ms_per_round": per_round_ms,
-            "backend_calls": calls,
+            "warm_page_cpu_ms": sum(warm),
+            "refreshed_page_cpu_ms": sum(refreshed),
+            "refresh_cpu_ms": sum(refreshed) - sum(warm),
+            "refresh_system_cpu_ms": refreshed[1] - warm[1],
+            "refresh_cpu_ms_per_round": per_round_ms[roles_from],
+            "backend_calls": {kind: calls[roles_from, kind] for kind in kinds},
+            "backend_calls_per_refresh": (made["refresh"] + made["me"]) / max(1, made["refresh"]),
         }
+    return found
 
 
-def refresh_cpu_table(e: dict, ok: bool, storage: str) -> str:
-    rounds = ", ".join(f"{ms:.2f}" for ms in e["refresh_cpu_ms_per_round"])
-    calls = e["backend_calls"]
+E_RETIRED = (
+    "SPEC §5 retired the bar “a refresh ≤ 2 ms of app CPU”; a refresh may make two backend "
+    "calls when roles come from /users/me, one when they come from the access token"
+)
+
+
+def refresh_cpu_table(found: dict[str, dict], storage: str) -> str:
+    """(e) of one storage mode: a column per AUTH_ROLES_FROM."""
     refreshing = {
         COOKIES: "dashboard without its access cookie",
         SESSION: "dashboard, first of a session whose access token has expired",
     }[storage]
-    return f"""
-| (e) {storage} mode: one sync worker, its CPU from /proc ({e["requests_per_kind"]} requests of each kind) | app CPU per request | bar |
-|---|---|---|
-| dashboard, valid access token ({calls["warm"]["refresh"]} refreshes, {calls["warm"]["me"]} /users/me) | {e["warm_page_cpu_ms"]:.2f} ms | |
-| {refreshing} ({calls["refreshed"]["refresh"]} refreshes, {calls["refreshed"]["me"]} /users/me) | {e["refreshed_page_cpu_ms"]:.2f} ms | |
-| a refresh's own app CPU (the difference; per round: {rounds}) | {e["refresh_cpu_ms"]:.2f} ms | ≤ 2 ms {"✓" if ok else "✗"} |
-| of which in the kernel (stime: sockets; on loopback also the far end's network stack) | {e["refresh_system_cpu_ms"]:.2f} ms | |
-"""
+    columns = list(found)
+    first = found[columns[0]]
+
+    def row(measure: str, cell, note: str = "") -> str:
+        return f"| {measure} | " + " | ".join(cell(found[c]) for c in columns) + f" | {note} |"
+
+    def made(e: dict, kind: str) -> str:
+        calls = e["backend_calls"][kind]
+        return f"{calls['refresh']} refreshes, {calls['me']} /users/me"
+
+    return "\n".join(
+        [
+            "",
+            f"| (e) {storage} mode: one sync worker per server, its CPU from /proc "
+            f"({first['requests_per_kind']} requests of each kind, {first['rounds']} ABBA rounds) | "
+            + " | ".join(f"AUTH_ROLES_FROM={c}" for c in columns)
+            + " | bar |",
+            "|---|" + "---|" * len(columns) + "---|",
+            row(
+                "dashboard, valid access token: app CPU",
+                lambda e: f"{e['warm_page_cpu_ms']:.2f} ms",
+            ),
+            row(f"{refreshing}: app CPU", lambda e: f"{e['refreshed_page_cpu_ms']:.2f} ms"),
+            row(
+                "a refresh's own app CPU (the difference)",
+                lambda e: f"**{e['refresh_cpu_ms']:.2f} ms**",
+                f"none: {E_RETIRED}",
+            ),
+            row(
+                "the same, per round",
+                lambda e: ", ".join(f"{ms:.2f}" for ms in e["refresh_cpu_ms_per_round"]),
+            ),
+            row(
+                "of which in the kernel (stime: sockets; on loopback also the far end's network stack)",
+                lambda e: f"{e['refresh_system_cpu_ms']:.2f} ms",
+            ),
+            row(
+                "backend calls per refresh (refresh + /users/me, from the API's /_stats)",
+                lambda e: f"**{e['backend_calls_per_refresh']:g}**",
+            ),
+            row("the warm batches made (API's /_stats)", lambda e: made(e, "warm")),
+            row("the refreshing batches made (API's /_stats)", lambda e: made(e, "refreshed")),
+            "",
+        ]
+    )
 
 
 # gunicorn's access log line for the bench servers: %(D)s is the request's time
@@ -363,7 +469,13 @@ def proxy_latency(
     }
 
 
-def proxy_table(d: dict, ok: bool, storage: str) -> str:
+D_RETIRED = (
+    "SPEC §5 retired the bar “proxy ≤ 2 ms”; the side-by-side comparison with the seed app "
+    "(`peers/seed-nextjs`, one run, the same backend) replaces it (a later issue)"
+)
+
+
+def proxy_table(d: dict, storage: str) -> str:
     rounds = ", ".join(f"{ms:.2f}" for ms in d["added_median_ms_per_round"])
     parts = d["breakdown"]
     own_wall = parts["total_wall_ms"] - parts["api_answer_wall_ms"]
@@ -381,7 +493,7 @@ def proxy_table(d: dict, ok: bool, storage: str) -> str:
 | through the proxy | {d["proxy_p50_ms"]:.2f} / {d["proxy_p99_ms"]:.2f} ms | |
 | of which inside the app's gunicorn worker (its access log's request time) | {in_worker} | |
 | for scale: a static file from the app's gunicorn (a new connection, parsing, WhiteNoise, the access log) | {d["static_p50_ms"]:.2f} / {d["static_p99_ms"]:.2f} ms | |
-| added by the proxy (per round: {rounds}) | {d["added_median_ms"]:.2f} / {d["added_p99_ms"]:.2f} ms | ≤ 2 ms median {"✓" if ok else "✗"} |
+| added by the proxy (per round: {rounds}) | {d["added_median_ms"]:.2f} / {d["added_p99_ms"]:.2f} ms | none: {D_RETIRED} |
 
 | (d) {storage} mode, where the proxy's time goes: one app process, {parts["requests"]} requests, mean of the fastest {parts["kept"]:.0%} | wall ms | CPU ms |
 |---|---|---|
@@ -513,13 +625,13 @@ def metrics_line(scrape: dict, storage: str) -> str:
     )
 
 
-# Each bar of SPEC §5, applied to each mode's results.
+# Each bar of SPEC §5, applied to each mode's results. (d) and (e) have none any
+# more: SPEC §5 retired "proxy ≤ 2 ms" and "refresh ≤ 2 ms of app CPU" (D_RETIRED,
+# E_RETIRED); they stay as measured figures.
 BARS = {
     "(b)/(a) throughput ≥ 0.90": lambda m: m["b_over_a"] >= 0.90,
     "(b) 0 backend calls": lambda m: m["b_dashboard_with_middleware"]["backend_calls"] == 0,
     "(c) exactly 1 refresh": lambda m: m["c_fifty_with_one_expired_token"]["refresh_calls"] == 1,
-    "(d) proxy adds ≤ 2 ms median": lambda m: m["d_proxy_vs_direct"]["added_median_ms"] <= 2.0,
-    "(e) a refresh costs ≤ 2 ms of app CPU": lambda m: m["e_refresh_cpu"]["refresh_cpu_ms"] <= 2.0,
     # Issue 13: counting events into Prometheus costs the warm path almost nothing.
     "(f) metrics on / off ≥ 0.97": lambda m: m["f_over_b"] >= 0.97,
 }
@@ -536,10 +648,14 @@ SUMMARY_ROWS = (  # (measure, bar): the rows of summary_table
     ("(c) 50 concurrent requests, one expired access token", "= 1"),
     ("(d) `/api/users/me` direct to the API, median / p99", ""),
     ("(d) `/api/users/me` through the proxy, median / p99", ""),
-    ("(d) added by the proxy, median / p99", "≤ 2 ms median"),
-    ("(e) warm dashboard, app CPU", ""),
-    ("(e) dashboard that refreshes first, app CPU", ""),
-    ("(e) a refresh's own app CPU", "≤ 2 ms"),
+    (
+        "(d) added by the proxy, median / p99",
+        "none: retired (SPEC §5); the seed comparison replaces it (a later issue)",
+    ),
+    ("(e) warm dashboard, app CPU, AUTH_ROLES_FROM=me / =token", ""),
+    ("(e) dashboard that refreshes first, app CPU, me / token", ""),
+    ("(e) a refresh's own app CPU, me / token", "none: retired (SPEC §5)"),
+    ("(e) backend calls per refresh (refresh + /users/me), me / token", ""),
     ("(f) warm path, metrics on / off", "≥ 0.97"),
 )
 
@@ -559,11 +675,16 @@ def summary_column(results: dict, mode: str) -> list[str]:
         f"{c['reuse_detected']} reuse {ok['(c) exactly 1 refresh']}",
         f"{d['direct_p50_ms']:.2f} / {d['direct_p99_ms']:.2f} ms",
         f"{d['proxy_p50_ms']:.2f} / {d['proxy_p99_ms']:.2f} ms",
-        f"{d['added_median_ms']:.2f} / {d['added_p99_ms']:.2f} ms "
-        f"{ok['(d) proxy adds ≤ 2 ms median']}",
-        f"{e['warm_page_cpu_ms']:.2f} ms",
-        f"{e['refreshed_page_cpu_ms']:.2f} ms",
-        f"{e['refresh_cpu_ms']:.2f} ms {ok['(e) a refresh costs ≤ 2 ms of app CPU']}",
+        f"{d['added_median_ms']:.2f} / {d['added_p99_ms']:.2f} ms",
+        " / ".join(f"{e[r]['warm_page_cpu_ms']:.2f}" for r in ROLES_FROM) + " ms",
+        " / ".join(f"{e[r]['refreshed_page_cpu_ms']:.2f}" for r in ROLES_FROM) + " ms",
+        " / ".join(f"{e[r]['refresh_cpu_ms']:.2f}" for r in ROLES_FROM) + " ms",
+        " / ".join(
+            f"{e[r]['backend_calls_per_refresh']:g} "
+            f"({e[r]['backend_calls']['refreshed']['refresh']} + "
+            f"{e[r]['backend_calls']['refreshed']['me']})"
+            for r in ROLES_FROM
+        ),
         f"{f['rps']:.0f} / {b['rps']:.0f} req/s = {m['f_over_b']:.3f}, "
         f"{f['backend_calls']} backend calls {ok['(f) metrics on / off ≥ 0.97']}",
     ]
@@ -646,12 +767,14 @@ def main() -> int:
         refresh_args = {"per_round": args.refresh_requests, "rounds": args.refresh_rounds}
         if args.only == "refresh-cpu":
             print(f"bench (e) only: {label}, {machine()['cpu']}", flush=True)
-            met = []
+            found = {}
             for mode in modes:
-                e = refresh_cpu(work, mode_env[mode], storage=mode, **refresh_args)
-                met.append(e["refresh_cpu_ms"] <= 2.0)
-                print(refresh_cpu_table(e, met[-1], mode), flush=True)
-            return 0 if all(met) else 1
+                found[mode] = refresh_cpu(work, mode_env[mode], storage=mode, **refresh_args)
+                print(refresh_cpu_table(found[mode], mode), flush=True)
+            out = ROOT / "bench" / "results"
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "refresh_cpu.json").write_text(json.dumps(found, indent=2))
+            return 0  # no bar: figures only (E_RETIRED); a failed sanity check raises
         proxy_args = {"rounds": args.proxy_rounds, "seconds": args.proxy_seconds}
         if args.only == "proxy":
             print(f"bench (d) only: {label}, {machine()['cpu']}", flush=True)
@@ -676,11 +799,11 @@ def main() -> int:
                             app_env=app_env,
                             **proxy_args,
                         )
-                    print(proxy_table(found[mode], found[mode]["added_median_ms"] <= 2.0, mode))
+                    print(proxy_table(found[mode], mode))
             out = ROOT / "bench" / "results"
             out.mkdir(parents=True, exist_ok=True)
             (out / "proxy.json").write_text(json.dumps(found, indent=2))
-            return 0 if all(d["added_median_ms"] <= 2.0 for d in found.values()) else 1
+            return 0  # no bar: figures only (D_RETIRED)
         with contextlib.ExitStack() as servers:
             api = servers.enter_context(running_authapi(work / "api"))
             off = servers.enter_context(
@@ -789,7 +912,8 @@ def main() -> int:
                         short_api, app_c, storage=mode
                     )
 
-        # (e) the app's own CPU per refresh, one sync worker.
+        # (e) the app's own CPU and backend calls per refresh, one sync worker per
+        # AUTH_ROLES_FROM, side by side.
         for mode in modes:
             print(f"bench: (e) in {mode} mode", flush=True)
             per_mode[mode]["e_refresh_cpu"] = refresh_cpu(
@@ -800,20 +924,8 @@ def main() -> int:
     results["bars"] = bars
     for mode in modes:
         print(f"\n### AUTH_TOKEN_STORAGE={mode}")
-        print(
-            proxy_table(
-                per_mode[mode]["d_proxy_vs_direct"],
-                bars["(d) proxy adds ≤ 2 ms median"][mode],
-                mode,
-            )
-        )
-        print(
-            refresh_cpu_table(
-                per_mode[mode]["e_refresh_cpu"],
-                bars["(e) a refresh costs ≤ 2 ms of app CPU"][mode],
-                mode,
-            )
-        )
+        print(proxy_table(per_mode[mode]["d_proxy_vs_direct"], mode))
+        print(refresh_cpu_table(per_mode[mode]["e_refresh_cpu"], mode))
     m = results["machine"]
     print(
         f"\n### Summary\n\nMachine: {m['cpu']}, {m['cores']} cores, Python {m['python']}; "
@@ -826,6 +938,7 @@ def main() -> int:
             f"\n(b) session / (b) cookies: {b[SESSION] / b[COOKIES]:.3f} "
             "(the same rounds, interleaved with (a))."
         )
+    print(f"\n(d) has no bar: {D_RETIRED}.\n(e) has no bar: {E_RETIRED}.")
     missed = [
         f"{name} [{mode}]"
         for name, by_mode in bars.items()
