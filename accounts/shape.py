@@ -227,6 +227,8 @@ def outline(data: Any, *, depth: int = 3) -> str:
     if isinstance(data, list):
         if not data:
             return "[]"
+        if depth == 0:
+            return "[…]"
         return f"[{outline(data[0], depth=depth - 1)}{', …' if len(data) > 1 else ''}]"
     if isinstance(data, bool):
         return "<bool>"

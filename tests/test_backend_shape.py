@@ -642,3 +642,148 @@ def test_the_documented_adapter_signs_in_refreshes_and_adds_its_header(settings,
     backend.post(f"{fakes.BASE}/auth/login", json={"nope": 1})
     with pytest.raises(ShapeMismatch, match="answered no session.jwt"):
         client.login("a@example.com", "pw")
+
+
+# --- what mutation testing of accounts/shape.py showed unguarded ---------------------------
+
+
+class TestMessagesAndLimits:
+    def test_a_bad_place_says_how_to_write_one(self):
+        with pytest.raises(ImproperlyConfigured) as info:
+            Place.parse("query:x", setting="AUTH_X", kinds=("cookie", "bearer", "none"))
+        assert str(info.value) == (
+            "AUTH_X is 'query:x'; write `cookie:<name>` or `bearer` or `none`."
+        )
+
+    @pytest.mark.parametrize("header", ["Content-Type", "content-length", "COOKIE"])
+    def test_a_header_the_app_sets_itself_is_refused(self, header):
+        with pytest.raises(ImproperlyConfigured, match=f"names the {header} header"):
+            Place.parse(f"header:{header}", setting="AUTH_X", kinds=("header",))
+
+    @pytest.mark.parametrize(
+        ("setting", "value"),
+        [
+            ("AUTH_ACCESS_TOKEN_FROM", "bearer"),
+            ("AUTH_REFRESH_TOKEN_FROM", "bearer"),
+            ("AUTH_ACCESS_TOKEN_TO", "json:a"),
+            ("AUTH_REFRESH_TOKEN_TO", "none"),
+            ("AUTH_LOGOUT_ACCESS_TOKEN_TO", "json:a"),
+            ("AUTH_LOGOUT_REFRESH_TOKEN_TO", "query:a"),
+        ],
+    )
+    def test_each_place_setting_is_named_in_its_own_error(self, settings, setting, value):
+        setattr(settings, setting, value)
+        with pytest.raises(ImproperlyConfigured, match=f"^{setting} is "):
+            conf.shape  # noqa: B018
+
+    def test_the_statuses_error_says_what_may_be_listed(self, settings):
+        settings.AUTH_LOGIN_INVALID_STATUSES = ["302"]
+        with pytest.raises(ImproperlyConfigured) as info:
+            conf.shape  # noqa: B018
+        assert str(info.value) == (
+            "AUTH_LOGIN_INVALID_STATUSES must list 4xx statuses other than 429 (got [302]); "
+            "429 always means throttled."
+        )
+
+    def test_the_conflict_says_which_settings_resolve_it(self, settings):
+        settings.AUTH_LOGOUT_ACCESS_TOKEN_TO = "header:x-token"
+        settings.AUTH_LOGOUT_REFRESH_TOKEN_TO = "header:X-Token"
+        assert conf.shape.conflicts() == [
+            "on sign-out both tokens would go out as header:x-token: set "
+            "AUTH_LOGOUT_ACCESS_TOKEN_TO or AUTH_LOGOUT_REFRESH_TOKEN_TO to `none`"
+        ]
+
+    def test_paths_go_four_levels_deep(self):
+        data = {"a": {"b": {"c": {"d": {"e": 1}}}}}
+        assert [p for p, _ in shape.paths(data)] == ["a", "a.b", "a.b.c", "a.b.c.d"]
+
+    def test_an_outline_stops_at_three_levels_and_twelve_keys(self):
+        assert shape.outline({"a": {"b": {"c": {"d": 1}}}}) == '{"a": {"b": {"c": {…}}}}'
+        wide = shape.outline({f"k{i}": i for i in range(13)})
+        assert wide.endswith('"k11": <int>, …}') and '"k12"' not in wide
+        assert shape.outline({f"k{i}": i for i in range(12)}).endswith('"k11": <int>}')
+
+    def test_an_outline_of_a_list_shows_its_first_item_and_whether_there_are_more(self):
+        assert shape.outline([{"a": [1, 2]}, 3]) == '[{"a": [<int>, …]}, …]'
+        assert shape.outline([[[[1]]]]) == "[[[[…]]]]"
+        assert shape.outline(["x"]) == "[<str>]"
+
+    def test_an_object_with_an_empty_name_is_no_role(self):
+        assert role_names({"id": 1, "name": ""}) == ()
+
+    @pytest.mark.parametrize(
+        ("value", "message"),
+        [
+            (
+                {"id": 1, "title": "Admin"},
+                'an object {"id": <int>, "title": <str>} with no '
+                "'name' name and not a map of role to true",
+            ),
+            (5, "<int>"),
+            (None, "null"),
+        ],
+    )
+    def test_unreadable_roles_say_what_they_were(self, value, message):
+        with pytest.raises(UnreadableRoles) as info:
+            role_names(value)
+        assert str(info.value) == message
+
+    def test_candidates_cover_groups_permissions_and_authorities_at_any_depth(self):
+        data = {
+            "user": {"profile": {"groups": ["g"]}},
+            "permissions": ["p"],
+            "x": {"authorities": "a"},
+            "roleId": 5,
+            "role": "r",
+        }
+        assert shape.roles_candidates(data) == [
+            "role",
+            "permissions",
+            "x.authorities",
+            "user.profile.groups",
+        ]
+
+    def test_an_unreadable_candidate_does_not_hide_the_next(self):
+        data = {"roles": [1], "user": {"roles": ["admin"]}}
+        assert shape.roles_candidates(data) == ["user.roles"]
+
+    def test_at_one_depth_a_role_named_path_comes_first(self):
+        assert shape.roles_candidates({"groups": ["g"], "myRoles": ["r"]}) == ["myRoles", "groups"]
+
+
+class TestTheReport:
+    def test_it_is_kept_a_day(self, monkeypatch):
+        kept = {}
+
+        class Recorder:
+            def set(self, key, value, timeout):
+                kept.update(key=key, value=value, timeout=timeout)
+
+        monkeypatch.setattr(shape, "cache", Recorder())
+        shape.report(ShapeMismatch("x", "AUTH_ME_ID_PATH"))
+        assert kept["key"] == "accounts:shape-mismatch"
+        assert kept["timeout"] == 86400
+        assert kept["value"]["setting"] == "AUTH_ME_ID_PATH"
+
+    def test_a_broken_cache_is_logged_and_never_raises(self, monkeypatch, caplog):
+        class Broken:
+            def set(self, *args):
+                raise ConnectionError("down")
+
+            def get(self, *args):
+                raise ConnectionError("down")
+
+        monkeypatch.setattr(shape, "cache", Broken())
+        shape.report(ShapeMismatch("x", "AUTH_ME_ID_PATH"))
+        assert shape.reported() is None
+        assert [r.getMessage() for r in caplog.records if r.name == "accounts.shape"] == [
+            "The backend shape mismatch could not be kept for the health page"
+        ]
+
+    def test_anything_but_a_kept_report_reads_as_none(self, monkeypatch):
+        class Odd:
+            def get(self, key):
+                return "not a report"
+
+        monkeypatch.setattr(shape, "cache", Odd())
+        assert shape.reported() is None
