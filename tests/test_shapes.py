@@ -478,3 +478,23 @@ def test_sign_out_revokes_the_refresh_token_at_the_backend(deployment):
         assert deployment.stats()["logout"] == logouts + 1, f"{mode}: the backend was not told"
         again = shape.present_refresh(deployment.api.url, refresh)
         assert again.status_code == 401, f"{mode}: the refresh token still works"
+
+
+def test_a_sign_in_the_backend_revoked_ends_at_the_next_profile_read(deployment):
+    """`/me` refuses the revoked token (401, or NocoDB's guest answer: 200 without an id):
+    the app renews once, the refresh is refused, the session ends (never a guest's page)."""
+    browsers = {mode: sign_in(app, EVALUATOR) for mode, app in deployment.apps.items()}
+    before = deployment.stats()
+    deployment.api.apiuser("revoke", EVALUATOR.email)
+    for mode, app in deployment.apps.items():
+        answer = browsers[mode].get(
+            f"{app.url}/dashboard/profile/",
+            headers={"Accept": "application/json"},
+            allow_redirects=False,
+            timeout=30,
+        )
+        assert answer.status_code == 401, f"{mode}: {answer.status_code} {answer.text[:200]}"
+        assert get(app, browsers[mode], "/dashboard/").status_code == 302, mode
+    after = deployment.stats()
+    assert after["me_rejected"] >= before["me_rejected"] + 2, "the guest answers"
+    assert after["refresh_rejected"] == before["refresh_rejected"] + 2, "one renewal each"
