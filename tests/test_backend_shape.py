@@ -8,6 +8,7 @@ tests/test_shapes.py and tests/test_authcheck.py.
 """
 
 import json
+import time
 
 import jwt
 import pytest
@@ -787,3 +788,46 @@ class TestTheReport:
 
         monkeypatch.setattr(shape, "cache", Odd())
         assert shape.reported() is None
+
+
+# --- roles from the access token, across a refresh ------------------------------------------
+
+
+def jwt_for(roles, *, ttl: int = 1800) -> str:
+    now = int(time.time())
+    return jwt_with({"sub": "1", "roles": roles, "iat": now + ttl - 1800, "exp": now + ttl})
+
+
+@pytest.mark.usefixtures("settle")
+class TestRolesFromTheToken:
+    @pytest.fixture(autouse=True)
+    def from_token(self, settings):
+        settings.AUTH_ROLES_FROM = "token"
+
+    def test_a_refresh_reads_them_from_the_new_token_without_a_profile_call(
+        self, signed_in, backend
+    ):
+        client = signed_in(access=jwt_for(["admin"], ttl=-5))
+        fakes.stub_refresh(backend, access=jwt_for(["admin", "evaluator"]))
+        page = client.get("/dashboard/")
+        assert page.status_code == 200
+        assert fakes.calls_to(backend, "/users/me") == []
+        from accounts.models import User
+
+        assert User.objects.get(backend_id="1").roles == ["admin", "evaluator"]
+
+    def test_a_role_lost_in_the_new_token_ends_the_session(self, signed_in, backend):
+        client = signed_in(access=jwt_for(["admin"], ttl=-5))
+        fakes.stub_refresh(backend, access=jwt_for(["viewer"]))
+        page = client.get("/dashboard/")
+        assert page.status_code == 302
+        assert fakes.calls_to(backend, "/users/me") == []
+
+    def test_with_roles_from_me_a_refresh_reads_the_profile(self, signed_in, backend, settings):
+        settings.AUTH_ROLES_FROM = "me"
+        client = signed_in(access=jwt_for(["admin"], ttl=-5))
+        new = jwt_for(["admin"])
+        fakes.stub_refresh(backend, access=new)
+        fakes.stub_me_by_token(backend, {new: "admin"})
+        assert client.get("/dashboard/").status_code == 200
+        assert len(fakes.calls_to(backend, "/users/me")) == 1
