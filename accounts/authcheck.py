@@ -229,7 +229,9 @@ class AuthCheck:
                 "backend reachable",
                 FAIL,
                 f"{exc} calling {self.base_url}",
-                "Check API_BASEURL (or --base-url) and that the backend is running.",
+                "Check API_BASEURL (or --base-url) and that the backend is running; an answer "
+                f"slower than AUTH_BACKEND_TIMEOUT ({conf.backend_read_timeout} s) or a 5xx "
+                "counts as down, as it does in the app.",
             )
         finally:
             self.sign_out_everything()
