@@ -7,7 +7,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 APP_ADDR ?= 127.0.0.1:8000
 API_ADDR ?= 127.0.0.1:8001
-PYTEST_ARGS ?=
+# One pytest worker per core; a module's tests stay on one worker, so each shape's
+# servers (module-scoped fixtures) start once. PYTEST_ARGS="-k login" to pick.
+PYTEST_ARGS ?= -n auto --dist loadscope
 
 .PHONY: run test setup lint clean soak bench mutate
 
