@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import requests
 
 from tests.flows import ADMIN, sign_in
@@ -111,6 +112,14 @@ def test_a_deploy_by_migrate_and_collectstatic_alone_signs_in(tmp_path):
             assert ADMIN.email in dashboard.text
 
 
+@pytest.fixture
+def own_metrics_dir(monkeypatch, tmp_path):
+    """gunicorn.conf.py sets PROMETHEUS_MULTIPROC_DIR when unset; in this process it would
+    stay set and turn later tests' /metrics to the multiprocess files."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+
+
+@pytest.mark.usefixtures("own_metrics_dir")
 def test_gunicorn_config_reads_the_environment(monkeypatch):
     monkeypatch.setenv("WEB_CONCURRENCY", "7")
     monkeypatch.setenv("GUNICORN_THREADS", "3")
@@ -121,6 +130,7 @@ def test_gunicorn_config_reads_the_environment(monkeypatch):
     assert config["control_socket_disable"] is True
 
 
+@pytest.mark.usefixtures("own_metrics_dir")
 def test_gunicorn_config_defaults_to_loopback_and_cores(monkeypatch):
     for name in ("WEB_CONCURRENCY", "GUNICORN_THREADS", "GUNICORN_BIND"):
         monkeypatch.delenv(name, raising=False)
