@@ -362,12 +362,20 @@ class _SharedClient(RedisCacheClient):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._clients = {}
+        self._lock = threading.Lock()
 
     def get_client(self, key=None, *, write=False):
-        pool = self._get_connection_pool(write)
-        client = self._clients.get(pool)
+        index = self._get_connection_pool_index(write)
+        client = self._clients.get(index)
         if client is None:
-            client = self._clients[pool] = self._client(connection_pool=pool)
+            # Django makes a server's pool on first use without a lock: two
+            # threads could each make one (and a client each). Made here, under
+            # this lock, there is one pool and one client per server.
+            with self._lock:
+                client = self._clients.get(index)
+                if client is None:
+                    pool = self._get_connection_pool(write)
+                    client = self._clients[index] = self._client(connection_pool=pool)
         return client
 
 

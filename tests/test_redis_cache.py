@@ -1,6 +1,7 @@
 """accounts.cache.RedisCache: Django's Redis cache, one redis-py client per pool."""
 
 import threading
+import time
 import uuid
 
 import pytest
@@ -53,3 +54,31 @@ def test_the_shared_client_serves_many_threads(cache):
         thread.join()
     assert errors == []
     assert len(cache._cache._clients) == 1
+
+
+def test_threads_meeting_a_new_cache_share_one_pool_and_one_client(cache, monkeypatch):
+    """Django makes a server's pool on first use without a lock; made slowly, two threads
+    would each make one (a pool and a client each)."""
+    shared = cache._cache
+    pool_class = shared._pool_class
+    real = pool_class.from_url
+
+    def slow_from_url(*args, **kwargs):
+        time.sleep(0.05)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pool_class, "from_url", slow_from_url)
+    start = threading.Barrier(8)
+    clients = []
+
+    def first_use():
+        start.wait()
+        clients.append(shared.get_client(write=True))
+
+    threads = [threading.Thread(target=first_use) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({id(client) for client in clients}) == 1
+    assert len(shared._pools) == 1 and len(shared._clients) == 1
