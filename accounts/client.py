@@ -495,7 +495,7 @@ class AuthApiClient:
             self._expect_success(answer, conf.refresh_path)
             issued = self.tokens_from(answer, "refresh")
             if not Tokens().updated_by(issued).access:
-                raise _no_pair(answer, Tokens().updated_by(issued), need_refresh=False)
+                raise _no_pair(answer, Tokens().updated_by(issued))
         except BackendProtocolError as exc:
             # A 2xx without a usable pair: the token may be spent all the same.
             exc.maybe_processed = True
@@ -768,7 +768,7 @@ def found_in(answer: BackendAnswer) -> str:
     return f"{cookies} and {body}"
 
 
-def _no_pair(answer: BackendAnswer, tokens: Tokens, *, need_refresh: bool = True) -> ShapeMismatch:
+def _no_pair(answer: BackendAnswer, tokens: Tokens) -> ShapeMismatch:
     shape = conf.shape
     if not tokens.access:
         place, setting = shape.access_from, "AUTH_ACCESS_TOKEN_FROM"

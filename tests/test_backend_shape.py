@@ -831,3 +831,171 @@ class TestRolesFromTheToken:
         fakes.stub_me_by_token(backend, {new: "admin"})
         assert client.get("/dashboard/").status_code == 200
         assert len(fakes.calls_to(backend, "/users/me")) == 1
+
+
+# --- what mutation testing of the client's new code showed unguarded ------------------------
+
+
+class TestWhereTokensMayBe:
+    """`token_places`, `found_in` and the candidates: what errors and authcheck propose."""
+
+    def test_cookies_and_json_fields_that_may_hold_each_token(self):
+        from accounts.client import token_places
+
+        found = answer(
+            {
+                "token": "t",
+                "Refresh": {"RefreshToken": "r"},
+                "tokenExpires": 5,
+                "accessTokenExpiresAt": "2026",
+                "user": {"name": "x"},
+            },
+            cookies=["JWT=a", "Refresh_Token=b", "session=c", "x-access=d"],
+        )
+        assert token_places(found, "access") == ["cookie:JWT", "cookie:x-access", "json:token"]
+        assert token_places(found, "refresh") == [
+            "cookie:Refresh_Token",
+            "json:Refresh.RefreshToken",
+        ]
+        assert token_places(answer([1]), "access") == []
+
+    def test_what_an_answer_held_names_and_types_only(self):
+        from accounts.client import found_in
+
+        held = answer({"token": "secret-value"}, cookies=["b=1", "a=2", "gone=; Max-Age=0"])
+        assert found_in(held) == 'cookies a, b and JSON {"token": <str>}'
+        assert found_in(BackendAnswer(200, b"<html>", {}, [])) == "no cookies and 6 bytes, not JSON"
+
+    def test_a_refresh_answer_without_an_access_token_names_the_setting(self, backend, settings):
+        settings.AUTH_ACCESS_TOKEN_FROM = "json:token"
+        backend.post(f"{fakes.BASE}/auth/refresh", json={"accessToken": "a-2"})
+        with pytest.raises(ShapeMismatch) as info:
+            AuthApiClient().refresh("r-1")
+        assert str(info.value) == (
+            "POST /auth/refresh answered 200 with no usable access token at json:token; it held "
+            'no cookies and JSON {"accessToken": <str>}; found json:accessToken: set '
+            "AUTH_ACCESS_TOKEN_FROM=json:accessToken"
+        )
+        assert info.value.maybe_processed is True
+
+    def test_a_sign_in_without_the_refresh_token_names_its_setting(self, backend, settings):
+        settings.AUTH_ACCESS_TOKEN_FROM = "json:token"
+        backend.post(f"{fakes.BASE}/auth/login", json={"token": "a-1", "refresh": "r-1"})
+        fakes.stub_logout(backend)
+        with pytest.raises(ShapeMismatch) as info:
+            AuthApiClient().login("a@example.com", "pw", client_ip="203.0.113.5")
+        assert info.value.setting == "AUTH_REFRESH_TOKEN_FROM"
+        assert "set AUTH_REFRESH_TOKEN_FROM=json:refresh" in str(info.value)
+        login, logout = (call.request for call in backend.calls)
+        assert login.headers["X-Forwarded-For"] == "203.0.113.5"
+        assert logout.headers["Authorization"] == "Bearer a-1", "the half it had is revoked"
+
+    def test_a_revocation_that_fails_does_not_hide_the_mismatch(self, backend, settings):
+        settings.AUTH_ACCESS_TOKEN_FROM = "json:token"
+        backend.post(f"{fakes.BASE}/auth/login", json={"token": "a-1"})
+        backend.post(f"{fakes.BASE}/auth/logout", status=503)
+        with pytest.raises(ShapeMismatch, match="no usable refresh token"):
+            AuthApiClient().login("a@example.com", "pw")
+
+    @pytest.mark.parametrize(
+        ("path", "setting"),
+        [
+            ("/auth/login", "AUTH_LOGIN_PATH"),
+            ("/auth/refresh", "AUTH_REFRESH_PATH"),
+            ("/auth/logout", "AUTH_LOGOUT_PATH"),
+            ("/users/me", "AUTH_ME_PATH"),
+        ],
+    )
+    def test_a_404_names_each_path_setting(self, path, setting):
+        with pytest.raises(BackendProtocolError) as info:
+            AuthApiClient._expect_success(answer({}, status=404), path)
+        assert str(info.value) == f"POST /x answered 404: is {setting} the backend's path?"
+
+    def test_a_404_elsewhere_is_only_a_status(self):
+        with pytest.raises(BackendProtocolError, match=r"^POST /x answered 404$"):
+            AuthApiClient._expect_success(answer({}, status=404), "/users/notes")
+
+    def test_me_takes_200_only(self, backend):
+        fakes.stub_me(backend, status=201)
+        with pytest.raises(BackendProtocolError, match="answered 201"):
+            AuthApiClient().me(Tokens(access="a"))
+
+    def test_an_unusable_json_token_names_which_token(self, settings):
+        settings.AUTH_REFRESH_TOKEN_FROM = "json:refresh"
+        with pytest.raises(BackendProtocolError, match="an unusable refresh token at json:refresh"):
+            AuthApiClient().tokens_from(answer({"refresh": 7}, cookies=["access_token=a"]), "login")
+
+
+class TestProfileCandidates:
+    @pytest.mark.parametrize("key", ["_id", "uuid", "sub", "id"])
+    def test_an_id_elsewhere_is_proposed(self, settings, key):
+        settings.AUTH_ME_ID_PATH = "userId"
+        with pytest.raises(ShapeMismatch) as info:
+            AuthApiClient().profile_from({"user": {key: "u-1"}, "email": "a@b.c", "roles": []})
+        assert f"set AUTH_ME_ID_PATH=user.{key}" in str(info.value)
+
+    def test_an_empty_id_is_no_id(self):
+        with pytest.raises(ShapeMismatch, match="no usable id"):
+            AuthApiClient().profile_from({"id": "", "email": "a@b.c", "roles": []})
+
+    @pytest.mark.parametrize("key", ["email", "username"])
+    def test_an_email_elsewhere_is_proposed_nearest_first(self, key):
+        data = {"id": 1, "profile": {key: "a@b.c"}, "deep": {"er": {key: "x"}}, "roles": []}
+        with pytest.raises(ShapeMismatch) as info:
+            AuthApiClient().profile_from(data)
+        assert f"found profile.{key}, deep.er.{key}: set AUTH_ME_EMAIL_PATH=profile.{key}" in str(
+            info.value
+        )
+
+    def test_an_email_nowhere_shows_the_outline(self):
+        with pytest.raises(ShapeMismatch) as info:
+            AuthApiClient().profile_from({"id": 1, "roles": []})
+        assert str(info.value).endswith(
+            'check AUTH_ME_EMAIL_PATH; the answer was {"id": <int>, "roles": []}'
+        )
+
+    def test_roles_missing_show_the_outline(self):
+        with pytest.raises(ShapeMismatch) as info:
+            AuthApiClient().profile_from({"id": 1, "email": "a@b.c"})
+        assert str(info.value).endswith('the answer was {"id": <int>, "email": <str>}')
+
+    def test_the_role_name_key_setting_is_used(self, settings):
+        settings.AUTH_ROLE_NAME_KEY = "slug"
+        profile = AuthApiClient().profile_from(
+            {"id": 1, "email": "a@b.c", "roles": [{"slug": "x"}]}
+        )
+        assert profile.roles == ("x",)
+
+    def test_a_role_string_of_no_known_shape_names_the_roles_path(self):
+        with pytest.raises(ShapeMismatch) as info:
+            AuthApiClient().profile_from({"id": 1, "email": "a@b.c", "roles": 5})
+        assert info.value.setting == "AUTH_ME_ROLES_PATH"
+
+    def test_roles_from_a_token_that_is_no_jwt_point_at_me(self, settings):
+        settings.AUTH_ROLES_FROM = "token"
+        with pytest.raises(ShapeMismatch) as info:
+            AuthApiClient().profile_from(
+                {"id": 1, "email": "a@b.c", "roles": ["x"]}, access_token="opaque"
+            )
+        assert str(info.value) == (
+            "the access token is no JWT to read roles from (AUTH_ROLES_FROM=token); found me: "
+            "set AUTH_ROLES_FROM=me"
+        )
+        with pytest.raises(ShapeMismatch, match=r"; check AUTH_ROLES_FROM$"):
+            AuthApiClient().profile_from({"id": 1, "email": "a@b.c"}, access_token="opaque")
+
+    def test_token_roles_reads_the_token_whatever_the_setting(self, settings):
+        settings.AUTH_ROLES_FROM = "me"
+        assert AuthApiClient().token_roles(jwt_for(["evaluator"])) == ("evaluator",)
+
+    def test_me_reads_roles_from_the_token_it_sent(self, backend, settings):
+        settings.AUTH_ROLES_FROM = "token"
+        fakes.stub_me(backend)
+        assert AuthApiClient().me(Tokens(access=jwt_for(["evaluator"]))).roles == ("evaluator",)
+        source = fakes.Source(Tokens(access=jwt_for(["admin"])))
+        assert AuthApiClient().me(source).roles == ("admin",)
+
+
+def test_a_token_not_to_be_sent_leaves_the_next_in_place():
+    sent = carry([(Place("bearer"), None), (Place("cookie", "r"), "R")])
+    assert sent.headers == {"Cookie": "r=R"}
