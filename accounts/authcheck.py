@@ -587,13 +587,21 @@ class AuthCheck:
         held = {role.casefold(): role for role in roles}
         matched = [role for role in wanted if role.casefold() in held]
         if not matched:
+            # The account checked with is taken as the one that should get in, and
+            # see the demo's pages; never as a superuser: that stays the operator's call.
             self.env["AUTH_ALLOWED_ROLES"] = ",".join(roles)
+            from django.conf import settings
+
+            for setting in ("DEMO_ADMIN_ROLES", "DEMO_EVALUATION_ROLES"):
+                if hasattr(settings, setting) and roles:
+                    self.env[setting] = ",".join(roles)
             self.add(
                 "allowed roles",
                 WARN,
                 f"roles {list(roles)} share none with AUTH_ALLOWED_ROLES ({', '.join(wanted)})",
                 "This account would be refused by the app. The suggested settings allow its "
-                "roles; set AUTH_ALLOWED_ROLES to the roles that may sign in.",
+                "roles (and open the demo's pages to them); set AUTH_ALLOWED_ROLES to the roles "
+                "that may sign in, and AUTH_SUPERUSER_ROLES to those that administer.",
             )
             return
         case = next(

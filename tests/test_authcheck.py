@@ -490,3 +490,24 @@ def test_a_token_too_large_for_a_cookie_is_a_warning_that_suggests_session_stora
     assert "access_token cookie would be 42" in check["saw"]
     assert "AUTH_TOKEN_STORAGE=session" in check["advice"]
     assert result["env"]["AUTH_TOKEN_STORAGE"] == "session"
+
+
+class OtherRoles(BearerOnlyProfile):
+    """Sound, but its account's roles are none the app knows."""
+
+    revoked: set = set()
+
+    def do_GET(self):  # noqa: N802
+        if self.path == "/users/me" and self.headers.get("Authorization", "").startswith("Bearer "):
+            return self.answer(200, {"id": 1, "email": ADMIN.email, "roles": {"super": True}})
+        return self.answer(401, {"statusCode": 401})
+
+
+def test_roles_the_app_does_not_know_are_proposed_for_sign_in_and_the_demo_pages_only():
+    code, result, _ = run_against(OtherRoles)
+    assert code == 0, result["checks"]
+    assert statuses(result)["allowed roles"] == "WARN"
+    env = result["env"]
+    assert env["AUTH_ALLOWED_ROLES"] == "super"
+    assert env["DEMO_ADMIN_ROLES"] == env["DEMO_EVALUATION_ROLES"] == "super"
+    assert "AUTH_SUPERUSER_ROLES" not in env, "who administers stays the operator's choice"
