@@ -7,9 +7,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 APP_ADDR ?= 127.0.0.1:8000
 API_ADDR ?= 127.0.0.1:8001
-# One pytest worker per core; a module's tests stay on one worker, so each shape's
-# servers (module-scoped fixtures) start once. PYTEST_ARGS="-k login" to pick.
-PYTEST_ARGS ?= -n auto --dist loadscope
+# PYTEST_ARGS="-k login" to pick; PYTEST_ARGS="-n auto --dist loadscope" runs on every
+# core (pytest-xdist). Serial by default: the timing tests of the refresh path
+# (tests/test_scale_out.py, the bursts of tests/test_metrics.py) were seen to fail on
+# two cores shared with a second worker's servers.
+PYTEST_ARGS ?=
 
 .PHONY: run test setup lint clean soak bench mutate
 
