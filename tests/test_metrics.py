@@ -118,7 +118,12 @@ def test_a_burst_sharing_an_expired_token_is_one_refresh_call_and_49_served(serv
     assert grew("auth_refresh_calls_total") == 1
     assert grew("auth_refresh_calls_total", outcome="ok") == 1
     assert grew("auth_refresh_served_total") == BURST - 1
-    assert grew("auth_refresh_wait_seconds_count") >= BURST - 1
+    # Each request that waited for the refresh is timed. One that reaches the app after
+    # the session has moved on to the new pair is caught up at once instead
+    # (accounts/state.py, `_catch_up_late_tab`): served, no wait. On a slow machine
+    # a few of the burst do; most still wait.
+    waits = grew("auth_refresh_wait_seconds_count")
+    assert BURST // 2 <= waits <= BURST, waits
     assert total(after, "auth_refresh_reuse_suspect_total") == 0
     assert grew("auth_backend_requests_total", endpoint="refresh", status="200") == 1
     assert total(after, "auth_sessions", storage="cookies") >= 1
