@@ -110,9 +110,12 @@ class BackendAnswer:
     what: str = "the backend"  # "POST /auth/login", for messages
     set_cookie_headers: tuple[str, ...] = ()  # as sent, one per header (authcheck reads them)
 
-    @property
+    @functools.cached_property
     def data(self) -> Any:
-        """The body as JSON, or None when it is not JSON (or too large to be)."""
+        """The body as JSON, or None when it is not JSON (or too large to be).
+
+        Parsed once: `/users/me`'s answer is read by `rejected` and `profile_from`.
+        """
         if len(self.content) > MAX_JSON_BYTES:
             return None
         try:
