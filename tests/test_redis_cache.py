@@ -5,6 +5,7 @@ import time
 import uuid
 
 import pytest
+import redis
 from django.core.cache.backends.redis import RedisCache as DjangoRedisCache
 
 from accounts.cache import RedisCache
@@ -14,13 +15,20 @@ from tests.services import require
 
 @pytest.fixture
 def cache():
+    """A cache on the shared Redis whose keys carry a prefix of their own.
+
+    Its keys are deleted one by one afterwards: `cache.clear()` is FLUSHDB,
+    which would also wipe what other tests (and their servers) keep in db 0.
+    """
     require(redis_available(), "Redis is not running on 127.0.0.1:6379")
-    cache = RedisCache(
-        "redis://127.0.0.1:6379/0", {"KEY_PREFIX": f"redis-cache-{uuid.uuid4().hex[:8]}"}
-    )
+    prefix = f"redis-cache-{uuid.uuid4().hex[:8]}"
+    cache = RedisCache("redis://127.0.0.1:6379/0", {"KEY_PREFIX": prefix})
     yield cache
-    cache.clear()
     cache.close()
+    server = redis.Redis(host="127.0.0.1", port=6379)
+    for key in server.scan_iter(match=f"{prefix}:*"):
+        server.delete(key)
+    server.close()
 
 
 def test_every_operation_uses_the_same_client(cache):
