@@ -62,6 +62,9 @@ MIDDLEWARE = [
     "accounts.middleware.TokenRefreshMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
+    # Last, so its 400 gets every header above; before any URL is resolved or
+    # CSRF reads the body (accounts/formcharset.py).
+    "accounts.formcharset.FormCharsetMiddleware",
 ]
 
 AUTH_USER_MODEL = "accounts.User"
