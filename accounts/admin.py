@@ -3,12 +3,39 @@
 Names, email and roles come from the auth backend at every sign-in and
 refresh, so they are read-only here; `is_active` is the local switch (a
 deactivated user is signed out on their next request, accounts/backends.py).
+The admin's own sign-in page is replaced by `login` (config/urls.py).
 """
 
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.utils.text import format_lazy
+from django.utils.translation import gettext_lazy as _
 
+from .conf import conf
 from .models import PendingRevocation, User
+from .roles import missing_role_message
+
+
+def login(request: HttpRequest) -> HttpResponse:
+    """`/admin/login/`: the app's sign-in form for visitors, the 403 page for the signed in.
+
+    Django's admin sends everyone it turns away here, signed in or not. A
+    signed-in user without staff rights (roles outside AUTH_SUPERUSER_ROLES)
+    would meet an empty sign-in form, sign in again and be turned away again,
+    in a loop: they get the 403 page naming the role the admin needs.
+    """
+    if request.user.is_authenticated:
+        raise PermissionDenied(
+            format_lazy(
+                "{} {}",
+                _("Django's admin site is for the site's administrators."),
+                missing_role_message(conf.superuser_roles_list),
+            )
+        )
+    return redirect_to_login(request.GET.get("next") or "/admin/")
 
 
 @admin.register(User)

@@ -32,9 +32,27 @@ MESSAGES = {
         "We could not confirm your sign-in with the sign-in service, so we signed you out "
         "to keep your account safe. Please sign in again."
     ),
-    "lost_role": _("Your account no longer has access to this site."),
+    "lost_role": _(
+        "Your account no longer has access to this site. If you think it should, ask the "
+        "site's administrator to give it one of the roles that do."
+    ),
     "refused": _("Your session has ended; please sign in again."),
     "rejected_twice": _("Your session has ended; please sign in again."),
+    # The browser no longer holds the pair the session was signed in with: it
+    # dropped the cookies (expired, cleared) or sent others. What looks like
+    # an attack to the log is, to the person, a session that ended; the page
+    # says no more than that.
+    "no_tokens": _("Your session has ended; please sign in again."),
+    "half_pair": _("Your session has ended; please sign in again."),
+    "foreign_cookies": _("Your session has ended; please sign in again."),
+    "no_record": _("Your session has ended; please sign in again."),
+    "other_user": _("Your session has ended; please sign in again."),
+    # Sign-out while the database did not answer (accounts/views.py LogoutView).
+    "revocation_lost": _(
+        "Signed out in this browser. The site's database and the sign-in service did not "
+        "answer, so the sign-in could not be ended there yet: when the site is back, sign in "
+        "and sign out this browser's old session under “Your sessions”."
+    ),
 }
 
 

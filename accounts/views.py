@@ -2,21 +2,29 @@
 
 import logging
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth import views as auth_views
-from django.db import transaction
-from django.http import HttpRequest, JsonResponse
+from django.db import DatabaseError, transaction
+from django.http import HttpRequest, HttpResponseRedirect, JsonResponse
+from django.shortcuts import redirect
 from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import timezone
 from django.utils.decorators import method_decorator
+from django.utils.formats import date_format
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
+from django.utils.module_loading import import_string
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
-from django.views import csrf
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from . import metrics, revocations, shape, throttle
+from . import cookies, metrics, revocations, shape, throttle
 from .client import get_client
+from .conf import conf
 from .exceptions import (
     BackendError,
     BackendProtocolError,
@@ -34,10 +42,52 @@ from .state import TokenState
 logger = logging.getLogger(__name__)
 
 
+def safe_next(request: HttpRequest, url: str | None) -> str:
+    """Return `url` stripped if it is a same-host URL that cannot name another host, else "".
+
+    Django judges `next` with its surrounding whitespace stripped but returns
+    it unstripped: "// " passes as "//" and goes out as "//%20", a URL naming
+    a host. So the stripped value is judged again and sent, and nothing that
+    starts like a host ("//", "/\\", "\\") is, whatever Django thinks of it.
+    """
+    url = (url or "").strip()
+    if not url or url.startswith(("//", "/\\", "\\")):
+        return ""
+    allowed = url_has_allowed_host_and_scheme(
+        url, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    )
+    return url if allowed else ""
+
+
+class SafeNextMixin:
+    """`get_redirect_url()` through `safe_next`, for Django's LoginView and LogoutView."""
+
+    def get_redirect_url(self) -> str:
+        return safe_next(self.request, super().get_redirect_url())
+
+
+# When a throttled person may try again is said to the minute once the wait is
+# that long: "about 5 minutes (at 14:05 UTC)", not "295 seconds".
+WHEN_FORMAT = "H:i T"
+
+
+def wait_phrase(seconds: int) -> str:
+    """Return "about 5 minutes (until 14:05 UTC)" for a wait; seconds when under a minute."""
+    if seconds < 60:
+        return ngettext("%(count)d second", "%(count)d seconds", seconds) % {"count": seconds}
+    minutes = max(1, round(seconds / 60))
+    until = timezone.localtime(timezone.now() + timedelta(seconds=seconds))
+    return ngettext(
+        "about %(count)d minute (until %(time)s)",
+        "about %(count)d minutes (until %(time)s)",
+        minutes,
+    ) % {"count": minutes, "time": date_format(until, WHEN_FORMAT)}
+
+
 # The throttle's counts must be seen by every other attempt at once, never
 # held back (and their rows locked) by a request-wide transaction.
 @method_decorator(transaction.non_atomic_requests, name="dispatch")
-class LoginView(auth_views.LoginView):
+class LoginView(SafeNextMixin, auth_views.LoginView):
     """The sign-in form (`email`, `password`, `next`).
 
     Django's LoginView does the rest: CSRF, `never_cache`, sensitive POST
@@ -107,12 +157,7 @@ class LoginView(auth_views.LoginView):
         response = self._service_error(
             429,
             _("Too many sign-in attempts"),
-            ngettext(
-                "Please wait %(seconds)s second before you try again.",
-                "Please wait %(seconds)s seconds before you try again.",
-                seconds,
-            )
-            % {"seconds": seconds},
+            _("Please wait %(wait)s before you try again.") % {"wait": wait_phrase(seconds)},
         )
         response["Retry-After"] = str(seconds)
         return response
@@ -125,20 +170,34 @@ class LoginView(auth_views.LoginView):
         context = self.get_context_data(form=form, service_error={"title": title, "detail": detail})
         return self.render_to_response(context, status=status)
 
-    def get_redirect_url(self) -> str:
-        # Django judges `next` with its surrounding whitespace stripped but
-        # returns it unstripped: "// " passes as "//" and goes out as "//%20",
-        # a URL naming a host. Send only what was judged, and never a URL
-        # that starts like a host.
-        url = super().get_redirect_url().strip()
-        return "" if url.startswith(("//", "/\\", "\\")) else url
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        if self.request.method == "GET" and not self.request.user.is_authenticated:
+            context["sign_in_reason"] = self._why_here()
+        return context
+
+    def _why_here(self) -> str | None:
+        """Say why an anonymous visitor was sent here, unless a message already does."""
+        if len(messages.get_messages(self.request)):
+            return None  # end_session said why (accounts/signout.py)
+        if any(name in self.request.COOKIES for name in conf.token_cookies):
+            # Token cookies without a sign-in: the session was ended elsewhere
+            # (the sessions page, a back-channel sign-out) or ran out.
+            return _("Your session has ended; please sign in again.")
+        if self.get_redirect_url():
+            return _("Please sign in to see that page.")
+        return None
 
     def form_valid(self, form):
         # login() runs here; the token middleware records the pair in the new
         # session and relays the cookies as the response goes out.
         self.attempt.succeeded()
         metrics.sign_in("ok")
-        return super().form_valid(form)
+        response = super().form_valid(form)
+        user = form.get_user()
+        name = user.get_full_name() or user.email
+        messages.success(self.request, _("Signed in as %(name)s.") % {"name": name})
+        return response
 
     def form_invalid(self, form):
         # Wrong credentials and refused accounts count; a malformed form does not.
@@ -151,40 +210,92 @@ class LoginView(auth_views.LoginView):
         return super().form_invalid(form)
 
 
-class LogoutView(auth_views.LogoutView):
-    """POST-only sign-out: revoke at the backend, then `end_session`.
+class LogoutView(SafeNextMixin, auth_views.LogoutView):
+    """Sign-out: GET asks, POST signs out (CSRF): revoke at the backend, then `end_session`.
 
-    A backend that cannot be reached does not keep anyone signed in here: the
-    session ends and the cookies go regardless, and the revocation is queued
+    GET shows a page with the sign-out button, as django-allauth does (a link
+    must never sign anyone out: any site could embed one). A backend that
+    cannot be reached does not keep anyone signed in here: the session ends
+    and the cookies go regardless, and the revocation is queued
     (accounts/revocations.py) and retried until the token expires; the user is
     told so. A 401 from the backend means the token is no longer valid there:
-    nothing to queue. Token cookie values that are not cookie-octets count as
-    absent, so sign-out always completes. Scripts get JSON instead of the
-    redirect.
+    nothing to queue. A database that does not answer does not keep anyone
+    signed in either (`_sign_out_without_database`). Token cookie values that
+    are not cookie-octets count as absent, so sign-out always completes.
+    Scripts get JSON instead of the redirect.
     """
 
+    http_method_names = ["get", "post", "options"]
+    template_name = "registration/logout.html"
+
+    def get(self, request, *args, **kwargs):
+        if not request.user.is_authenticated:
+            return HttpResponseRedirect(self.get_success_url())
+        context = {"next": self.get_redirect_url()}
+        return TemplateResponse(request, self.template_name, context)
+
     def post(self, request, *args, **kwargs):
-        state = TokenState.of(request)
+        try:
+            reason = self._revoke(TokenState.of(request))
+            end_session(request, reason)
+        except DatabaseError as exc:
+            return self._sign_out_without_database(request, exc)
+        response = super().post(request, *args, **kwargs)
+        if wants_json(request):
+            return self._json(reason)
+        return response
+
+    @staticmethod
+    def _revoke(state: TokenState) -> str:
+        """Revoke the pair at the backend, or queue it; return the sign-out's reason."""
         tokens = state.incoming
-        reason = "user"
         if tokens.access or tokens.refresh:
             try:
                 get_client().logout(tokens)
             except BackendError as exc:
                 logger.warning("Sign-out could not revoke the tokens at the backend: %s", exc)
                 if revocations.queue(tokens, record=state.load(), error=exc):
-                    reason = "revocation_queued"
-        end_session(request, reason)
-        response = super().post(request, *args, **kwargs)
-        if wants_json(request):
-            return JsonResponse(
-                {
-                    "ok": True,
-                    "revocation": "queued" if reason == "revocation_queued" else "done",
-                    "message": str(SIGN_OUT_MESSAGES[reason]),
-                }
-            )
+                    return "revocation_queued"
+        return "user"
+
+    def _sign_out_without_database(self, request: HttpRequest, error: DatabaseError):
+        """End the browser's side when the session cannot be read; revoke what it holds.
+
+        The session store and the revocation queue are both in the database,
+        so neither can be written: the browser forgets its session key and its
+        token cookies, and the pair those cookies hold (cookie storage) is
+        revoked at the backend at once. The session row, unreachable now,
+        expires with its refresh token, and no browser holds its key any more.
+        """
+        logger.error("Sign-out without the database (%s): ending the browser's side", error)
+        # A fresh, empty store: SessionMiddleware then deletes the session
+        # cookie and writes nothing, instead of failing again on the way out.
+        request.session = import_string(settings.SESSION_ENGINE).SessionStore()
+        tokens = TokenState.of(request).from_cookies
+        reason = "user"
+        if tokens.access or tokens.refresh:
+            try:
+                get_client().logout(tokens)
+            except BackendError as exc:
+                logger.error("Sign-out without the database: the backend was not told: %s", exc)
+                reason = "revocation_lost"
+        metrics.sign_out(reason)
+        messages.add_message(
+            request, messages.INFO, SIGN_OUT_MESSAGES[reason], fail_silently=True
+        )
+        response = self._json(reason) if wants_json(request) else redirect(self.get_success_url())
+        cookies.delete(response, conf.token_cookies)
         return response
+
+    @staticmethod
+    def _json(reason: str) -> JsonResponse:
+        return JsonResponse(
+            {
+                "ok": True,
+                "revocation": "done" if reason == "user" else "queued",
+                "message": str(SIGN_OUT_MESSAGES[reason]),
+            }
+        )
 
 
 @json_view
@@ -221,7 +332,18 @@ def refresh(request: HttpRequest) -> JsonResponse:
 
 
 def csrf_failure(request: HttpRequest, reason: str = ""):
-    """CSRF refusals as JSON for scripts, Django's page for everyone else."""
+    """CSRF refusals: JSON for scripts; for people, a page with a way back.
+
+    A sign-in form left open past its CSRF cookie's life (or one whose
+    cookie the browser dropped) is the usual cause: the page offers the
+    sign-in form again, keeping a safe `next`.
+    """
     if wants_json(request):
         return json_error(403, "csrf", "CSRF verification failed; reload the page and try again.")
-    return csrf.csrf_failure(request, reason=reason)
+    login = reverse("accounts:login")
+    next_url = safe_next(request, request.POST.get("next") or request.GET.get("next"))
+    if not next_url and request.path != login:
+        next_url = safe_next(request, request.get_full_path())
+    back = f"{login}?{urlencode({'next': next_url})}" if next_url else login
+    context = {"back": back, "signed_in": request.user.is_authenticated, "reason": reason}
+    return TemplateResponse(request, "403_csrf.html", context, status=403)

@@ -2,8 +2,8 @@
 
 from django.contrib import admin
 from django.urls import include, path, re_path
-from django.views.generic import RedirectView
 
+from accounts import admin as accounts_admin
 from accounts import health, metrics, proxy
 from dashboard import views as dashboard_views
 
@@ -14,8 +14,9 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("metrics", metrics.metrics_view, name="metrics"),
     re_path(r"^api/(?P<path>.*)$", proxy.api_proxy, name="api-proxy"),
-    # Django's admin signs in through the auth API like every other page.
-    path("admin/login/", RedirectView.as_view(pattern_name="accounts:login", query_string=True)),
+    # Django's admin signs in through the auth API like every other page; the
+    # signed-in who may not enter get the 403 page, not a sign-in loop.
+    path("admin/login/", accounts_admin.login, name="admin-login"),
     path("admin/", admin.site.urls),
 ]
 

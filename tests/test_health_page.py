@@ -213,9 +213,24 @@ def test_now_shows_the_active_sessions_and_the_backend(admin, backend):
     assert sessions.startswith(f"{signed_in} (")
     assert "with tokens in" in sessions
     health = re.search(r'<dd id="backend-health">(.*?)</dd>', html, re.S)[1]
-    assert re.search(r">ok</span> \(answered HTTP 200 in \d+ ms;", health)
+    assert re.search(r">reachable</span> \(HTTP 200 in \d+ ms;", health)
     # The existing parts stay: who is signed in, with a link to their sessions.
     assert Tables(html).tables["signed-in-users"][1][0] == "Ada Admin"
+
+
+def test_a_401_from_the_health_path_reads_as_reachable_not_ok(
+    client, db, fresh_timeline, backend
+):
+    fakes.sign_in_client(client, "admin", access=fakes.access_jwt())
+    backend.get(f"{fakes.BASE}/users/me", status=401)
+
+    html = client.get("/dashboard/admin/").content.decode()
+
+    health = re.search(r'<dd id="backend-health">(.*?)</dd>', html, re.S)[1]
+    assert re.search(r">reachable</span> \(HTTP 401 in \d+ ms: the health path answered", health)
+    assert "not that sign-in works" in health
+    assert ">ok<" not in health
+    assert "<title>Sign-in health · Token auth demo</title>" in html
 
 
 def test_a_backend_that_is_down_leaves_the_page_saying_so(client, db, fresh_timeline, backend):
@@ -346,7 +361,7 @@ def test_the_admin_sees_the_hour_in_chromium_and_an_evaluator_gets_403(servers, 
         sign_outs = table(page.content(), "sign-outs-table")
         assert sum(int(row["user"]) for row in sign_outs.values()) >= 1
         assert page.locator("#latency-refresh-table").count() == 1
-        assert ">ok</span>" in page.locator("#backend-health").inner_html()
+        assert ">reachable</span>" in page.locator("#backend-health").inner_html()
         # A chart drawn under the page's CSP: nothing blocked, nothing inline.
         assert not [text for text in console if "Content Security Policy" in text], console
         if os.environ.get("SAVE_SCREENSHOT") == "1":

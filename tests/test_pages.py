@@ -50,9 +50,13 @@ class TestLogout:
         assert SESSION_KEY not in client.session
         assert response.cookies["refresh_token"].value == ""
 
-    def test_get_answers_405(self, as_user, backend):
+    def test_get_asks_and_signs_nobody_out(self, as_user, backend):
         client = as_user("admin")
-        assert client.get("/accounts/logout/").status_code == 405
+        response = client.get("/accounts/logout/")
+        assert response.status_code == 200
+        body = response.content.decode()
+        assert '<form method="post" action="/accounts/logout/"' in body
+        assert "csrfmiddlewaretoken" in body
         assert SESSION_KEY in client.session
         assert len(backend.calls) == 0
 

@@ -57,6 +57,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "accounts.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # Every response to a signed-in user: Cache-Control private, no-store.
+    "dashboard.middleware.SignedInNoStoreMiddleware",
     # After MessageMiddleware: a session ended as the response goes out still
     # leaves its message ("We could not confirm your sign-in").
     "accounts.middleware.TokenRefreshMiddleware",

@@ -23,6 +23,29 @@
     return "(in " + parts.join(" ") + ")";
   }
 
+  // The pages' one way of writing a moment (dashboard/templatetags/moments.py),
+  // here in the browser's own time zone: "6 Dec 2025, 14:05 GMT+1".
+  var MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+  function pad(n) {
+    return (n < 10 ? "0" : "") + n;
+  }
+
+  function moment(at) {
+    var zone = "";
+    try {
+      new Intl.DateTimeFormat("en-GB", { timeZoneName: "short" }).formatToParts(at).forEach(
+        function (part) {
+          if (part.type === "timeZoneName") zone = " " + part.value;
+        }
+      );
+    } catch (e) {
+      zone = "";
+    }
+    return at.getDate() + " " + MONTHS[at.getMonth()] + " " + at.getFullYear() + ", " +
+      pad(at.getHours()) + ":" + pad(at.getMinutes()) + zone;
+  }
+
   function secondsLeft(id) {
     var el = document.getElementById(id);
     if (!el || !el.getAttribute("datetime")) return null;
@@ -33,7 +56,7 @@
     document.querySelectorAll("time.expiry").forEach(function (el) {
       var at = new Date(el.getAttribute("datetime"));
       if (isNaN(at)) return;
-      el.textContent = at.toLocaleString();
+      el.textContent = moment(at);
       var counter = document.querySelector('.countdown[data-for="' + el.id + '"]');
       if (counter) counter.textContent = format(Math.round((at - Date.now()) / 1000));
     });

@@ -1,0 +1,321 @@
+"""What a person meets around signing in and out, in-process: the sign-out page, a
+safe `next`, the CSRF page, why the sign-in form is shown, the admin site's 403,
+messages, and `Cache-Control` on signed-in pages."""
+
+import re
+from concurrent.futures import wait
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+from django.contrib.auth import SESSION_KEY
+from django.db import OperationalError
+from django.test import Client
+
+from accounts import sessions as session_store
+from accounts.signout import MESSAGES
+from accounts.views import wait_phrase
+from tests import fakes
+
+LOGIN = "/accounts/login/"
+LOGOUT = "/accounts/logout/"
+ADMIN_FORM = {"email": "admin@example.com", "password": "admin-demo-pass"}
+HOSTILE_NEXT = [
+    "// ",
+    "//evil.example",
+    " //evil.example",
+    "\t//evil.example",
+    "///evil.example",
+    "/\\evil.example",
+    "\\\\evil.example",
+    "https://evil.example/",
+    "http:evil.example",
+    "javascript:alert(1)",
+    "//evil.example/%2F..",
+]
+
+
+@pytest.fixture
+def as_user(client, db):
+    def sign_in(who: str = "admin"):
+        return fakes.sign_in_client(client, who, access=fakes.access_jwt())
+
+    return sign_in
+
+
+def messages_on(body: str) -> list[str]:
+    return re.findall(r'<li class="message[^"]*">([^<]*)</li>', body)
+
+
+def reason_on(body: str) -> str | None:
+    found = re.search(r'<p class="notice" id="sign-in-reason">([^<]*)</p>', body)
+    return found[1] if found else None
+
+
+# --- sign-out: GET asks, POST signs out, `next` only when safe --------------------------
+
+
+class TestSignOutPage:
+    def test_get_shows_the_button_and_keeps_a_safe_next(self, as_user, backend):
+        client = as_user("admin")
+        response = client.get(LOGOUT, {"next": "/dashboard/evaluations/"})
+        body = response.content.decode()
+        assert response.status_code == 200
+        assert "Ada Admin" in body
+        form = re.search(r'<form [^>]*id="sign-out-form">.*?</form>', body, re.S)[0]
+        assert 'name="csrfmiddlewaretoken"' in form
+        assert '<input type="hidden" name="next" value="/dashboard/evaluations/">' in form
+        assert SESSION_KEY in client.session
+        assert len(backend.calls) == 0
+
+    def test_get_drops_a_hostile_next(self, as_user, backend):
+        body = as_user("admin").get(LOGOUT, {"next": "//evil.example"}).content.decode()
+        assert 'name="next"' not in body
+
+    def test_anonymous_get_goes_home(self, client, db):
+        response = client.get(LOGOUT)
+        assert (response.status_code, response["Location"]) == (302, "/")
+
+    @pytest.mark.parametrize("next_url", HOSTILE_NEXT)
+    def test_post_never_follows_a_hostile_next(self, as_user, backend, next_url):
+        fakes.stub_logout(backend)
+        response = as_user("admin").post(LOGOUT, {"next": next_url})
+        assert (response.status_code, response["Location"]) == (302, "/")
+
+    def test_post_follows_a_safe_next_stripped(self, as_user, backend):
+        fakes.stub_logout(backend)
+        response = as_user("admin").post(LOGOUT, {"next": " /accounts/login/?next=/x/ "})
+        assert response["Location"] == "/accounts/login/?next=/x/"
+
+
+class TestSignInNext:
+    @pytest.mark.parametrize("next_url", HOSTILE_NEXT)
+    def test_sign_in_never_follows_a_hostile_next(self, client, db, backend, next_url):
+        fakes.stub_login(backend)
+        fakes.stub_me(backend, "admin")
+        response = client.post(LOGIN, {**ADMIN_FORM, "next": next_url})
+        assert (response.status_code, response["Location"]) == (302, "/dashboard/")
+
+
+# --- sign-out while the database does not answer ----------------------------------------
+
+
+class TestSignOutWithoutDatabase:
+    @pytest.fixture
+    def database_down(self, monkeypatch):
+        def refuse(self):
+            raise OperationalError("connection refused")
+
+        def down():
+            monkeypatch.setattr(session_store.SessionStore, "load", refuse)
+
+        return down
+
+    def test_the_browser_is_signed_out_and_the_pair_revoked(self, as_user, backend, database_down):
+        client = as_user("admin")
+        logout = fakes.stub_logout(backend)
+        database_down()
+
+        response = client.post(LOGOUT)
+
+        assert (response.status_code, response["Location"]) == (302, "/")
+        for name in ("sessionid", "access_token", "refresh_token"):
+            assert response.cookies[name].value == "", name
+            assert response.cookies[name]["max-age"] == 0, name
+        assert "refresh_token=refresh-1" in logout.calls[0].request.headers["Cookie"]
+
+    def test_the_backend_down_too_is_said(self, as_user, backend, database_down, monkeypatch):
+        client = as_user("admin")
+        backend.post(f"{fakes.BASE}/auth/logout", body=requests.ConnectionError())
+        database_down()
+
+        response = client.post(LOGOUT)
+        assert response.status_code == 302
+        assert response.cookies["sessionid"]["max-age"] == 0
+        monkeypatch.undo()  # the database is back
+        page = client.get("/").content.decode()
+        assert "sign out this browser&#x27;s old session under “Your sessions”" in page
+
+    def test_scripts_get_json(self, as_user, backend, database_down):
+        client = as_user("admin")
+        fakes.stub_logout(backend)
+        database_down()
+        response = client.post(LOGOUT, headers={"Accept": "application/json"})
+        assert response.json() == {
+            "ok": True,
+            "revocation": "done",
+            "message": "You have been signed out.",
+        }
+
+
+# --- the CSRF failure page ----------------------------------------------------------------
+
+
+class TestCsrfFailurePage:
+    def test_a_stale_sign_in_form_gets_a_page_with_a_way_back(self, db):
+        client = Client(enforce_csrf_checks=True)
+        response = client.post(LOGIN, {**ADMIN_FORM, "next": "/dashboard/evaluations/"})
+        body = response.content.decode()
+        assert response.status_code == 403
+        assert "<h1>This form has expired</h1>" in body
+        assert "css/site.css" in body
+        back = re.search(r'<a class="button" href="([^"]+)" id="csrf-back">', body)[1]
+        location = urlsplit(back.replace("&amp;", "&"))
+        assert location.path == LOGIN
+        assert parse_qs(location.query) == {"next": ["/dashboard/evaluations/"]}
+
+    @pytest.mark.parametrize("next_url", HOSTILE_NEXT)
+    def test_a_hostile_next_is_not_carried(self, db, next_url):
+        client = Client(enforce_csrf_checks=True)
+        body = client.post(LOGIN, {**ADMIN_FORM, "next": next_url}).content.decode()
+        assert '<a class="button" href="/accounts/login/" id="csrf-back">' in body
+
+    def test_scripts_still_get_json(self, db):
+        client = Client(enforce_csrf_checks=True)
+        response = client.post(LOGIN, ADMIN_FORM, headers={"Accept": "application/json"})
+        assert response.status_code == 403
+        assert response.json()["error"] == "csrf"
+
+
+# --- why the sign-in form is shown, and messages ------------------------------------------
+
+
+class TestWhySignIn:
+    def test_a_protected_page_says_why(self, client, db):
+        response = client.get("/dashboard/evaluations/", follow=True)
+        assert response.redirect_chain[-1][0] == f"{LOGIN}?next=/dashboard/evaluations/"
+        assert reason_on(response.content.decode()) == "Please sign in to see that page."
+
+    def test_a_plain_visit_says_nothing(self, client, db):
+        assert reason_on(client.get(LOGIN).content.decode()) is None
+
+    def test_a_session_ended_elsewhere_says_so(self, client, db):
+        # The session's row is gone (the sessions page, a back-channel sign-out);
+        # the browser still holds its token cookies.
+        client.cookies["refresh_token"] = "refresh-1"
+        response = client.get("/dashboard/", follow=True)
+        body = response.content.decode()
+        assert reason_on(body) == "Your session has ended; please sign in again."
+
+    def test_a_refused_refresh_says_so_once(self, as_user, backend, settle):
+        client = as_user("admin")
+        fakes.edit_record(client, access_expires_at=1.0)
+        fakes.stub_refresh(backend, status=401)
+        response = client.get("/dashboard/")
+        if response.status_code == 200:
+            # Served from the session while the refresh ran; its outcome meets the next request.
+            wait(settle, timeout=30)
+            response = client.get("/dashboard/")
+        assert response.status_code == 302
+        assert response["Location"].startswith(LOGIN)
+        body = client.get(response["Location"]).content.decode()
+        assert messages_on(body) == ["Your session has ended; please sign in again."]
+        assert reason_on(body) is None, "the message says why already"
+
+    def test_every_reason_a_session_ends_for_has_a_message(self):
+        """Each reason given to `end_session` / `TokenState.end` anywhere in accounts/."""
+        source = "\n".join(p.read_text() for p in Path("accounts").glob("*.py"))
+        reasons = set(re.findall(r'\.end\(\s*"(\w+)"', source))
+        reasons |= set(re.findall(r'end_session\(\s*\w+,\s*"(\w+)"', source))
+        reasons |= set(re.findall(r'refresh\.\w+: "(\w+)"', source))
+        reasons |= set(re.findall(r'reason = "(\w+)"', source))
+        reasons |= set(re.findall(r'return "(\w+)"\n', source)) & {"user", "revocation_queued"}
+        assert {"no_tokens", "refused", "foreign_cookies", "lost_role", "user"} <= reasons
+        assert reasons - set(MESSAGES) == set()
+
+    def test_signing_in_says_who(self, client, db, backend):
+        fakes.stub_login(backend)
+        fakes.stub_me(backend, "admin")
+        response = client.post(LOGIN, ADMIN_FORM, follow=True)
+        assert messages_on(response.content.decode()) == ["Signed in as Ada Admin."]
+
+    def test_a_signed_in_visitor_is_told_who_is_signed_in(self, as_user):
+        body = as_user("evaluator").get(LOGIN, {"next": "/dashboard/evaluations/"}).content
+        body = body.decode()
+        assert "You are signed in as <strong>Eve Evaluator</strong>" in body
+        assert '<a class="button" href="/dashboard/evaluations/">Continue</a>' in body
+        assert 'href="/accounts/logout/"' in body
+        assert 'type="password"' not in body
+
+    def test_a_refused_account_is_told_what_to_do(self, client, db, backend):
+        fakes.stub_login(backend)
+        fakes.stub_me(backend, "viewer")
+        fakes.stub_logout(backend)
+        body = client.post(LOGIN, ADMIN_FORM).content.decode()
+        assert (
+            "This account does not have access. Sign in with another account, or ask the "
+            "site&#x27;s administrator to give this one access."
+        ) in body
+
+    def test_field_errors_are_what_the_inputs_point_at(self, client, db):
+        body = client.post(LOGIN, {"email": "not-an-email", "password": ""}).content.decode()
+        for name in ("email", "password"):
+            assert f'aria-describedby="id_{name}_error"' in body
+            assert f'<div class="field-error" id="id_{name}_error">' in body
+
+
+class TestThrottleWording:
+    def test_under_a_minute_in_seconds(self):
+        assert wait_phrase(1) == "1 second"
+        assert wait_phrase(59) == "59 seconds"
+
+    @pytest.mark.parametrize(("seconds", "minutes"), [(60, "1 minute"), (295, "5 minutes")])
+    def test_longer_in_minutes_with_the_time(self, seconds, minutes):
+        assert re.fullmatch(rf"about {minutes} \(until \d\d:\d\d UTC\)", wait_phrase(seconds))
+
+
+# --- Django's admin site ------------------------------------------------------------------
+
+
+class TestAdminSite:
+    def test_a_signed_in_non_admin_gets_the_403_page_not_a_sign_in_loop(self, as_user):
+        client = as_user("evaluator")
+        response = client.get("/admin/", follow=True)
+        body = response.content.decode()
+        assert response.status_code == 403
+        assert "Django&#x27;s admin site is for the site&#x27;s administrators." in body
+        assert "This page needs the role “admin”." in body
+        assert 'type="password"' not in body
+
+    def test_an_anonymous_visitor_goes_to_the_sign_in_form(self, client, db):
+        response = client.get("/admin/", follow=True)
+        assert response.redirect_chain[-1][0] == f"{LOGIN}?next=/admin/"
+
+    def test_an_admin_gets_in(self, as_user):
+        assert as_user("admin").get("/admin/").status_code == 200
+
+
+# --- Cache-Control on every signed-in page ------------------------------------------------
+
+
+def directives(response) -> set[str]:
+    return {part.strip() for part in response.get("Cache-Control", "").split(",") if part}
+
+
+class TestSignedInPagesAreNotStored:
+    @pytest.mark.parametrize(
+        "path",
+        [
+            "/",
+            "/dashboard/",
+            "/dashboard/evaluations/",
+            "/dashboard/admin/",
+            "/accounts/sessions/",
+            LOGOUT,
+            LOGIN,
+            "/no-such-page/",
+        ],
+    )
+    def test_private_no_store(self, as_user, backend, path):
+        response = as_user("admin").get(path)
+        assert response.status_code in (200, 404)
+        assert {"private", "no-store"} <= directives(response), response.get("Cache-Control")
+
+    def test_the_403_page_too(self, as_user):
+        response = as_user("evaluator").get("/dashboard/admin/")
+        assert response.status_code == 403
+        assert {"private", "no-store"} <= directives(response)
+
+    def test_anonymous_pages_may_be_cached(self, client, db):
+        assert "no-store" not in directives(client.get("/"))
