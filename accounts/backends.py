@@ -16,11 +16,11 @@ from .exceptions import (
     CookieTooLarge,
     InvalidCredentials,
 )
+from .forwarded import client_ip
 from .models import User
 from .record import COOKIES
 from .shape import shared_roles
 from .state import TokenState
-from .throttle import client_ip
 
 logger = logging.getLogger(__name__)
 

@@ -174,6 +174,58 @@ def require_static_manifest() -> None:
         raise ImproperlyConfigured(f"{errors[0].msg} {errors[0].hint}")
 
 
+@register()
+def check_trusted_proxies(app_configs=None, **kwargs):
+    """X-Forwarded-For needs both how many proxies there are and which peers they are."""
+    try:
+        trusted = conf.trusted_proxies
+    except ImproperlyConfigured as exc:
+        return [Error(str(exc), id="accounts.E014")]
+    if conf.trusted_proxy_count > 0 and not trusted:
+        return [
+            Warning(
+                f"AUTH_TRUSTED_PROXY_COUNT is {conf.trusted_proxy_count} but "
+                "AUTH_TRUSTED_PROXIES is empty: X-Forwarded-For and X-Request-ID are "
+                "believed from nobody.",
+                hint="List the proxies' addresses or networks in AUTH_TRUSTED_PROXIES (e.g. "
+                "10.0.0.0/8); until then every client has the proxy's address and shares "
+                "its sign-in throttle.",
+                id="accounts.W002",
+            )
+        ]
+    return []
+
+
+# `check --deploy` warns about a shared secret shorter than this. The back-channel
+# secret is an HS256 key, which must be at least as long as the hash, 256 bits (RFC
+# 7518 §3.2): a short one can be brute-forced offline from a single signed token. The
+# metrics token opens /metrics from any address. 32 characters of
+# `secrets.token_urlsafe()` hold 192 bits, of hex 128: both out of reach.
+MIN_SECRET_LENGTH = 32
+
+
+@register(deploy=True)
+def check_secret_lengths(app_configs=None, **kwargs):
+    """Shared secrets long enough that nobody guesses them."""
+    warnings = []
+    for name, value in (
+        ("AUTH_BACKCHANNEL_SECRET", conf.backchannel_secret),
+        ("AUTH_METRICS_TOKEN", conf.metrics_token),
+    ):
+        if value and len(value) < MIN_SECRET_LENGTH:
+            warnings.append(
+                Warning(
+                    f"{name} has {len(value)} characters; at least {MIN_SECRET_LENGTH} are needed.",
+                    hint=f"Generate one: python -c 'import secrets; "
+                    f"print(secrets.token_urlsafe({MIN_SECRET_LENGTH}))'. A short secret can "
+                    "be guessed: the back-channel one signs sign-outs (an HS256 key, at least "
+                    "256 bits by RFC 7518 §3.2), the metrics one opens /metrics from anywhere.",
+                    id="accounts.W003",
+                )
+            )
+    return warnings
+
+
 TOKEN_MIDDLEWARE = "accounts.middleware.TokenRefreshMiddleware"  # noqa: S105 - a dotted path
 MUST_COME_BEFORE = (
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -8,9 +8,11 @@ README's settings table names exactly these, with these defaults.
 """
 
 from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 
 
@@ -411,6 +413,13 @@ SETTINGS = (
         "proxies in front of the app whose `X-Forwarded-For` is believed",
         "trusted_proxy_count",
     ),
+    Setting(
+        "AUTH_TRUSTED_PROXIES",
+        [],
+        "addresses or networks (`10.0.0.0/8`) of those proxies: `X-Forwarded-For` and "
+        "`X-Request-ID` are believed only from them (empty: from nobody)",
+        "trusted_proxies_list",
+    ),
 )
 
 _BY_ATTR = {setting.attr: setting for setting in SETTINGS}
@@ -496,6 +505,30 @@ class AccountsSettings:
     @property
     def proxy_prefixes(self) -> tuple[str, ...]:
         return tuple(self.proxy_prefixes_list)
+
+    @property
+    def trusted_proxies(self) -> tuple[IPv4Network | IPv6Network, ...]:
+        """AUTH_TRUSTED_PROXIES as networks, kept; a bare address is a network of one.
+
+        :raises ImproperlyConfigured: an entry is neither an address nor a network.
+        """
+        try:
+            return self._values["_trusted_proxies"]
+        except KeyError:
+            pass
+        networks = []
+        for entry in self.trusted_proxies_list:
+            if not entry.strip():
+                continue
+            try:
+                networks.append(ip_network(entry.strip(), strict=False))
+            except ValueError:
+                raise ImproperlyConfigured(
+                    f"AUTH_TRUSTED_PROXIES: {entry!r} is not an IP address or network "
+                    "(such as 10.0.0.5 or 10.0.0.0/8)"
+                ) from None
+        self._values["_trusted_proxies"] = tuple(networks)
+        return self._values["_trusted_proxies"]
 
 
 conf = AccountsSettings()

@@ -32,6 +32,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from . import timeline
 from .conf import conf
+from .forwarded import client_ip
 
 logger = logging.getLogger(__name__)
 
@@ -192,8 +193,6 @@ class _InProcess:
 
 
 def _allowed(request: HttpRequest) -> bool:
-    from .throttle import client_ip
-
     token = conf.metrics_token
     header = request.META.get("HTTP_AUTHORIZATION", "")
     if token and header.startswith("Bearer "):

@@ -2,7 +2,7 @@
 
 Used by every message that repeats while something stays wrong: the shared
 cache failing over (accounts/cache.py), the database gone (accounts/outage.py),
-an X-Forwarded-For nobody trusts (accounts/throttle.py).
+an X-Forwarded-For nobody trusts (accounts/forwarded.py).
 """
 
 import threading

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from django.http import HttpRequest, HttpResponseBase
 
 from .conf import conf
+from .forwarded import from_trusted_proxy
 
 HEADER = "X-Request-ID"
 # What an id from a proxy may look like: enough for a UUID, a ULID or an
@@ -37,14 +38,19 @@ class RequestIdMiddleware:
     """Give every request an id: `request.request_id`, `current()`, the `X-Request-ID` header.
 
     Place it first in MIDDLEWARE, so everything after it (and its logs) runs
-    with the id. An incoming `X-Request-ID` is kept only behind trusted
-    proxies (AUTH_TRUSTED_PROXY_COUNT > 0) and only if it is 1–128 characters
-    of `[A-Za-z0-9._:-]`; otherwise a new one is made. To take the id from
-    elsewhere, subclass and override `get_request_id`.
+    with the id. An incoming `X-Request-ID` is kept only from a trusted proxy
+    (a peer in AUTH_TRUSTED_PROXIES, with AUTH_TRUSTED_PROXY_COUNT > 0) and
+    only if it is 1–128 characters of `[A-Za-z0-9._:-]`; otherwise a new one
+    is made. To take the id from elsewhere, subclass and override
+    `get_request_id`.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]):
         self.get_response = get_response
+        # Read once here: Django builds the middleware when the WSGI handler
+        # is made, so a malformed AUTH_TRUSTED_PROXIES stops gunicorn at start
+        # with the setting's name instead of failing every request.
+        conf.trusted_proxies  # noqa: B018 - reading it validates it
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase:
         request_id = self.get_request_id(request)
@@ -64,9 +70,9 @@ class RequestIdMiddleware:
 
     def get_request_id(self, request: HttpRequest) -> str:
         """Return the id for `request`: a trusted proxy's, if sane, else a new one."""
-        if conf.trusted_proxy_count > 0:
-            # Without a proxy in front the header is the client's to invent:
-            # a chosen id could be made to collide with another request's.
+        if from_trusted_proxy(request):
+            # From anyone else the header is the client's to invent: a chosen
+            # id could be made to collide with another request's.
             incoming = request.headers.get(HEADER, "")
             if _SANE_ID.fullmatch(incoming):
                 return incoming

@@ -63,8 +63,8 @@ from django.http import HttpRequest
 from django.utils.crypto import salted_hmac
 
 from .conf import conf
+from .forwarded import client_ip
 from .models import LoginCounter
-from .pacing import AtMostEvery
 
 logger = logging.getLogger(__name__)
 
@@ -73,42 +73,9 @@ SETTLE_WAIT = 3.0  # seconds an attempt waits for its client's attempts in fligh
 SLOT_POLL = 0.05  # seconds between looks at a full email's slots
 SLOT_LIFETIME = 60.0  # a slot a killed worker never gave back is free again after this
 PURGE_CHANCE = 0.001  # one attempt in about a thousand deletes the expired counters
-FORWARDED_WARNING_INTERVAL = 60.0
 
 
-# --- The client address -------------------------------------------------------------
-
-
-_forwarded_warning = AtMostEvery(FORWARDED_WARNING_INTERVAL)
-
-
-def client_ip(request: HttpRequest) -> str:
-    """Return the browser's IP: REMOTE_ADDR, or what the trusted proxies in front saw.
-
-    With AUTH_TRUSTED_PROXY_COUNT = n, the n-th address from the right of
-    X-Forwarded-For is the one the outermost trusted proxy received; anything
-    further left is the client's to invent. With n = 0 and the header
-    present, an ERROR is logged (once a minute per process): behind a proxy,
-    every client would share the proxy's address and its throttle.
-    """
-    remote = request.META.get("REMOTE_ADDR", "")
-    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
-    count = conf.trusted_proxy_count
-    if not count:
-        if forwarded and _forwarded_warning.due():
-            logger.error(
-                "X-Forwarded-For arrives but AUTH_TRUSTED_PROXY_COUNT=0: every client behind "
-                "the proxy shares one throttle; set it to the number of proxies (if no proxy "
-                "is in front of the app, a client sent the header itself)"
-            )
-        return remote
-    hops = [hop for hop in (h.strip() for h in forwarded.split(",")) if hop]
-    if len(hops) >= count:
-        try:
-            return str(ipaddress.ip_address(hops[-count]))
-        except ValueError:
-            pass
-    return remote
+# --- The client address (accounts/forwarded.py) --------------------------------------
 
 
 def _address(ip: str) -> str:

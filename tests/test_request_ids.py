@@ -69,12 +69,23 @@ class TestTheId:
     @pytest.mark.parametrize("incoming", ["edge-7f3a.b_c:9", "a" * 128, "1-67891233-abcdef012345"])
     def test_a_trusted_proxys_id_is_kept(self, client, db, settings, incoming):
         settings.AUTH_TRUSTED_PROXY_COUNT = 1
+        settings.AUTH_TRUSTED_PROXIES = ["127.0.0.1"]  # the test client's REMOTE_ADDR
         response = client.get(LOGIN, headers={"X-Request-ID": incoming})
         assert request_id(response) == incoming
         assert response.wsgi_request.request_id == incoming
 
     def test_without_a_trusted_proxy_the_clients_id_is_replaced(self, client, db, settings):
         settings.AUTH_TRUSTED_PROXY_COUNT = 0
+        settings.AUTH_TRUSTED_PROXIES = ["127.0.0.1"]
+        response = client.get(LOGIN, headers={"X-Request-ID": "chosen-by-the-client"})
+        assert MADE_ID.fullmatch(request_id(response))
+
+    @pytest.mark.parametrize("trusted", [[], ["10.0.0.0/8", "192.0.2.1"]])
+    def test_from_a_peer_not_in_the_trusted_proxies_the_id_is_replaced(
+        self, client, db, settings, trusted
+    ):
+        settings.AUTH_TRUSTED_PROXY_COUNT = 1
+        settings.AUTH_TRUSTED_PROXIES = trusted
         response = client.get(LOGIN, headers={"X-Request-ID": "chosen-by-the-client"})
         assert MADE_ID.fullmatch(request_id(response))
 
@@ -111,6 +122,7 @@ class TestTheId:
         self, client, db, settings, incoming
     ):
         settings.AUTH_TRUSTED_PROXY_COUNT = 1
+        settings.AUTH_TRUSTED_PROXIES = ["127.0.0.1"]
         response = client.get(LOGIN, headers={"X-Request-ID": incoming})
 
         assert MADE_ID.fullmatch(request_id(response))
@@ -121,7 +133,13 @@ class TestTheId:
         middleware = RequestIdMiddleware(lambda request: HttpResponse())
         factory = RequestFactory()
         settings.AUTH_TRUSTED_PROXY_COUNT = 2
+        settings.AUTH_TRUSTED_PROXIES = ["127.0.0.0/8"]
         assert middleware.get_request_id(factory.get("/", headers={"X-Request-ID": "x-1"})) == "x-1"
+        assert MADE_ID.fullmatch(
+            middleware.get_request_id(
+                factory.get("/", headers={"X-Request-ID": "x-1"}, REMOTE_ADDR="192.0.2.7")
+            )
+        )
         assert MADE_ID.fullmatch(middleware.get_request_id(factory.get("/")))
         settings.AUTH_TRUSTED_PROXY_COUNT = 0
         assert MADE_ID.fullmatch(

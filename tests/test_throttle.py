@@ -20,6 +20,7 @@ from django.db import DatabaseError
 from django.test import Client
 from django.urls import resolve
 
+import accounts.forwarded
 from accounts import throttle
 from accounts.models import LoginCounter
 from accounts.pacing import AtMostEvery
@@ -401,6 +402,7 @@ class TestHostileInput:
 
     def test_a_forged_forwarded_for_is_no_address(self, client, db, api, settings):
         settings.AUTH_TRUSTED_PROXY_COUNT = 1
+        settings.AUTH_TRUSTED_PROXIES = ["127.0.0.1"]  # the test client's REMOTE_ADDR
         for n in range(5):
             wrong(client, HTTP_X_FORWARDED_FOR=f"not-an-ip-{n}, ../é")
         assert wrong(client, HTTP_X_FORWARDED_FOR="garbage").status_code == 429, (
@@ -417,6 +419,7 @@ class TestClientAddress:
         assert wrong(client, "x@example.com", HTTP_X_FORWARDED_FOR="192.0.2.9").status_code == 429
         # One trusted proxy: its view of the client counts, per client.
         settings.AUTH_TRUSTED_PROXY_COUNT = 1
+        settings.AUTH_TRUSTED_PROXIES = ["127.0.0.1"]
         response = wrong(client, "x@example.com", HTTP_X_FORWARDED_FOR="203.0.113.1, 192.0.2.50")
         assert response.status_code == 200
         assert calls_to(api, "/auth/login")[-1].request.headers["X-Forwarded-For"] == "192.0.2.50"
@@ -425,9 +428,9 @@ class TestClientAddress:
         self, rf, settings, monkeypatch, caplog
     ):
         once = AtMostEvery(60)
-        monkeypatch.setattr(throttle, "_forwarded_warning", once)
+        monkeypatch.setattr(accounts.forwarded, "_no_proxy_count_warning", once)
         forwarded = rf.post(LOGIN, HTTP_X_FORWARDED_FOR="192.0.2.1")
-        caplog.set_level(logging.ERROR, logger="accounts.throttle")
+        caplog.set_level(logging.ERROR, logger="accounts.forwarded")
 
         for _ in range(3):
             assert throttle.client_ip(forwarded) == "127.0.0.1"
@@ -442,6 +445,7 @@ class TestClientAddress:
         once._last -= 61  # a minute later
         throttle.client_ip(forwarded)
         settings.AUTH_TRUSTED_PROXY_COUNT = 1
+        settings.AUTH_TRUSTED_PROXIES = ["127.0.0.1"]
         once._last -= 61
         assert throttle.client_ip(forwarded) == "192.0.2.1"
         assert len([r for r in caplog.records if r.levelno == logging.ERROR]) == 2
@@ -606,6 +610,7 @@ def app_server(workdir, storage, *, api_url: str, name: str):
         name=name,
         database=name,
         AUTH_TRUSTED_PROXY_COUNT="1",
+        AUTH_TRUSTED_PROXIES="127.0.0.1",
         **storage,
     ) as server:
         yield server
@@ -613,7 +618,7 @@ def app_server(workdir, storage, *, api_url: str, name: str):
 
 @pytest.fixture(scope="module")
 def app(storage, authapi, tmp_path_factory):
-    """The app under gunicorn behind one trusted proxy (AUTH_TRUSTED_PROXY_COUNT=1)."""
+    """The app under gunicorn behind one trusted proxy at 127.0.0.1 (AUTH_TRUSTED_PROXY_COUNT=1)."""
     with app_server(
         tmp_path_factory.mktemp("throttle-app"), storage, api_url=authapi.url, name="app"
     ) as server:
