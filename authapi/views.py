@@ -149,7 +149,7 @@ def login(request: HttpRequest) -> HttpResponse:
         stats.bump("login_failed")
         throttle.record_failure(email=email, ip=ip)
         raise _login_failure(email)
-    throttle.clear_failures(email=email)
+    throttle.clear_failures(email=email, ip=ip)
     issued = tokens.sign_in(user)
     stats.bump("login")
     profile = shapes.profile(user)
