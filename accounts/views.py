@@ -280,9 +280,7 @@ class LogoutView(SafeNextMixin, auth_views.LogoutView):
                 logger.error("Sign-out without the database: the backend was not told: %s", exc)
                 reason = "revocation_lost"
         metrics.sign_out(reason)
-        messages.add_message(
-            request, messages.INFO, SIGN_OUT_MESSAGES[reason], fail_silently=True
-        )
+        messages.add_message(request, messages.INFO, SIGN_OUT_MESSAGES[reason], fail_silently=True)
         response = self._json(reason) if wants_json(request) else redirect(self.get_success_url())
         cookies.delete(response, conf.token_cookies)
         return response

@@ -124,7 +124,7 @@ def test_both_tabs_hit_pages_at_the_moment_of_expiry(context, servers, storage_m
     second.wait_for_url(re.compile(r"/dashboard/admin/$"))
 
     assert first.get_by_role("heading", name="Evaluations").is_visible()
-    assert second.get_by_role("heading", name="Admin").is_visible()
+    assert second.get_by_role("heading", name="Sign-in health").is_visible()
     after = api.stats()
     assert after["refresh"] - before["refresh"] == 1
     assert after["reuse_detected"] == before["reuse_detected"]
