@@ -61,9 +61,11 @@ class TokenRefreshMiddleware:
 
     - ends the session when the cookies are not the session's own pair
       (`TokenState.check`);
-    - refreshes when the access token, by the expiry recorded at issue, is
-      within AUTH_REFRESH_LEEWAY: in the background while it is still valid,
-      waiting (one budget per request) once it has expired;
+    - starts the refresh when the access token, by the expiry recorded at
+      issue, is within AUTH_REFRESH_LEEWAY (or missing); the request waits for
+      it (one budget per request) only at its first backend call, so a view
+      that needs no backend is served from the session however slow the
+      refresh is;
     - re-reads the user every AUTH_REVALIDATE_INTERVAL seconds;
     - on a transient failure keeps the session and serves the view; only what
       needs the backend answers 503 (`process_exception`);

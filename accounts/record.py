@@ -77,6 +77,7 @@ class TokenRecord:
     validated_at: float
     round: int = 0
     generation: int = 0
+    renewed_at: float = 0.0  # when this pair was recorded (sign-in or refresh)
     cookie_paths: tuple[str, ...] = ()
     storage: str = COOKIES
 
@@ -143,6 +144,7 @@ class TokenRecord:
             refresh_expires_at=refresh_expires,
             round=round_ if round_ is not None else (self.round + 1 if same_refresh else 0),
             generation=self.generation + 1 if generation is None else generation,
+            renewed_at=now,
             cookie_paths=tuple(sorted(paths)),
         )
 

@@ -52,6 +52,8 @@ MAX_CHAIN = 4
 REVALIDATE_RETRY = 30
 # Seconds before its expiry an issued access token counts as expired already.
 EXPIRY_MARGIN = 1.0
+# The browser's refresh renews a pair younger than this only when it is due.
+BROWSER_REFRESH_MIN_AGE = 30
 
 
 def _signed_in_here(request: HttpRequest) -> bool:
@@ -268,22 +270,45 @@ class TokenState:
     # --- refresh --------------------------------------------------------------
 
     def refresh_if_due(self) -> None:
-        """Refresh when the recorded expiry says so; wait only if the access token has expired.
+        """Start the refresh when the recorded expiry says so (or the access token is
+        missing); never wait for it here.
 
-        :raises SessionEnded: the refresh was refused or its outcome is unknown.
-        :raises RefreshPending: expired, and the refresh outlasted the wait budget.
+        A request that needs the new token waits for it at its first backend call
+        (`tokens_for_call`); a view that makes none is served from the session,
+        and `finish()` hands the new pair to the browser if it is ready by then,
+        else the next request collects it. So a slow refresh holds up only what
+        needs the backend.
+
+        :raises SessionEnded: the refresh was refused or its outcome is unknown
+            (known already: another request's call answered).
         """
-        record = self.load()
-        now = time.time()
-        if self.tokens.access and not record.refresh_due(now=now, leeway=conf.refresh_leeway):
+        if self.tokens.access and not self._due(time.time()):
             return
-        if record.access_expired(now=now) or not self.tokens.access:
-            self.renew()
-            return
-        # Still valid: served with the token it has while the refresh runs.
         self._background = True
         with contextlib.suppress(RefreshPending):
             self.renew(wait=False)
+
+    def _due(self, now: float) -> bool:
+        return self.load().refresh_due(now=now, leeway=conf.refresh_leeway)
+
+    @property
+    def refresh_pending(self) -> bool:
+        """Whether this request started (or joined) a refresh it has not collected yet."""
+        return self._background and not self.renewed and self._failure is None
+
+    def renew_for_browser(self) -> Tokens:
+        """The browser's own refresh (`POST /accounts/refresh/`): renew when due, or when
+        the pair is at least BROWSER_REFRESH_MIN_AGE seconds old; else keep it.
+
+        Scripts may call it as often as they like; the backend sees at most one
+        refresh per session in that time, and the cache keeps one outcome for it.
+        """
+        record = self.load()
+        now = time.time()
+        young = now - record.renewed_at < BROWSER_REFRESH_MIN_AGE
+        if young and self.tokens.access and not self._due(now):
+            return self.tokens
+        return self.renew()
 
     def renew(self, *, wait: bool = True) -> Tokens:
         """Move on to the next pair, once per request; return the current tokens.
@@ -385,6 +410,8 @@ class TokenState:
         record = self.load()
         if time.time() - record.validated_at < conf.revalidate_interval:
             return
+        if self.refresh_pending:
+            return  # the refresh re-reads the user when it lands; no wait for it here
         try:
             profile = get_client().me(self)
         except BackendError as exc:

@@ -310,7 +310,7 @@ def refresh(request: HttpRequest) -> JsonResponse:
     if not state.applies() or state.record is None:
         return json_error(401, "signed_out", "Your session has ended; please sign in again.")
     try:
-        state.renew()
+        state.renew_for_browser()
     except SessionEnded:
         return json_error(401, "signed_out", "Your session has ended; please sign in again.")
     except BackendError as exc:

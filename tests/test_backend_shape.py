@@ -27,6 +27,7 @@ from accounts.exceptions import (
 from accounts.roles import resolve_roles, user_has_role
 from accounts.shape import MISSING, Place, UnreadableRoles, role_names
 from tests import fakes
+from tests.refreshing import refreshed_in_advance
 
 
 def jwt_with(claims: dict) -> str:
@@ -805,10 +806,11 @@ class TestRolesFromTheToken:
         settings.AUTH_ROLES_FROM = "token"
 
     def test_a_refresh_reads_them_from_the_new_token_without_a_profile_call(
-        self, signed_in, backend
+        self, signed_in, backend, settle
     ):
         client = signed_in(access=jwt_for(["admin"], ttl=-5))
         fakes.stub_refresh(backend, access=jwt_for(["admin", "evaluator"]))
+        refreshed_in_advance(client, settle)
         page = client.get("/dashboard/")
         assert page.status_code == 200
         assert fakes.calls_to(backend, "/users/me") == []
@@ -816,19 +818,23 @@ class TestRolesFromTheToken:
 
         assert User.objects.get(backend_id="1").roles == ["admin", "evaluator"]
 
-    def test_a_role_lost_in_the_new_token_ends_the_session(self, signed_in, backend):
+    def test_a_role_lost_in_the_new_token_ends_the_session(self, signed_in, backend, settle):
         client = signed_in(access=jwt_for(["admin"], ttl=-5))
         fakes.stub_refresh(backend, access=jwt_for(["viewer"]))
+        refreshed_in_advance(client, settle)
         page = client.get("/dashboard/")
         assert page.status_code == 302
         assert fakes.calls_to(backend, "/users/me") == []
 
-    def test_with_roles_from_me_a_refresh_reads_the_profile(self, signed_in, backend, settings):
+    def test_with_roles_from_me_a_refresh_reads_the_profile(
+        self, signed_in, backend, settings, settle
+    ):
         settings.AUTH_ROLES_FROM = "me"
         client = signed_in(access=jwt_for(["admin"], ttl=-5))
         new = jwt_for(["admin"])
         fakes.stub_refresh(backend, access=new)
         fakes.stub_me_by_token(backend, {new: "admin"})
+        refreshed_in_advance(client, settle)
         assert client.get("/dashboard/").status_code == 200
         assert len(fakes.calls_to(backend, "/users/me")) == 1
 

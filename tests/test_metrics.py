@@ -106,7 +106,9 @@ def test_a_burst_sharing_an_expired_token_is_one_refresh_call_and_49_served(serv
     wait_until_access_expired(browser)
     before, api_before = scrape(app), api.stats()
 
-    answers = burst([f"{app.url}/dashboard/"] * BURST, browser)
+    # Calls that need the token: each waits for the one refresh (a page that needs
+    # none would be served from the session without waiting).
+    answers = burst([f"{app.url}/api/users/me"] * BURST, browser)
 
     assert [getattr(a, "status_code", repr(a)) for a in answers] == [200] * BURST
     after = scrape(app)
@@ -152,7 +154,7 @@ def test_a_late_tab_moved_on_by_a_kept_refresh_counts_as_served(
     fakes.sign_in_client(client, access=old_access)
     fakes.stub_refresh(backend)
     fakes.stub_me(backend)
-    assert client.get("/dashboard/").status_code == 200  # the refresh
+    assert client.get("/api/users/me").status_code == 200  # the refresh, waited for
     before = metrics.REFRESH_SERVED.labels("shared")._value.get()
     client.cookies["access_token"] = old_access  # a tab that sent the old pair
     client.cookies["refresh_token"] = "refresh-1"

@@ -14,7 +14,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import RequestFactory
 from django.urls import resolve
 
-from accounts import refresh
+from accounts import refresh, state
 from accounts.exceptions import (
     BackendProtocolError,
     BackendUnavailable,
@@ -27,6 +27,7 @@ from accounts.models import User
 from accounts.record import token_hash
 from tests import fakes
 from tests.fakes import assert_signed_out, calls_to, edit_record, record_of
+from tests.refreshing import refreshed_in_advance
 
 pytestmark = pytest.mark.usefixtures("settle")
 SIGNED_OUT = {
@@ -183,7 +184,7 @@ class TestThroughTheStack:
     ):
         client = signed_in(access=fakes.access_jwt(ttl=-10))
         fakes.stub_refresh(backend, status=401)
-        response = client.get("/dashboard/", HTTP_ACCEPT="application/json")
+        response = client.get("/api/users/me", HTTP_ACCEPT="application/json")
         assert (response.status_code, response.json()) == (401, SIGNED_OUT)
         home = client.get("/")
         assert home.status_code == 200
@@ -220,10 +221,11 @@ class TestThroughTheStack:
         assert client.get("/dashboard/").status_code == 200
         assert SESSION_KEY in client.session
 
-    def test_new_cookies_ride_on_redirects_and_403s(self, signed_in, backend):
+    def test_new_cookies_ride_on_redirects_and_403s(self, signed_in, backend, settle):
         client = signed_in("evaluator", access=fakes.access_jwt(ttl=-10))
         fakes.stub_refresh(backend)
         fakes.stub_me(backend, "evaluator")
+        refreshed_in_advance(client, settle)
         response = client.get("/dashboard/admin/")
         assert response.status_code == 403
         assert response.cookies["refresh_token"].value == "refresh-2"
@@ -311,7 +313,7 @@ class TestRereadingTheUser:
         assert "Adele Admin" in body
         assert len(calls_to(backend, "/users/me")) == 1
 
-    def test_without_one_the_request_reads_it(self, signed_in, backend):
+    def test_without_one_the_request_reads_it(self, signed_in, backend, settle):
         client = signed_in(access=fakes.access_jwt(ttl=-10))
         fakes.stub_refresh(backend)
         adele = json.dumps({**fakes.PROFILES["admin"], "firstName": "Adele"})
@@ -322,14 +324,18 @@ class TestRereadingTheUser:
             return (200, [("Content-Type", "application/json")], adele)
 
         backend.add_callback("GET", f"{fakes.BASE}/users/me", callback=me)
+        client.get("/dashboard/")  # starts the refresh
+        wait(settle, timeout=5)
         assert "Adele Admin" in client.get("/dashboard/").content.decode()
         assert len(calls_to(backend, "/users/me")) == 2
         assert record_of(client).validated_at == pytest.approx(time.time(), abs=5)
 
-    def test_a_failed_read_keeps_the_session(self, signed_in, backend):
+    def test_a_failed_read_keeps_the_session(self, signed_in, backend, settle):
         client = signed_in(access=fakes.access_jwt(ttl=-10))
         fakes.stub_refresh(backend)
         fakes.stub_me(backend, status=503)
+        assert client.get("/dashboard/").status_code == 200
+        wait(settle, timeout=5)
         assert client.get("/dashboard/").status_code == 200
         assert record_of(client).refresh_hash == token_hash("refresh-2")
 
@@ -342,15 +348,16 @@ class TestRereadingTheUser:
         ],
     )
     def test_a_user_who_changed_is_signed_out(
-        self, signed_in, backend, settings, caplog, after, profile, reason
+        self, signed_in, backend, settings, caplog, settle, after, profile, reason
     ):
         access = fakes.access_jwt(ttl=-10 if after == "refresh" else 1800)
         client = signed_in(access=access)
+        me = fakes.stub_me(backend, json=profile)
         if after == "refresh":
             fakes.stub_refresh(backend, access="acc-2")
+            refreshed_in_advance(client, settle)
         else:
             settings.AUTH_REVALIDATE_INTERVAL = 0
-        me = fakes.stub_me(backend, json=profile)
         assert_signed_out(client, client.get("/dashboard/"))
         assert f"Session of backend user 1 ended: {reason}" in caplog.messages
         sent = "acc-2" if after == "refresh" else access
@@ -394,7 +401,7 @@ class TestRereadingTheUser:
         assert len(calls_to(backend, "/users/me")) == 1
 
 
-def test_the_session_lives_as_long_as_its_refresh_token(signed_in, backend):
+def test_the_session_lives_as_long_as_its_refresh_token(signed_in, backend, settle):
     client = signed_in(access=fakes.access_jwt(ttl=-10))
     backend.post(
         f"{fakes.BASE}/auth/refresh",
@@ -404,6 +411,7 @@ def test_the_session_lives_as_long_as_its_refresh_token(signed_in, backend):
         ],
     )
     fakes.stub_me(backend)
+    refreshed_in_advance(client, settle)
     response = client.get("/dashboard/")
     assert 3590 <= client.session.get_expiry_age() <= 3600
     assert 3590 <= response.cookies["sessionid"]["max-age"] <= 3600
@@ -414,6 +422,7 @@ class TestBrowserRefresh:
 
     def test_returns_the_new_expiry_and_cookies(self, signed_in, backend):
         client = signed_in(access=fakes.access_jwt())
+        edit_record(client, renewed_at=time.time() - state.BROWSER_REFRESH_MIN_AGE - 1)
         new = fakes.access_jwt(ttl=900)
         fakes.stub_refresh(backend, access=new)
         fakes.stub_me(backend)
@@ -422,6 +431,28 @@ class TestBrowserRefresh:
         assert response.json()["ok"] is True
         assert response.json()["access_expires_at"].endswith("+00:00")
         assert response.cookies["access_token"].value == new
+        assert len(calls_to(backend, "/auth/refresh")) == 1
+
+    def test_a_script_calling_again_and_again_refreshes_once(self, signed_in, backend):
+        """However often a script asks, a pair far from expiry is renewed once in
+        BROWSER_REFRESH_MIN_AGE: the backend's token table and the cache stay small."""
+        client = signed_in(access=fakes.access_jwt())
+        edit_record(client, renewed_at=time.time() - state.BROWSER_REFRESH_MIN_AGE - 1)
+        fakes.stub_refresh(backend, access=fakes.access_jwt(ttl=900))
+        fakes.stub_me(backend)
+        answers = [client.post("/accounts/refresh/") for _ in range(100)]
+        assert {a.status_code for a in answers} == {200}
+        assert len(calls_to(backend, "/auth/refresh")) == 1
+        assert len({a.json()["access_expires_at"] for a in answers[1:]}) == 1
+
+    def test_a_young_pair_is_kept_until_it_is_due(self, signed_in, backend):
+        client = signed_in(access=fakes.access_jwt(ttl=900, lifetime=900))
+        assert client.post("/accounts/refresh/").status_code == 200
+        assert len(calls_to(backend, "/auth/refresh")) == 0
+        edit_record(client, access_expires_at=time.time() + 30)  # inside the 60 s leeway
+        fakes.stub_refresh(backend)
+        fakes.stub_me(backend)
+        assert client.post("/accounts/refresh/").status_code == 200
         assert len(calls_to(backend, "/auth/refresh")) == 1
 
     def test_refreshes_once_when_the_middleware_already_did(self, signed_in, backend):
@@ -437,6 +468,7 @@ class TestBrowserRefresh:
     )
     def test_failures_are_json(self, signed_in, backend, answer, status, body):
         client = signed_in(access=fakes.access_jwt())
+        edit_record(client, renewed_at=time.time() - state.BROWSER_REFRESH_MIN_AGE - 1)
         backend.post(f"{fakes.BASE}/auth/refresh", **answer)
         response = client.post("/accounts/refresh/")
         assert response.status_code == status

@@ -33,6 +33,8 @@ pytestmark = pytest.mark.usefixtures("settle")
 ADMIN = UserProfile(
     id="1", email="admin@example.com", first_name="Ada", last_name="Admin", roles=("admin",)
 )
+# A request whose view calls the backend: it waits for a refresh the middleware started.
+NEEDS_TOKEN = "/api/users/me"
 FORGED = fakes.jwt.encode({"sub": "1", "exp": 4102444800}, None, algorithm="none")
 
 
@@ -114,16 +116,33 @@ class TestCheck:
         assert response.status_code == 200
         assert response.cookies["refresh_token"].value == "refresh-2"
         assert sent_refresh_tokens(backend) == ["refresh-1"]
+        # The proxied call waited for the new token: never sent without one.
+        sent = [fakes.sent_token(c.request) for c in calls_to(backend, "/users/me")]
+        assert sent and set(sent) == {"acc-2"}
         assert SESSION_KEY in client.session
 
-    def test_a_missing_access_cookie_is_refreshed_before_the_view(self, signed_in, backend):
+    def test_a_missing_access_cookie_starts_the_refresh_before_the_view(
+        self, signed_in, backend, gates, settle, settings
+    ):
+        """Started before the view (which makes no backend call and does not wait for
+        it), collected by the next request."""
+        settings.AUTH_REFRESH_WAIT = 30.0  # were the view to wait, the gate's limit ends it
         client = signed_in(access="acc-1")
         del client.cookies["access_token"]
-        fakes.stub_refresh(backend, refresh="refresh-2")
+        gate = gates(limit=5)
+        fakes.stub_held_refresh(backend, gate, access="acc-2")
         fakes.stub_me(backend)
-        response = client.get("/dashboard/")
-        assert response.status_code == 200
-        assert response.cookies["refresh_token"].value == "refresh-2"
+
+        first = client.get("/dashboard/")
+
+        assert first.status_code == 200
+        assert "refresh_token" not in first.cookies
+        gate.wait_entered()  # begun, though nothing in the request needed the token
+        gate.open()
+        wait(settle, timeout=5)
+        second = client.get("/dashboard/")
+        assert second.cookies["refresh_token"].value == "refresh-2"
+        assert second.cookies["access_token"].value == "acc-2"
         assert sent_refresh_tokens(backend) == ["refresh-1"]
 
     def test_the_sessions_own_pair_passes_without_a_call(self, signed_in, backend):
@@ -140,7 +159,7 @@ class TestWhenToRefresh:
         edit_record(client, access_expires_at=time.time() - 5)
         fakes.stub_refresh(backend)
         fakes.stub_me(backend)
-        assert client.get("/dashboard/").status_code == 200
+        assert client.get(NEEDS_TOKEN).status_code == 200
         assert len(calls_to(backend, "/auth/refresh")) == 1
 
     def test_an_expired_claim_in_a_recorded_fresh_token_changes_nothing(self, signed_in, backend):
@@ -179,7 +198,7 @@ class TestWhenToRefresh:
         assert len(calls_to(backend, "/auth/refresh")) == 1
         assert record_of(client).refresh_hash == token_hash("refresh-2")
 
-    def test_an_expired_token_waits_one_budget_in_all(
+    def test_an_expired_token_waits_one_budget_at_its_backend_call(
         self, signed_in, backend, gates, settings, monkeypatch
     ):
         settings.AUTH_REFRESH_WAIT = 0.5
@@ -198,9 +217,9 @@ class TestWhenToRefresh:
         assert response.status_code == 503
         assert response.json()["error"] == "backend_unavailable"
         assert SESSION_KEY in client.session
-        (budget, _), (again, asked_at) = waits
-        assert again == budget, "the view's call shares the middleware's budget"
-        assert asked_at >= budget, "and finds it spent"
+        deadlines = [deadline for deadline, _ in waits]
+        assert deadlines[0] is None, "before the view the refresh is only started"
+        assert len({d for d in deadlines if d is not None}) == 1, "one budget in all"
         assert gate.calls == 1
 
 
@@ -210,7 +229,7 @@ class TestRenew:
         fakes.stub_refresh(backend, access=fakes.access_jwt(ttl=-5), refresh="refresh-2")
         fakes.stub_refresh(backend, refresh="refresh-3")
         fakes.stub_me(backend)
-        response = client.get("/dashboard/")
+        response = client.get(NEEDS_TOKEN)
         assert response.status_code == 200
         assert sent_refresh_tokens(backend) == ["refresh-1", "refresh-2"]
         assert response.cookies["refresh_token"].value == "refresh-3"
@@ -226,7 +245,7 @@ class TestRenew:
         )
         fakes.stub_refresh(backend, refresh="refresh-3")
         fakes.stub_me(backend)
-        response = client.get("/dashboard/")
+        response = client.get(NEEDS_TOKEN)
         assert sent_refresh_tokens(backend) == ["refresh-1", "refresh-2"]
         assert response.cookies["refresh_token"].value == "refresh-3"
 
@@ -235,7 +254,7 @@ class TestRenew:
         fakes.stub_refresh(backend, access=fakes.access_jwt(ttl=-5), refresh="refresh-1")
         fakes.stub_refresh(backend, access=fakes.access_jwt(ttl=1800), refresh="refresh-1")
         fakes.stub_me(backend)
-        assert client.get("/dashboard/").status_code == 200
+        assert client.get(NEEDS_TOKEN).status_code == 200
         assert sent_refresh_tokens(backend) == ["refresh-1", "refresh-1"]
         assert record_of(client).round == 2
 
@@ -247,7 +266,7 @@ class TestRenew:
             headers=[("Set-Cookie", fakes.express_cookie("access_token", new, 1800))],
         )
         fakes.stub_me(backend)
-        response = client.get("/dashboard/")
+        response = client.get(NEEDS_TOKEN)
         assert set(response.cookies) & {"access_token", "refresh_token"} == {"access_token"}
         record = record_of(client)
         assert (record.refresh_hash, record.round) == (token_hash("refresh-1"), 1)
@@ -266,12 +285,29 @@ class TestRenew:
         [({"status": 401}, "refused"), ({"status": 504}, "unknown_outcome")],
     )
     def test_a_refused_or_unknown_refresh_ends_the_session(
-        self, signed_in, backend, caplog, answer, reason
+        self, signed_in, backend, caplog, gates, settle, answer, reason
     ):
+        """A page that needs no backend call is served while the refresh runs; the
+        next request meets its outcome."""
         client = signed_in(access=fakes.access_jwt(ttl=-10))
-        fakes.stub_refresh(backend, **answer)
+        gate = gates()
+        fakes.stub_held(backend, "POST", "/auth/refresh", gate, **answer)
+        assert client.get("/dashboard/").status_code == 200
+        gate.open()
+        wait(settle, timeout=5)
         assert_signed_out(client, client.get("/dashboard/"))
         assert f"Session of backend user 1 ended: {reason}" in caplog.messages
+
+    def test_a_refused_refresh_ends_the_session_of_a_page_that_needs_the_token(
+        self, signed_in, backend, caplog
+    ):
+        client = signed_in(access=fakes.access_jwt(ttl=-10))
+        fakes.stub_refresh(backend, status=401)
+        response = client.get(NEEDS_TOKEN)
+        assert response.status_code == 401
+        assert response.json()["error"] == "signed_out"
+        assert SESSION_KEY not in client.session
+        assert "Session of backend user 1 ended: refused" in caplog.messages
 
 
 class TestLateTab:
@@ -281,7 +317,7 @@ class TestLateTab:
         fakes.stub_me(backend)
         for _ in range(rounds):
             edit_record(client, access_expires_at=time.time() - 1)
-            client.get("/dashboard/")
+            client.get(NEEDS_TOKEN)
         return client.cookies["access_token"].value
 
     @pytest.mark.parametrize("rounds", [1, 3])
@@ -330,7 +366,8 @@ class TestLateTab:
 
         assert response.status_code == 200
         assert sent_refresh_tokens(backend) == ["refresh-1", "refresh-2"]
-        proxied = [fakes.sent_token(c.request) for c in calls_to(backend, "/users/me")[1:]]
+        # After the two of the first refresh (its profile read, the proxied call):
+        proxied = [fakes.sent_token(c.request) for c in calls_to(backend, "/users/me")[2:]]
         assert proxied == [current, newest, newest]  # the current pair, then its successor
         assert response.cookies["refresh_token"].value == "refresh-3"
 
@@ -347,7 +384,7 @@ class TestLateTab:
         fakes.stub_refresh(backend, access=midway, refresh="refresh-2")
         fakes.stub_refresh(backend, refresh="refresh-3")
         fakes.stub_me(backend)
-        current = client.get("/dashboard/").cookies["access_token"].value
+        current = client.get(NEEDS_TOKEN).cookies["access_token"].value
         client.cookies["access_token"], client.cookies["refresh_token"] = midway, "refresh-2"
 
         response = client.get("/dashboard/")
@@ -361,7 +398,7 @@ class TestLateTab:
         fakes.stub_refresh(backend, refresh="refresh-o2")
         fakes.stub_me(backend)
         edit_record(other, access_expires_at=time.time() - 1)
-        other.get("/dashboard/")
+        other.get(NEEDS_TOKEN)
         client = signed_in(access="acc-1")
         client.cookies["access_token"], client.cookies["refresh_token"] = "acc-o", "refresh-o"
         assert_signed_out(client, client.get("/dashboard/"))
@@ -371,7 +408,7 @@ class TestLateTab:
         client = signed_in(access=old)
         fakes.stub_refresh(backend, access=new, refresh="refresh-1")
         fakes.stub_me(backend)
-        client.get("/dashboard/")
+        client.get(NEEDS_TOKEN)
         client.cookies["access_token"] = old
 
         response = client.get("/dashboard/")
@@ -389,7 +426,7 @@ class TestLateTab:
         client = signed_in(access=old)
         fakes.stub_refresh(backend, access=new, refresh="refresh-1")
         fakes.stub_me(backend)
-        client.get("/dashboard/")
+        client.get(NEEDS_TOKEN)
         settings.AUTH_REFRESH_GRACE = 0
         client.cookies["access_token"] = old
 
@@ -408,7 +445,7 @@ class TestLateTab:
         fakes.stub_refresh(backend, access=second, refresh="refresh-1")
         fakes.stub_refresh(backend, access=third, refresh="refresh-1")
         fakes.stub_me(backend)
-        client.get("/dashboard/")
+        client.get(NEEDS_TOKEN)
         assert record_of(client).round == 2
         client.cookies["access_token"] = second
 
@@ -426,7 +463,7 @@ class TestLateTab:
         client = signed_in(access=old)
         fakes.stub_refresh(backend, access=new, refresh="refresh-1")
         fakes.stub_me(backend)
-        client.get("/dashboard/")
+        client.get(NEEDS_TOKEN)
         del client.cookies["access_token"]
 
         response = client.get("/dashboard/")
@@ -441,7 +478,7 @@ class TestLateTab:
         fakes.stub_me(backend)
         del client.cookies["access_token"]
 
-        response = client.get("/dashboard/")
+        response = client.get(NEEDS_TOKEN)
 
         assert response.status_code == 200
         assert response.cookies["refresh_token"].value == "refresh-2"
@@ -460,7 +497,7 @@ class TestLateTab:
         client = signed_in(access=fakes.access_jwt(ttl=-10))
         fakes.stub_refresh(backend, refresh="refresh-2" if rotating else "refresh-1")
         fakes.stub_me(backend)
-        client.get("/dashboard/")
+        client.get(NEEDS_TOKEN)
         client.cookies["access_token"], client.cookies["refresh_token"] = FORGED, "refresh-1"
         assert_signed_out(client, client.get("/dashboard/"))
 
@@ -635,6 +672,7 @@ class TestDirectly:
 
         state.check()
         state.refresh_if_due()
+        state.tokens_for_call()  # as the view's first backend call would
         state.finish(HttpResponse())
 
         assert request.session[RECORD_KEY]["refresh_hash"] == token_hash("refresh-2")

@@ -72,7 +72,7 @@ class TestSessionMode:
         fakes.stub_refresh(backend, access=new_access, refresh="refresh-2")
         fakes.stub_me(backend)
 
-        response = client.get("/dashboard/")
+        response = client.get("/api/users/me")  # waits for the new pair
 
         assert response.status_code == 200
         assert refresh_calls(backend) == ["refresh-1"]
@@ -204,7 +204,7 @@ class TestSwitchingModes:
         fakes.stub_refresh(backend, access=new_access, refresh="refresh-2")
         fakes.stub_me(backend)
 
-        response = client.get("/dashboard/")
+        response = client.get("/api/users/me")  # waits for the new pair
 
         assert response.cookies["refresh_token"].value == "refresh-2"
         assert sealed(client) == Tokens(access=new_access, refresh="refresh-2")
@@ -226,7 +226,7 @@ class TestRotatedSecretKey:
 
         fakes.edit_record(client, access_expires_at=0.0)
         fakes.stub_refresh(backend, refresh="refresh-2")
-        assert client.get("/dashboard/").status_code == 200
+        assert client.get("/api/users/me").status_code == 200  # waits for the new pair
         assert refresh_calls(backend) == ["refresh-1"]
         settings.SECRET_KEY_FALLBACKS = []
         assert sealed(client).refresh == "refresh-2"
@@ -305,7 +305,7 @@ class TestCookieSizeGuard:
         fakes.stub_me(backend)
 
         with caplog.at_level(logging.WARNING, logger="accounts.state"):
-            response = client.get("/dashboard/")
+            response = client.get("/api/users/me")  # waits for the new pair
             said = [r.getMessage() for r in caplog.records if r.name == "accounts.state"]
             again = client.get("/dashboard/")
 
