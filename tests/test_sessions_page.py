@@ -286,7 +286,7 @@ def test_a_sign_in_entry_of_another_shape_shows_as_unknown(admin):
     assert response.status_code == 200
     (row,) = session_rows(response.content.decode())
     assert row.device == "[&#x27;x&#x27;]"
-    assert '<td class="address">unknown</td>' in row.html
+    assert '<td class="address" data-label="Address">unknown</td>' in row.html
     assert '<span class="ago">unknown</span>' in row.html  # signed in: unknown
 
 
