@@ -1,9 +1,13 @@
 """`{{ when|moment }}`: every date and time on the pages, written one way."""
 
+import math
+
 from django import template
 from django.utils import dateformat, timezone
 from django.utils.formats import date_format
 from django.utils.html import format_html
+
+from accounts.views import wait_phrase
 
 register = template.Library()
 
@@ -28,3 +32,13 @@ def moment(value):
         return ""
     machine = dateformat.format(timezone.localtime(value), MACHINE_FORMAT)
     return format_html('<time datetime="{}">{}</time>', machine, moment_text(value))
+
+
+@register.filter
+def wait(seconds) -> str:
+    """Return a wait in words: "12 seconds", "about 5 minutes (until 14:05 UTC)"."""
+    try:
+        seconds = max(1, math.ceil(float(seconds)))
+    except (TypeError, ValueError):
+        return ""
+    return wait_phrase(seconds)
