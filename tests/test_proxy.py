@@ -83,6 +83,24 @@ class TestProxy:
         # The browser's own cookies (session, CSRF) never reach the backend.
         assert fakes.sent_cookie(call, "sessionid") is None
 
+    @pytest.mark.parametrize("transport", ["bearer", "body"])
+    def test_without_cookie_transport_no_cookie_at_all_reaches_the_backend(
+        self, signed_in, backend, settings, transport
+    ):
+        """The client writes no Cookie header of its own here, so one the browser sent
+        would go through untouched if the proxy forwarded it."""
+        settings.AUTH_BACKEND_TOKEN_TRANSPORT = transport
+        access = fakes.access_jwt()
+        client = signed_in(access=access)
+        client.cookies["theme"] = "dark"
+        backend.get(f"{fakes.BASE}/users/me", json={"id": 1})
+
+        assert client.get("/api/users/me").status_code == 200
+
+        sent = calls_to(backend, "/users/me")[0].request.headers
+        assert sent["Authorization"] == f"Bearer {access}"
+        assert "Cookie" not in sent
+
     @pytest.mark.parametrize("method", ["put", "patch", "delete"])
     def test_unsafe_methods_pass_body_and_content_type(self, signed_in, backend, method):
         client = signed_in(access=fakes.access_jwt())
