@@ -4,15 +4,29 @@ Each server gets its own temporary SQLite database (unless told otherwise), is
 migrated (and seeded) before it starts, announces the port it bound (port 0:
 the kernel picks a free one, so parallel runs never collide) and is stopped by
 whoever started it.
+
+A new SQLite database is a copy of a template this test process migrated (and
+seeded) once, not a `manage.py migrate` of its own: each of those is a Django
+start-up and every migration, about a second of CPU, and a run starts servers
+by the hundred. A test that must name a port before anything listens on it (a
+server started again on its old port, a port that refuses connections) takes
+one from `reserve_port()`, never by binding port 0 and closing it: the kernel
+hands such a port to the next socket that asks.
 """
 
+import atexit
 import contextlib
+import fcntl
 import os
+import random
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -59,6 +73,103 @@ def manage(*args: str, env: dict[str, str], timeout: float = 120) -> str:
     if result.returncode != 0:
         raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stderr[-3000:]}")
     return result.stdout
+
+
+# --- Ports named before anything listens on them ------------------------------------
+
+_PORT_LOCKS = Path(tempfile.gettempdir()) / "tokenauth-test-ports"
+_held_ports: dict[int, int] = {}  # port -> the fd of its lock file, held until this process ends
+
+
+def _reservable_ports() -> range:
+    """Ports below the kernel's ephemeral range: never handed out for port 0 or a connect()."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return range(max(1024, low - 10000), low)
+
+
+def reserve_port() -> int:
+    """Return a local port nothing listens on, kept for this test process until it ends.
+
+    The kernel never picks it (it is outside the ephemeral range) and other
+    test processes skip it (a lock file under /tmp/tokenauth-test-ports), so
+    a server can be started on it later, stopped and started on it again, or
+    nothing may listen there at all: a port that refuses connections.
+    """
+    _PORT_LOCKS.mkdir(exist_ok=True)
+    candidates = list(_reservable_ports())
+    random.shuffle(candidates)
+    for port in candidates:
+        fd = os.open(_PORT_LOCKS / str(port), os.O_CREAT | os.O_RDWR, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with socket.socket() as probe:  # something outside the tests may have it
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(("127.0.0.1", port))
+        except OSError:
+            os.close(fd)
+            continue
+        _held_ports[port] = fd
+        return port
+    raise RuntimeError(f"no free port in {_reservable_ports()}")
+
+
+# --- Databases: copies of one migrated template per test process -----------------------
+
+_TEMPLATES_DIR = Path(tempfile.mkdtemp(prefix="tokenauth-templates-"))
+atexit.register(shutil.rmtree, _TEMPLATES_DIR, ignore_errors=True)
+_templates: dict[tuple[bool, bool], Path] = {}
+_templates_lock = threading.RLock()
+# PostgreSQL databases that throwaway_database(migrated=True) made from a migrated template.
+_migrated_urls: set[str] = set()
+# (DATABASE_URL, seeded) of the SQLite files copied from a template.
+_prepared: set[tuple[str, bool]] = set()
+
+
+def _sqlite_template(*, authapi: bool, seed: bool) -> Path:
+    """Return this process's SQLite file migrated (and seeded) under the test settings.
+
+    `authapi`: AUTHAPI_ENABLED, which adds the reference API's tables.
+    """
+    with _templates_lock:
+        if (authapi, seed) not in _templates:
+            path = _TEMPLATES_DIR / f"authapi{int(authapi)}-seeded{int(seed)}.sqlite3"
+            env = server_env(path, AUTHAPI_ENABLED="1" if authapi else "0")
+            if seed:  # the seeded one starts as a copy of the migrated one
+                shutil.copyfile(_sqlite_template(authapi=authapi, seed=False), path)
+                manage("seed_demo_users", "--quiet", env=env)
+            else:
+                manage("migrate", "--noinput", "-v", "0", env=env)
+            _templates[(authapi, seed)] = path
+        return _templates[(authapi, seed)]
+
+
+def prepare_database(env: dict[str, str], *, seed: bool = False) -> None:
+    """Migrate (and seed) the database a server with `env` will use.
+
+    A new SQLite file under the test settings is a copy of the template; one
+    prepared so before (a server started again, a second server on it) is left
+    as it is: the same API with the same tokens and accounts. Other databases
+    and settings are migrated (and seeded) in place.
+    """
+    url = env["DATABASE_URL"]
+    if (url, seed) in _prepared:
+        return
+    path = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+    fresh = path is not None and not path.exists()
+    if fresh and env.get("DJANGO_SETTINGS_MODULE") == "config.settings.test":
+        # AUTHAPI_ENABLED defaults to on under the test settings (config/settings/dev.py).
+        authapi = env.get("AUTHAPI_ENABLED", "1").lower() in {"1", "true", "yes", "on", "y"}
+        template = _sqlite_template(authapi=authapi, seed=seed)
+        shutil.copyfile(template, path)
+        _prepared.add((url, seed))
+        return
+    if url not in _migrated_urls:
+        manage("migrate", "--noinput", "-v", "0", env=env)
+    if seed:
+        manage("seed_demo_users", "--quiet", env=env)
 
 
 @dataclass
@@ -144,8 +255,7 @@ def running_authapi(workdir: Path, *, port: int = 0, **env_overrides: str):
     env = server_env(
         workdir / "authapi.sqlite3", AUTHAPI_EXPOSE_STATS="1", AUTHAPI_ENABLED="1", **env_overrides
     )
-    manage("migrate", "--noinput", "-v", "0", env=env)
-    manage("seed_demo_users", "--quiet", env=env)
+    prepare_database(env, seed=True)
     with _serve(
         [sys.executable, MANAGE, "runauthapi", f"127.0.0.1:{port}"],
         env,
@@ -175,7 +285,7 @@ def running_app(
     pass REDIS_URL to share the cache across them too.
     """
     env = server_env(workdir / f"{database}.sqlite3", API_BASEURL=api_url, **env_overrides)
-    manage("migrate", "--noinput", "-v", "0", env=env)  # creates the cache table too
+    prepare_database(env)  # creates the cache table too
     if collectstatic:  # production settings serve hashed files from STATIC_ROOT
         env.setdefault("STATIC_ROOT", str(workdir / f"static-{name}"))
         manage("collectstatic", "--noinput", "-v", "0", env=env)
@@ -218,17 +328,54 @@ def redis_available() -> bool:
         return False
 
 
-@contextlib.contextmanager
-def throwaway_database(prefix: str = "tokenauth"):
-    """Create a PostgreSQL database for one run; yield its URL; drop it after."""
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+_postgres_templates: list[str] = []
+
+
+def _drop_database(name: str) -> None:
     with psycopg.connect(f"{PG}/test", autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{PG}/{name}"
-    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _postgres_template() -> str:
+    """Return the name of this process's PostgreSQL database migrated under the test settings.
+
+    Call with `_templates_lock` held: PostgreSQL copies a template only while
+    nobody else is connected to it, so copies are made one at a time.
+    """
+    if not _postgres_templates:
+        name = f"tokenauth_template_{os.getpid()}_{uuid.uuid4().hex[:6]}"
         with psycopg.connect(f"{PG}/test", autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.execute(f'CREATE DATABASE "{name}"')
+        atexit.register(_drop_database, name)
+        env = server_env(_TEMPLATES_DIR / "unused.sqlite3", DATABASE_URL=f"{PG}/{name}")
+        manage("migrate", "--noinput", "-v", "0", env=env)
+        _postgres_templates.append(name)
+    return _postgres_templates[0]
+
+
+@contextlib.contextmanager
+def throwaway_database(prefix: str = "tokenauth", *, migrated: bool = False):
+    """Create a PostgreSQL database for one run; yield its URL; drop it after.
+
+    `migrated=True` makes it a copy of a template migrated once per test
+    process; servers started on it skip `migrate`.
+    """
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    url = f"{PG}/{name}"
+    with contextlib.ExitStack() as lock:
+        template = ""
+        if migrated:
+            lock.enter_context(_templates_lock)
+            template = f' TEMPLATE "{_postgres_template()}"'
+        with psycopg.connect(f"{PG}/test", autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"{template}')
+    if migrated:
+        _migrated_urls.add(url)
+    try:
+        yield url
+    finally:
+        _migrated_urls.discard(url)
+        _drop_database(name)
 
 
 def worker_pids(master_pid: int, *, at_least: int = 1, timeout: float = 10.0) -> list[int]:
@@ -263,7 +410,7 @@ def shared_storage(mode: str, label: str):
     if mode == "sqlite":
         yield "SQLite + database cache", {}
         return
-    with throwaway_database(f"tokenauth_{label}") as url:
+    with throwaway_database(f"tokenauth_{label}", migrated=True) as url:
         yield (
             "PostgreSQL + Redis",
             {

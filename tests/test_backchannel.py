@@ -15,7 +15,6 @@ import hmac
 import json
 import logging
 import secrets
-import socket
 import time
 from io import StringIO
 from urllib.parse import urlencode, urlsplit
@@ -37,7 +36,7 @@ from authapi.demo import DEMO_USERS
 from authapi.models import ApiUser
 from tests import fakes
 from tests.flows import sign_in_as
-from tests.servers import running_app, running_authapi
+from tests.servers import reserve_port, running_app, running_authapi
 from tests.test_storage_integration import sealed_pair
 
 SECRET = "back-channel-test-secret-of-32-bytes-or-more"
@@ -525,9 +524,7 @@ def servers(tmp_path_factory, storage_mode):
             "the app's URL"
         )
     workdir = tmp_path_factory.mktemp(f"backchannel-{storage_mode}")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = reserve_port()
     (workdir / "api").mkdir()
     with (
         running_app(

@@ -2,7 +2,6 @@
 
 import io
 import json
-import socket
 
 import pytest
 import requests
@@ -26,6 +25,7 @@ from accounts.exceptions import (
     Throttled,
 )
 from tests import fakes
+from tests.servers import reserve_port
 
 
 @pytest.fixture
@@ -247,10 +247,7 @@ class TestFailureMapping:
 
     def test_a_real_refused_connection_counts_as_never_sent(self, settings, client):
         """No stub: a closed local port, so the shape `fakes.connection_refused` copies is real."""
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        settings.API_BASEURL = f"http://127.0.0.1:{port}"
+        settings.API_BASEURL = f"http://127.0.0.1:{reserve_port()}"
         with pytest.raises(BackendUnavailable) as info:
             client.refresh("refresh-1")
         assert info.value.maybe_processed is False

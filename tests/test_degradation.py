@@ -14,7 +14,6 @@ import json
 import logging
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -49,6 +48,7 @@ from tests.servers import (
     manage,
     postgres_available,
     redis_available,
+    reserve_port,
     running_app,
     running_authapi,
     server_env,
@@ -61,15 +61,8 @@ MIRROR_WINDOW = 1.0
 UNREACHABLE = "Shared cache 'redis' unreachable"
 
 
-def dead_port() -> int:
-    """Return a local port that nothing listens on (bound by us, then closed)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def dead_redis_url() -> str:
-    return f"redis://127.0.0.1:{dead_port()}/0"
+    return f"redis://127.0.0.1:{reserve_port()}/0"
 
 
 class RedisServer:
@@ -77,7 +70,7 @@ class RedisServer:
 
     def __init__(self, executable: str):
         self.executable = executable
-        self.port = dead_port()
+        self.port = reserve_port()
         self.process: subprocess.Popen | None = None
 
     @property
@@ -548,7 +541,7 @@ def test_with_the_database_gone_pages_answer_503_and_healthz_names_it(tmp_path):
     require(postgres_available(), "PostgreSQL is not running on 127.0.0.1:5432")
     require(redis_available(), "Redis is not running on 127.0.0.1:6379")
     with (
-        throwaway_database("tokenauth_outage") as database_url,
+        throwaway_database("tokenauth_outage", migrated=True) as database_url,
         running_authapi(tmp_path) as api,
         running_app(
             tmp_path,

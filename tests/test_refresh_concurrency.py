@@ -6,7 +6,6 @@ gunicorn. Every variant sends 30 concurrent requests holding the same expired
 access token and the same refresh token, and counts what reached the API.
 """
 
-import socket
 import time
 import uuid
 
@@ -22,6 +21,7 @@ from tests.flows import (
 )
 from tests.servers import (
     redis_available,
+    reserve_port,
     running_app,
     running_authapi,
 )
@@ -108,9 +108,7 @@ def test_two_servers_sharing_redis(tmp_path, authapi, storage):
 
 @pytest.mark.parametrize("storage", STORAGE_MODES)
 def test_backend_down_at_expiry_keeps_the_session(tmp_path, storage):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = reserve_port()
     api_dir = tmp_path / "api"
     api_dir.mkdir()
     with (

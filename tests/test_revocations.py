@@ -20,7 +20,7 @@ from accounts.models import PendingRevocation
 from accounts.record import TokenRecord, token_hash
 from authapi.demo import DEMO_USERS
 from tests import fakes, flows
-from tests.servers import running_app, running_authapi
+from tests.servers import reserve_port, running_app, running_authapi
 
 ADMIN = DEMO_USERS[0]
 QUEUED = (
@@ -358,9 +358,9 @@ def _refused(api_url: str, refresh: str) -> bool:
 
 
 def test_sign_out_with_the_api_down_is_delivered_when_it_is_back(client, db, settings, tmp_path):
-    with running_authapi(tmp_path) as api:
+    port = reserve_port()  # nothing else takes it while the API is down
+    with running_authapi(tmp_path, port=port) as api:
         refresh = _sign_in(client, settings, api.url)
-        port = int(api.url.rsplit(":", 1)[1])
     # The API process is stopped now.
 
     response = client.post("/accounts/logout/")
@@ -422,8 +422,9 @@ def test_a_worker_delivers_due_revocations_after_a_response(tmp_path):
     """Under gunicorn: a worker's background run, not a command, tells the API once it is back."""
     with contextlib.ExitStack() as app_stack:
         api_stack = contextlib.ExitStack()
+        port = reserve_port()  # nothing else takes it while the API is down
         with api_stack:
-            api = api_stack.enter_context(running_authapi(tmp_path))
+            api = api_stack.enter_context(running_authapi(tmp_path, port=port))
             app = app_stack.enter_context(
                 running_app(
                     tmp_path, api_url=api.url, workers=1, AUTH_REVOCATION_RETRY_INTERVAL="1"
@@ -439,7 +440,6 @@ def test_a_worker_delivers_due_revocations_after_a_response(tmp_path):
         [(_, sealed)] = _rows(database)
         assert refresh not in sealed
 
-        port = int(api.url.rsplit(":", 1)[1])
         with running_authapi(tmp_path, port=port) as api:
             # Let time pass: the row is due now.
             with sqlite3.connect(database) as db:

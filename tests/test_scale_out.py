@@ -41,7 +41,7 @@ def cluster(tmp_path_factory):
     require(postgres_available(), "PostgreSQL is not running on 127.0.0.1:5432")
     require(redis_available(), "Redis is not running on 127.0.0.1:6379")
     workdir = tmp_path_factory.mktemp("scale-out")
-    with throwaway_database("tokenauth_scale") as database_url:
+    with throwaway_database("tokenauth_scale", migrated=True) as database_url:
         shared = {
             "DATABASE_URL": database_url,
             "REDIS_URL": "redis://127.0.0.1:6379/0",

@@ -11,7 +11,6 @@ revoked once it is back.
 """
 
 import re
-import socket
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from accounts.sessions import SIGN_IN_KEY
 from authapi.demo import DEMO_USERS
 from tests import fakes
 from tests.flows import csrf_headers, sealed_pair
-from tests.servers import manage, running_app, running_authapi, server_env
+from tests.servers import manage, reserve_port, running_app, running_authapi, server_env
 
 ADMIN, EVALUATOR, VIEWER = DEMO_USERS
 
@@ -750,12 +749,6 @@ def test_an_admin_signs_a_user_out_everywhere(servers, storage_mode):
 # --- a session ended while the backend is down -----------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def pending_revocations(database: Path) -> list[tuple[str, int, str]]:
     with sqlite3.connect(database) as db:
         return db.execute(
@@ -766,7 +759,7 @@ def pending_revocations(database: Path) -> list[tuple[str, int, str]]:
 def test_a_session_ended_while_the_api_is_down_is_revoked_when_it_is_back(tmp_path):
     """The API is stopped (its own, not the module's), then started again on the same port
     and database: the same API with the same tokens."""
-    port = free_port()
+    port = reserve_port()
     api_url = f"http://127.0.0.1:{port}"
     database = tmp_path / "app.sqlite3"
     # Retries only through `manage.py revocations`, so the test decides when one happens.
