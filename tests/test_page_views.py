@@ -215,7 +215,8 @@ class TestWhySignIn:
 
     def test_every_reason_a_session_ends_for_has_a_message(self):
         """Each reason given to `end_session` / `TokenState.end` anywhere in accounts/."""
-        source = "\n".join(p.read_text() for p in Path("accounts").glob("*.py"))
+        accounts = Path(__file__).resolve().parent.parent / "accounts"
+        source = "\n".join(p.read_text() for p in accounts.glob("*.py"))
         reasons = set(re.findall(r'\.end\(\s*"(\w+)"', source))
         reasons |= set(re.findall(r'end_session\(\s*\w+,\s*"(\w+)"', source))
         reasons |= set(re.findall(r'refresh\.\w+: "(\w+)"', source))
