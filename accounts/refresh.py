@@ -428,12 +428,29 @@ def outcome(
         if _owner_died(key, entry):
             logger.warning("A refresh's owner died with the call in flight; outcome unknown")
             return Outcome(state=UNKNOWN)
-        remaining = (deadline - time.monotonic()) if deadline is not None else 0
+        remaining = patience(entry, deadline)
         if remaining <= 0:
             _waited(began, deadline)
             raise RefreshPending("the refresh is still running; try again")
         time.sleep(min(delay, remaining))
         delay = min(delay * 1.5, 0.25)
+
+
+def patience(entry: dict, deadline: float | None) -> float:
+    """Return how long to wait for another request's refresh still in flight.
+
+    The request's own budget (`deadline`), and never past AUTH_REFRESH_WAIT
+    from the refresh's start: once a refresh has outlasted that, the backend
+    is slow, and every later request of the session answers at once (503 for
+    what needs the token) instead of holding a thread for a budget of its own.
+    """
+    if deadline is None:
+        return 0.0
+    started = entry.get("started_at")
+    left = deadline - time.monotonic()
+    if isinstance(started, int | float):
+        left = min(left, started + conf.refresh_wait - time.time())
+    return left
 
 
 def _waited(began: float, deadline: float | None) -> None:

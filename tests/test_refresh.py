@@ -339,6 +339,34 @@ class TestWaiting:
         assert time.monotonic() - started >= 0.3
         assert calls_to(service, "/auth/refresh") == []
 
+    @pytest.mark.parametrize(
+        ("started_ago", "budget", "patience"),
+        [(0, 5, 5), (3, 5, 2), (6, 5, -1), (0, 2, 2), (4, 2, 1), (None, 2, 2)],
+        ids=["fresh", "begun", "outlasted", "short-budget", "both", "no-start-time"],
+    )
+    def test_patience_is_the_budget_and_never_past_the_wait_from_the_refreshs_start(
+        self, settings, started_ago, budget, patience
+    ):
+        """Once a refresh has outlasted AUTH_REFRESH_WAIT the backend is slow: later
+        requests answer at once instead of each holding a thread for a budget."""
+        settings.AUTH_REFRESH_WAIT = 5.0
+        entry = {} if started_ago is None else {"started_at": time.time() - started_ago}
+        left = refresh.patience(entry, time.monotonic() + budget)
+        assert left == pytest.approx(patience, abs=0.25)
+
+    def test_without_a_budget_there_is_no_patience(self):
+        assert refresh.patience({"started_at": time.time()}, None) == 0
+
+    def test_a_refresh_that_outlasted_the_wait_is_not_waited_for(
+        self, service, locmem_cache, settings
+    ):
+        settings.AUTH_REFRESH_WAIT = 1.0
+        locmem_cache.set(key(), pending(time.time() - 2), 600)
+        locmem_cache.set(f"{key()}:alive", "1", 5)
+        with pytest.raises(RefreshPending):
+            run(wait=30)  # were the budget alone to count, the test would wait 30 s
+        assert calls_to(service, "/auth/refresh") == []
+
     def test_a_pending_claim_without_an_alive_mark_is_unknown(self, service, locmem_cache, caplog):
         locmem_cache.set(key(), pending(time.time() - 1.5), 600)
         assert run(wait=None).state == refresh.UNKNOWN
