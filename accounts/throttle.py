@@ -1,8 +1,9 @@
 """Sign-in throttling, counted in the database before the password is checked.
 
 Three counters guard every attempt, rows of `accounts.models.LoginCounter`
-keyed by an HMAC (under SECRET_KEY) of the email and the client address, so
-the table names neither:
+keyed by an HMAC (under SECRET_KEY) of the email (every spelling the backend
+may take for it as one, `counted_email`) and the client address, so the
+table names neither:
 
 - the (email, client address) pair: AUTH_LOGIN_MAX_FAILURES failures lock
   out that pair, and nobody else;
@@ -55,6 +56,7 @@ import logging
 import math
 import random
 import time
+import unicodedata
 from dataclasses import dataclass
 
 from django.db import DatabaseError, connection
@@ -89,6 +91,19 @@ def _address(ip: str) -> str:
     if parsed.ipv4_mapped is not None:
         return str(parsed.ipv4_mapped)
     return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
+
+
+def counted_email(email: str) -> str:
+    """Return the form of `email` its counters are keyed by: one for every spelling of it.
+
+    The backend may match emails more loosely than `lower()`: PostgreSQL's
+    case-insensitive match (`UPPER(a) = UPPER(b)`) takes a dotless `ı` for
+    `i`, so `admın@` signs in as `admin@` and must not get counters of its
+    own. NFKC folds compatibility forms (fullwidth letters), `casefold` case
+    beyond ASCII, and the upper-then-lower round trip what only uppercase
+    joins. Folding more than the backend does only counts more together.
+    """
+    return unicodedata.normalize("NFKC", email.strip()).casefold().upper().lower()
 
 
 def _digest(*parts: str) -> str:
@@ -188,7 +203,7 @@ class SignInAttempt:
     """
 
     def __init__(self, request: HttpRequest, *, email: str):
-        email = email.strip().lower()
+        email = counted_email(email)
         address = _address(client_ip(request))
         self.pair_key = f"pair:{_digest(email, address)}"
         self.client_key = f"client:{_digest(address)}"
