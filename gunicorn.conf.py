@@ -6,7 +6,9 @@ Everything comes from the environment so one image serves every box:
                            0.0.0.0:8000 behind a balancer)
     WEB_CONCURRENCY        worker processes (default 2 × CPU cores + 1)
     GUNICORN_THREADS       threads per worker (default 4): a request waiting for a
-                           token refresh (up to AUTH_REFRESH_WAIT) does not hold a whole process
+                           token refresh (up to AUTH_REFRESH_WAIT) does not hold a whole process;
+                           each worker's app reads the count it runs (sign-in takes at most
+                           half of them, AUTH_LOGIN_CONCURRENCY)
     GUNICORN_TIMEOUT       seconds before a stuck worker is replaced (default 30)
     FORWARDED_ALLOW_IPS    proxies whose X-Forwarded-* headers are trusted (default 127.0.0.1,::1)
     PROMETHEUS_MULTIPROC_DIR  where the workers keep their metrics (default: a new
@@ -50,6 +52,12 @@ _own_metrics_dir = None
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     _own_metrics_dir = tempfile.mkdtemp(prefix="prometheus-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = _own_metrics_dir
+
+
+def post_fork(server, worker):
+    # The app sizes what it bounds per process by the threads it really has
+    # (AUTH_LOGIN_CONCURRENCY, config/settings/base.py SERVER_THREADS), --threads included.
+    os.environ["GUNICORN_THREADS"] = str(worker.cfg.threads)
 
 
 def child_exit(server, worker):

@@ -1,7 +1,10 @@
 """The django.contrib.auth backend: the Credentials provider's `authorize()`."""
 
 import contextlib
+import itertools
 import logging
+import threading
+import time
 from contextvars import ContextVar
 
 from django.contrib.auth.backends import BaseBackend
@@ -13,6 +16,7 @@ from .conf import conf
 from .exceptions import (
     AccessRefused,
     BackendError,
+    BackendUnavailable,
     CookieTooLarge,
     InvalidCredentials,
 )
@@ -41,6 +45,54 @@ def offering(user):
         _prefetched_user.reset(token)
 
 
+class SignInSlots:
+    """How many sign-ins this process checks with the backend at once (AUTH_LOGIN_CONCURRENCY).
+
+    A sign-in holds its thread for as long as the backend takes, up to
+    AUTH_BACKEND_TIMEOUT; a backend that is slow for everyone would let
+    sign-ins take every thread, and pages that need no backend would queue
+    behind them. Over the limit, a sign-in waits for a slot only while a
+    holder is younger than `wait` seconds (a healthy backend answers sooner,
+    so a burst of sign-ins queues briefly); when every holder has been at
+    the backend longer, it is refused at once: `BackendUnavailable`, the
+    "Sign-in service unavailable" page.
+    """
+
+    def __init__(self, wait: float = 1.0):
+        self.wait = wait
+        self._changed = threading.Condition()
+        self._started: dict[int, float] = {}  # holder -> time.monotonic() it took its slot
+        self._numbers = itertools.count()
+
+    @contextlib.contextmanager
+    def hold(self, *, limit: int):
+        """Hold one slot while the block runs.
+
+        :raises BackendUnavailable: `limit` sign-ins are at the backend, each
+            for longer than `wait`.
+        """
+        with self._changed:
+            while len(self._started) >= limit:
+                remaining = max(self._started.values()) + self.wait - time.monotonic()
+                if remaining <= 0:
+                    raise BackendUnavailable(
+                        f"{len(self._started)} sign-ins of this process are at the backend, "
+                        f"each for over {self.wait:g} s (AUTH_LOGIN_CONCURRENCY={limit})"
+                    )
+                self._changed.wait(remaining)
+            number = next(self._numbers)
+            self._started[number] = time.monotonic()
+        try:
+            yield
+        finally:
+            with self._changed:
+                del self._started[number]
+                self._changed.notify()
+
+
+_sign_in_slots = SignInSlots()
+
+
 def roles_allowed(roles) -> bool:
     """Return whether `roles` share one with AUTH_ALLOWED_ROLES (the signIn callback)."""
     return bool(shared_roles(roles, conf.allowed_roles))
@@ -66,12 +118,18 @@ class AuthApiBackend(BaseBackend):
     fresh tokens revoked), `CookieTooLarge` in cookie mode for a token cookie
     the browser would drop (revoked too), and `Throttled`, `BackendUnavailable` or
     `BackendProtocolError` when the backend cannot answer the question: an
-    unreachable backend is not a wrong password.
+    unreachable backend is not a wrong password. At most
+    AUTH_LOGIN_CONCURRENCY sign-ins of a process are at the backend at once
+    (`SignInSlots`); one over it is `BackendUnavailable` too.
     """
 
     def authenticate(self, request: HttpRequest | None, email=None, password=None, **kwargs):
         if email is None or password is None:
             return None
+        with _sign_in_slots.hold(limit=conf.login_concurrency):
+            return self._authenticate(request, email, password)
+
+    def _authenticate(self, request: HttpRequest | None, email: str, password: str):
         client = get_client()
         ip = client_ip(request) if request is not None else None
         try:

@@ -347,6 +347,13 @@ SETTINGS = (
         "sign-in attempts in flight at once for an email being guessed, from all clients",
         "login_email_concurrency",
     ),
+    Setting(
+        "AUTH_LOGIN_CONCURRENCY",
+        0,
+        "sign-ins one worker process checks with the backend at once; more answer 503 "
+        "(0: half its threads, so a slow backend never holds them all)",
+        "login_concurrency_raw",
+    ),
     # Sign-out
     Setting(
         "AUTH_REVOCATION_MAX_BACKOFF",
@@ -505,6 +512,13 @@ class AccountsSettings:
     @property
     def proxy_prefixes(self) -> tuple[str, ...]:
         return tuple(self.proxy_prefixes_list)
+
+    @property
+    def login_concurrency(self) -> int:
+        """AUTH_LOGIN_CONCURRENCY, or half this process's threads (SERVER_THREADS), at least 1."""
+        if self.login_concurrency_raw > 0:
+            return self.login_concurrency_raw
+        return max(1, getattr(settings, "SERVER_THREADS", 1) // 2)
 
     @property
     def trusted_proxies(self) -> tuple[IPv4Network | IPv6Network, ...]:

@@ -122,6 +122,11 @@ class ApiSettings:
         return settings.AUTHAPI_REFRESH_DELAY
 
     @property
+    def login_delay(self) -> float:
+        """The configured delay; `faults.login_delay()` is what the view sleeps."""
+        return settings.AUTHAPI_LOGIN_DELAY
+
+    @property
     def expose_stats(self) -> bool:
         return settings.AUTHAPI_EXPOSE_STATS
 

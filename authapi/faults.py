@@ -2,7 +2,8 @@
 
 Tests and the soak change how the running backend misbehaves without
 restarting it: a value set here overrides its setting (AUTHAPI_REFRESH_DELAY
-for `refresh_delay`, AUTHAPI_ACCESS_TTL for `access_ttl`) until it is set
+for `refresh_delay`, AUTHAPI_LOGIN_DELAY for `login_delay`, AUTHAPI_ACCESS_TTL
+for `access_ttl`) until it is set
 again; setting it to None goes back to the setting. A test that must not race
 a token's lifetime lengthens the next tokens' life instead of sleeping. The
 API runs as one threaded process, so a locked dict in its memory is the whole
@@ -20,7 +21,11 @@ _overrides: dict[str, float] = {}
 # The longest refresh stall accepted, so a typo cannot hang the API's threads.
 MAX_REFRESH_DELAY = 60.0
 # Accepted range of each fault, in seconds.
-RANGES = {"refresh_delay": (0.0, MAX_REFRESH_DELAY), "access_ttl": (1.0, 86400.0)}
+RANGES = {
+    "refresh_delay": (0.0, MAX_REFRESH_DELAY),
+    "login_delay": (0.0, MAX_REFRESH_DELAY),
+    "access_ttl": (1.0, 86400.0),
+}
 
 
 class InvalidFault(ValueError):
@@ -30,6 +35,7 @@ class InvalidFault(ValueError):
 def _defaults() -> dict[str, float]:
     return {
         "refresh_delay": float(api_settings.refresh_delay),
+        "login_delay": float(api_settings.login_delay),
         "access_ttl": float(api_settings.access_ttl),
     }
 
@@ -73,6 +79,11 @@ def current() -> dict[str, float]:
 def refresh_delay() -> float:
     """Return the seconds every refresh stalls before it is handled."""
     return current()["refresh_delay"]
+
+
+def login_delay() -> float:
+    """Return the seconds every sign-in stalls before it is handled."""
+    return current()["login_delay"]
 
 
 def access_ttl() -> int:

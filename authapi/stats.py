@@ -2,8 +2,9 @@
 
 The reference API runs as one process, so a locked Counter is the whole truth
 about what reached it: how many refreshes, how many reuse detections.
-`refresh_calls` counts every POST /auth/refresh that reached the view, before
-any delay and whatever its outcome; `refresh` only the successful ones;
+`refresh_calls` (`login_calls`) counts every POST /auth/refresh
+(/auth/login) that reached the view, before any delay and whatever its
+outcome; `refresh` only the successful ones;
 `spent_presented` every spent refresh token presented again, whether or not
 reuse detection (AUTHAPI_REUSE_DETECTION) acts on it.
 """
@@ -15,6 +16,7 @@ _lock = threading.Lock()
 _counts: Counter[str] = Counter()
 
 NAMES = (
+    "login_calls",
     "login",
     "login_failed",
     "login_throttled",

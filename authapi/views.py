@@ -138,6 +138,11 @@ def _authenticate(email: str, password: str) -> ApiUser | None:
 @api_view("POST")
 @sensitive_variables("password", "issued")
 def login(request: HttpRequest) -> HttpResponse:
+    stats.bump("login_calls")
+    delay = faults.login_delay()
+    if delay:
+        # Test hook: a slow backend holds the app's sign-in threads.
+        time.sleep(delay)
     email, password = _validated_credentials(_json_object(request))
     ip = throttle.client_ip(request)
     wait = throttle.retry_after(email=email, ip=ip)

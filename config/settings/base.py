@@ -217,6 +217,9 @@ STORAGES = {
 for _setting in AUTH_SETTINGS:
     globals()[_setting.name] = _setting.from_env(env)
 API_BASEURL = API_BASEURL.rstrip("/")  # noqa: F821 - set by the loop above
+# Threads serving requests in this process: gunicorn.conf.py sets GUNICORN_THREADS in
+# each worker to the count it runs. Per-process bounds derive from it (AUTH_LOGIN_CONCURRENCY).
+SERVER_THREADS = env.int("GUNICORN_THREADS", default=4)
 
 # The demo's role-gated pages, as the backend spells the roles (README, "Pointing it
 # at your backend"); AUTH_ROLES_CASE_INSENSITIVE applies here too.
@@ -238,6 +241,7 @@ AUTHAPI_LOGIN_MAX_FAILURES_PER_ACCOUNT = env.int(
 AUTHAPI_LOGIN_MAX_FAILURES_PER_IP = env.int("AUTHAPI_LOGIN_MAX_FAILURES_PER_IP", default=20)
 AUTHAPI_TRUSTED_PROXIES = env.list("AUTHAPI_TRUSTED_PROXIES", default=["127.0.0.1", "::1"])
 AUTHAPI_REFRESH_DELAY = env.float("AUTHAPI_REFRESH_DELAY", default=0.0)
+AUTHAPI_LOGIN_DELAY = env.float("AUTHAPI_LOGIN_DELAY", default=0.0)
 AUTHAPI_EXPOSE_STATS = env.bool("AUTHAPI_EXPOSE_STATS", default=False)
 # The backend shapes the reference API can take (README, "The reference API's shapes").
 AUTHAPI_ACCESS_COOKIE = env("AUTHAPI_ACCESS_COOKIE", default="access_token")
