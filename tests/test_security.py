@@ -22,6 +22,7 @@ from accounts import cookies
 from accounts.cookies import parse_set_cookies
 from tests import fakes
 from tests.fakes import calls_to, make_user
+from tests.refreshing import refreshed_in_advance
 
 # Under `make mutate` every mutant reruns these: fewer examples there (mutmut
 # sets MUTANT_UNDER_TEST before the tests are imported), all 300 in `make test`.
@@ -451,12 +452,13 @@ class TestGarbageFromTheBackend:
 # garbage above reached it and came back unusable.
 @pytest.mark.usefixtures("settle")
 @pytest.mark.parametrize("kind", GARBAGE)
-def test_at_refresh_an_unusable_answer_ends_the_session_cleanly(signed_in, backend, kind):
+def test_at_refresh_an_unusable_answer_ends_the_session_cleanly(signed_in, backend, settle, kind):
     """New contract: a 2xx (or 3xx) answer without a usable pair, an oversized one, or a
     read timeout may have spent the token. The outcome is unknown: the session ends
     (reason unknown_outcome) and the token is never presented again."""
     client = signed_in(access=fakes.access_jwt(ttl=-5))
     answer(backend, "POST", "/auth/refresh", kind)
+    refreshed_in_advance(client, settle)  # the outcome is known when the page asks
 
     page = client.get("/dashboard/")
 
