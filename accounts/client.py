@@ -432,7 +432,11 @@ class AuthApiClient:
         """
         headers = {"X-Forwarded-For": client_ip} if client_ip else {}
         answer = self.call(
-            "POST", conf.login_path, json={"email": email, "password": password}, headers=headers
+            "POST",
+            conf.login_path,
+            json={"email": email, "password": password},
+            headers=headers,
+            endpoint="login",
         )
         if self.login_refused(answer):
             raise InvalidCredentials(f"POST {conf.login_path} answered {answer.status}")
@@ -452,7 +456,7 @@ class AuthApiClient:
         :raises AccessTokenRejected: with plain Tokens, the backend refused them.
         :raises SessionEnded: with a TokenSource, the backend refused it for good.
         """
-        answer = self.request("GET", conf.me_path, auth=auth)
+        answer = self.request("GET", conf.me_path, auth=auth, endpoint="me")
         if answer.status == 403 and not isinstance(auth, Tokens):
             auth.end("refused")
         if answer.status == 403 or self.rejected(answer, conf.me_path):
@@ -487,6 +491,7 @@ class AuthApiClient:
                 timeout=(conf.backend_connect_timeout, conf.refresh_timeout),
                 session=refresh_session,
                 headers={"Connection": "close"},
+                endpoint="refresh",
             )
         except Throttled as exc:
             raise BackendUnavailable(f"POST {conf.refresh_path} was throttled") from exc
@@ -515,13 +520,14 @@ class AuthApiClient:
         body: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         exact: bool = False,
+        endpoint: str = "proxy",
     ) -> "BackendAnswer":
         """Make an authenticated call; when `rejected`, renew the tokens once and replay it.
 
         A request wrapper and a 401 interceptor in one place. A
         plain `Tokens` is sent as is and its 401 returned to the caller.
         With `exact` (the `/api/` proxy), `path` and a string `params` go out
-        byte for byte (`_ExactSession`).
+        byte for byte (`_ExactSession`). `endpoint` labels its metrics.
         """
         call = functools.partial(
             self.call,
@@ -532,6 +538,7 @@ class AuthApiClient:
             data=body,
             headers=headers,
             session=_ExactSession(self.session) if exact else None,
+            endpoint=endpoint,
         )
         if isinstance(auth, Tokens):
             return call(tokens=auth)
@@ -551,7 +558,9 @@ class AuthApiClient:
 
     def logout(self, tokens: Tokens) -> list[BackendCookie]:
         """Revoke the tokens at the backend; return its (clearing) cookies."""
-        answer = self.call("POST", conf.logout_path, tokens=tokens, attach="logout")
+        answer = self.call(
+            "POST", conf.logout_path, tokens=tokens, attach="logout", endpoint="logout"
+        )
         if answer.status == 401:
             return answer.cookies
         self._expect_success(answer, conf.logout_path)
@@ -559,7 +568,9 @@ class AuthApiClient:
 
     def ping(self) -> int:
         """Return the status of a cheap unauthenticated call (for /healthz)."""
-        return self.call("GET", conf.health_path, timeout=conf.health_timeout).status
+        return self.call(
+            "GET", conf.health_path, timeout=conf.health_timeout, endpoint="health"
+        ).status
 
     # --- plumbing ----------------------------------------------------------
 
@@ -627,12 +638,17 @@ class AuthApiClient:
         headers: Mapping[str, str] | None = None,
         timeout: float | tuple[float, float] | None = None,
         session: requests.Session | None = None,
+        endpoint: str | None = None,
     ) -> "BackendAnswer":
         """Make one call, `tokens` placed as `credentials(tokens, attach)` puts them.
 
         No renewal and no judgement of the answer but the network's: 5xx and
         no answer raise BackendUnavailable, 429 Throttled; any other answer
         comes back. `authcheck` calls the backend through this too.
+
+        `endpoint` labels the call's metrics by its purpose (login, refresh,
+        logout, me, health, proxy): the paths may be equal (AUTH_HEALTH_PATH
+        is AUTH_ME_PATH by default). Without it the path is looked up.
         """
         started = time.monotonic()
         status: int | str = "error"  # no answer at all
@@ -694,7 +710,8 @@ class AuthApiClient:
                 set_cookie_headers=set_cookies,
             )
         finally:
-            metrics.backend_call(_endpoint(path), status, time.monotonic() - started)
+            label = endpoint or _endpoint(path)
+            metrics.backend_call(label, status, time.monotonic() - started)
 
     @staticmethod
     def _expect_success(answer: "BackendAnswer", path: str, allowed=(200, 201, 204)) -> None:
@@ -872,13 +889,13 @@ def get_client() -> AuthApiClient:
 
 
 def _endpoint(path: str) -> str:
-    """The metric label of a backend path: login, refresh, logout, me, health, or proxy."""
+    """The metric label of a call that gave none, by its path; "me" where health's is the same."""
     names = {
+        conf.health_path: "health",
         conf.login_path: "login",
         conf.refresh_path: "refresh",
         conf.logout_path: "logout",
         conf.me_path: "me",
-        conf.health_path: "health",
     }
     return names.get(path, "proxy")
 
