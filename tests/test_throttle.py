@@ -573,9 +573,9 @@ def reached(api) -> int:
 def authapi(tmp_path_factory):
     """The reference API, its own throttle raised out of the way so the app's shows.
 
-    At its defaults (5 failures per account) the API would itself lock the
-    victim's account after five failures from anywhere, and answer 429 to
-    the right password: what the app must not do is then the API's doing.
+    At its defaults (5 failures per account and client, 20 per client) the
+    API would itself answer 429 to the guesses past them: what the app
+    must do would then be the API's doing.
     """
     with running_authapi(
         tmp_path_factory.mktemp("throttle-api"),
