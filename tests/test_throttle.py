@@ -593,7 +593,7 @@ def storage(request):
         return
     require(postgres_available(), "PostgreSQL is not running on 127.0.0.1:5432")
     require(redis_available(), "Redis is not running on 127.0.0.1:6379")
-    with throwaway_database("tokenauth_throttle") as url:
+    with throwaway_database("tokenauth_throttle", migrated=True) as url:
         yield {
             "DATABASE_URL": url,
             "REDIS_URL": "redis://127.0.0.1:6379/0",
