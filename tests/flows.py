@@ -89,6 +89,19 @@ def adopt_cookies(browser: requests.Session, response: requests.Response) -> Non
         browser.cookies.set(name, value, domain=domain, path="/")
 
 
+def adopt_burst_cookies(browser: requests.Session, responses: list) -> None:
+    """Store the token cookies a burst's answers set, as a browser takes each answer's.
+
+    Not every answer carries the renewed pair: one whose view made no backend
+    call is answered without waiting for the refresh, and the pair reaches
+    the browser on a later answer (docs/architecture.md). Answers that set
+    none leave the jar as it is.
+    """
+    for response in responses:
+        if isinstance(response, requests.Response):
+            adopt_cookies(browser, response)
+
+
 def sealed_pair(database, browser: requests.Session):
     """The token pair the app keeps sealed in the jar's session row (accounts/vault.py).
 

@@ -35,7 +35,7 @@ from accounts.pacing import AtMostEvery
 from tests import fakes
 from tests.fakes import calls_to
 from tests.flows import (
-    adopt_cookies,
+    adopt_burst_cookies,
     burst,
     post_login,
     sign_in,
@@ -519,7 +519,7 @@ def test_without_redis_a_refresh_reaches_the_backend_once(without_redis):
     after = api.stats()
     assert after["refresh"] - before["refresh"] == 1
     assert after["reuse_detected"] - before["reuse_detected"] == 0
-    adopt_cookies(browser, responses[0])
+    adopt_burst_cookies(browser, responses)
     page = browser.get(f"{app.url}/dashboard/", allow_redirects=False, timeout=10)
     assert page.status_code == 200
 

@@ -14,7 +14,7 @@ import pytest
 from authapi.demo import DEMO_USERS
 from tests.conftest import STORAGE_MODES
 from tests.flows import (
-    adopt_cookies,
+    adopt_burst_cookies,
     burst,
     sign_in_as,
     wait_until_access_expired,
@@ -72,7 +72,7 @@ def assert_one_refresh_for_a_burst(app_urls: list[str], authapi, storage="cookie
     # token is outside its leeway they cause no further refresh. The API was
     # told to issue it for a minute, so no slowness of this machine can make
     # it due (no race against the token's life).
-    adopt_cookies(browser, responses[0])
+    adopt_burst_cookies(browser, responses)
     assert browser.get(f"{app_urls[-1]}/api/users/me", timeout=10).status_code == 200
     final = authapi.stats()
     assert final["refresh"] == after["refresh"]

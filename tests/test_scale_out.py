@@ -15,7 +15,7 @@ import requests
 from accounts.tokens import access_token_expiry
 from authapi.demo import DEMO_USERS
 from tests.flows import (
-    adopt_cookies,
+    adopt_burst_cookies,
     burst,
     post_login,
     sign_in,
@@ -77,7 +77,7 @@ def test_round_robin_across_two_servers_through_several_expiries(cluster):
         statuses += [getattr(r, "status_code", repr(r)) for r in responses]
         renewed = {r.cookies.get("refresh_token") for r in responses} - {None}
         assert len(renewed) == 1
-        adopt_cookies(browser, responses[0])
+        adopt_burst_cookies(browser, responses)
 
     after = api.stats()
     assert set(statuses) == {200}, statuses
