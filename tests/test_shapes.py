@@ -404,7 +404,9 @@ def test_an_expired_access_token_is_refreshed_once_and_a_late_tab_gets_the_new_p
 
     for mode, app in deployment.apps.items():
         before = deployment.stats()
-        assert get(app, first[mode], "/dashboard/").status_code == 200, mode
+        # A call that needs the token waits for the refresh (a page that needs none
+        # would be served at once, the new pair following when ready).
+        assert get(app, first[mode], shape.proxied_me).status_code == 200, mode
         assert deployment.calls() == before["refresh_calls"] + 1, mode
         new_access, new_refresh = pair(deployment, mode, first[mode])
         old_access, old_refresh = old[mode]
