@@ -13,7 +13,7 @@ API_ADDR ?= 127.0.0.1:8001
 # two cores shared with a second worker's servers.
 PYTEST_ARGS ?=
 
-.PHONY: run test setup lint clean soak bench mutate
+.PHONY: run test setup lint clean soak bench mutate mutate-clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,17 +51,25 @@ soak: setup
 bench: setup
 	$(PY) bench/run.py $(BENCH_ARGS)
 
-# Mutation testing of the token core: mutmut on the modules and in-process tests
-# named in pyproject.toml [tool.mutmut], from a clean mutants/ copy each time,
-# then the killed share and every survivor (bench/mutation_report.py).
-# MUTATE_ARGS="accounts.record.*" limits the run to some mutants.
+# Mutation testing: mutmut on the modules and in-process tests named in
+# pyproject.toml [tool.mutmut], then the killed share per module and every
+# survivor (bench/mutation_report.py). It runs in sittings: mutants/ keeps each
+# mutant's result, and a run tests only mutants without one (new, or in a
+# function whose source changed). MUTATE_ARGS="accounts.throttle.*" tests those
+# mutants again (after adding tests, say) and reports only them;
+# MUTATE_FAIL_UNDER=90 fails if any reported module kills less. MUTATE_FRESH=1
+# (or `make mutate-clean`) starts from an empty mutants/.
 MUTATE_ARGS ?=
 MUTATE_CHILDREN ?= $(shell nproc)
+MUTATE_FAIL_UNDER ?=
 mutate: $(STAMP)
-	rm -rf mutants
+	$(if $(MUTATE_FRESH),rm -rf mutants)
 	mkdir -p mutants/.originals && cp accounts/*.py mutants/.originals/  # line numbers for the report
 	$(VENV)/bin/mutmut run --max-children $(MUTATE_CHILDREN) $(MUTATE_ARGS)
-	$(PY) bench/mutation_report.py
+	$(PY) bench/mutation_report.py $(if $(MUTATE_FAIL_UNDER),--fail-under $(MUTATE_FAIL_UNDER)) $(MUTATE_ARGS)
+
+mutate-clean:
+	rm -rf mutants
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
