@@ -311,13 +311,14 @@ class TestSentToTheBackend:
             "GET", f"{fakes.BASE}/users/me", callback=answer(200, json_type, profile)
         )
 
-        response = client.get("/dashboard/")
+        response = client.get("/dashboard/profile/")  # its call waits for the refresh
 
         assert response.status_code == 200
         assert response.cookies["refresh_token"].value == "refresh-2"
         assert seen == [
             ("/auth/refresh", "token-refresh", request_id(response)),
             ("/users/me", "token-refresh", request_id(response)),
+            ("/users/me", threading.current_thread().name, request_id(response)),  # the view's
         ]
 
     def test_no_header_outside_a_request(self, backend):
@@ -340,7 +341,8 @@ def test_json_logs_over_real_http(tmp_path):
         assert signed.status_code == 302
         issued = {browser.cookies["access_token"], browser.cookies["refresh_token"]}
         wait_until_access_expired(browser)
-        refreshed = browser.get(f"{app.url}/dashboard/", timeout=30)
+        # A view that calls the backend: it waits for the refresh the middleware starts.
+        refreshed = browser.get(f"{app.url}/dashboard/profile/", timeout=30)
         assert refreshed.status_code == 200
         issued |= {browser.cookies["access_token"], browser.cookies["refresh_token"]}
         ids = {name: request_id(r) for name, r in [("wrong", wrong), ("signed", signed)]}
