@@ -7,11 +7,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 APP_ADDR ?= 127.0.0.1:8000
 API_ADDR ?= 127.0.0.1:8001
-# PYTEST_ARGS="-k login" to pick; PYTEST_ARGS="-n auto --dist loadscope" runs on every
-# core (pytest-xdist). Serial by default: the timing tests of the refresh path
-# (tests/test_scale_out.py, the bursts of tests/test_metrics.py) were seen to fail on
-# two cores shared with a second worker's servers.
-PYTEST_ARGS ?=
+# Every core (pytest-xdist), one file per worker at a time so a module's servers start
+# once (tests/conftest.py hands out the longest files first). PYTEST_ARGS="-k login"
+# picks tests and runs them in one process.
+PYTEST_ARGS ?= -n auto --dist loadfile
 
 .PHONY: run test setup lint clean soak bench mutate mutate-clean
 

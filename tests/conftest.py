@@ -8,6 +8,34 @@ from django.test import Client
 
 from tests import fakes
 
+# `make test` runs pytest-xdist with --dist loadfile: each file's tests run in one
+# worker, so a module's servers start once, and files are handed out in
+# collection order. A long file handed out last runs alone at the end while the
+# other core idles, so the longest go first, longest first (by `--durations` of
+# a full run); the rest keep their order.
+LONGEST_FIRST = (
+    "test_shapes.py",
+    "test_authcheck.py",
+    "test_invariants.py",
+    "test_browser_pages.py",
+    "test_refresh_concurrency.py",
+    "test_throttle.py",
+    "test_browser_refresh.py",
+    "test_storage_integration.py",
+    "test_security.py",
+    "test_degradation.py",
+    "test_deploy.py",
+    "test_stress.py",
+    "test_sessions_page.py",
+    "test_browser_signin.py",
+)
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-django's own ordering
+def pytest_collection_modifyitems(items):
+    rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
 
 @pytest.fixture(autouse=True)
 def backend_clock_in_step(monkeypatch):
