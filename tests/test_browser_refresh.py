@@ -125,6 +125,9 @@ def test_both_tabs_hit_pages_at_the_moment_of_expiry(context, servers, storage_m
 
     assert first.get_by_role("heading", name="Evaluations").is_visible()
     assert second.get_by_role("heading", name="Sign-in health").is_visible()
+    # The pages needed no backend call and did not wait; a call that needs the token
+    # waits for the refresh they started.
+    assert first.evaluate("fetch('/api/users/me').then(r => r.status)") == 200
     after = api.stats()
     assert after["refresh"] - before["refresh"] == 1
     assert after["reuse_detected"] == before["reuse_detected"]

@@ -230,6 +230,9 @@ def test_no_token_reaches_the_browser_when_the_access_token_expires(watched, ser
 
     response = page.goto("/dashboard/evaluations/")
     assert response.status == 200
+    # That page needed no backend call and did not wait; a call that needs the token
+    # waits for the refresh it started.
+    assert page.evaluate("fetch('/api/users/me').then(r => r.status)") == 200
     exposure.look(page)
     renewed = exposure.session_pair()
     assert renewed.access != first.access and renewed.refresh != first.refresh
