@@ -1,8 +1,11 @@
 """Sign-outs the backend missed: sealed, queued once, retried with back-off, delivered later."""
 
 import contextlib
+import dataclasses
 import io
+import logging
 import sqlite3
+import threading
 from datetime import timedelta
 
 import pytest
@@ -10,6 +13,8 @@ import requests
 from cryptography.fernet import InvalidToken
 from django.contrib.auth import SESSION_KEY
 from django.core.management import call_command
+from django.db import IntegrityError, OperationalError
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from accounts import revocations
@@ -455,3 +460,278 @@ def test_a_worker_delivers_due_revocations_after_a_response(tmp_path):
             assert api.stats()["logout"] == 1
             assert _refused(api.url, refresh)
         assert refresh not in app.log()
+
+
+# --- queueing, retrying and the background run in detail -----------------------------------
+
+
+def frozen_now(monkeypatch):
+    """Stop `timezone.now()` as accounts/revocations.py reads it; return the moment."""
+    now = timezone.now()
+    monkeypatch.setattr(revocations.timezone, "now", lambda: now)
+    return now
+
+
+def test_an_access_token_alone_is_kept_until_its_own_expiry(db):
+    record = dataclasses.replace(record_for(), access_expires_at=timezone.now().timestamp() + 600)
+    pair = Tokens(access=ACCESS)
+    assert revocations.queue(pair, record=record, error=BackendUnavailable("x"))
+    row = PendingRevocation.objects.get()
+    assert row.token_hash == token_hash(ACCESS)
+    assert abs(row.expires_at.timestamp() - record.access_expires_at) < 1
+
+
+def test_a_token_expiring_as_it_is_queued_is_not_queued_and_the_log_says_so(
+    db, monkeypatch, caplog
+):
+    now = frozen_now(monkeypatch)
+    record = dataclasses.replace(record_for(), refresh_expires_at=now.timestamp())
+    with caplog.at_level(logging.INFO, logger="accounts.revocations"):
+        queued = revocations.queue(
+            Tokens(refresh=REFRESH), record=record, error=BackendUnavailable("x")
+        )
+    assert queued is False
+    assert not PendingRevocation.objects.exists()
+    assert caplog.messages == ["Sign-out of backend user 1 not queued: the token has expired"]
+
+
+def test_queueing_says_whose_sign_out_waits_for_the_backend(db, caplog):
+    with caplog.at_level(logging.INFO, logger="accounts.revocations"):
+        queue_row()
+    assert caplog.messages == ["Sign-out of backend user 1 queued for the backend"]
+
+
+def test_queueing_needs_no_secret_key_fallbacks_setting(db, settings):
+    del settings.SECRET_KEY_FALLBACKS
+    assert revocations.queue(
+        Tokens(refresh=REFRESH), record=record_for(), error=BackendUnavailable("x")
+    )
+    assert PendingRevocation.objects.count() == 1
+
+
+def test_a_long_backend_user_id_and_error_fit_their_columns(db):
+    record = dataclasses.replace(record_for(), user_id="u" * 300)
+    error = BackendUnavailable("POST /auth/logout: " + "e" * 300)
+    assert revocations.queue(Tokens(refresh=REFRESH), record=record, error=error)
+    row = PendingRevocation.objects.get()
+    assert row.backend_user_id == "u" * 128
+    assert row.last_error == ("BackendUnavailable: POST /auth/logout: " + "e" * 300)[:200]
+
+
+def test_a_sign_out_queued_by_another_worker_meanwhile_counts_as_queued(db, monkeypatch):
+    queue_row()
+    # The other worker's row appears between this one's look and its insert.
+    monkeypatch.setattr(QuerySet, "exists", lambda self: False)
+    pair = Tokens(access=ACCESS, refresh=REFRESH)
+    assert revocations.queue(pair, record=record_for(), error=BackendUnavailable("x")) is True
+    assert PendingRevocation.objects.count() == 1
+
+
+def test_a_queue_the_database_cannot_take_is_an_error_in_the_log(db, monkeypatch, caplog):
+    def unreachable(self):
+        raise OperationalError("database is locked")
+
+    monkeypatch.setattr(QuerySet, "exists", unreachable)
+    pair = Tokens(refresh=REFRESH)
+    with caplog.at_level(logging.ERROR, logger="accounts.revocations"):
+        assert revocations.queue(pair, record=record_for(), error=BackendUnavailable("x")) is False
+    assert caplog.messages == ["Sign-out of backend user 1 could not be queued: database is locked"]
+
+
+def test_an_integrity_error_is_not_mistaken_for_a_database_outage(db, monkeypatch):
+    def conflict(**kwargs):
+        raise IntegrityError("UNIQUE constraint failed: accounts_pendingrevocation.token_hash")
+
+    monkeypatch.setattr(PendingRevocation.objects, "create", conflict)
+    pair = Tokens(refresh=REFRESH)
+    assert revocations.queue(pair, record=record_for(), error=BackendUnavailable("x")) is True
+
+
+def test_a_claim_holds_the_row_for_both_timeouts_and_thirty_seconds(db, settings, monkeypatch):
+    settings.AUTH_BACKEND_CONNECT_TIMEOUT = 2
+    settings.AUTH_BACKEND_TIMEOUT = 7
+    assert revocations.lease_seconds() == 39
+    row = queue_row()
+    now = frozen_now(monkeypatch)
+    assert revocations.claim(row)
+    assert PendingRevocation.objects.get().next_attempt_at == now + timedelta(seconds=39)
+
+
+def test_a_row_expiring_as_it_is_attempted_is_dropped_unsent(db, backend, monkeypatch):
+    row = queue_row()
+    now = frozen_now(monkeypatch)
+    row.expires_at = now
+    row.save()
+    assert revocations.attempt(row) == revocations.EXPIRED
+    assert not PendingRevocation.objects.exists()
+    assert len(backend.calls) == 0
+
+
+def test_each_attempt_is_in_the_log_without_a_token(db, backend, settings, caplog):
+    row = queue_row()
+    backend.post(f"{fakes.BASE}/auth/logout", body=fakes.connection_refused())
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="accounts.revocations"):
+        revocations.retry(due_only=True, stop_when_down=True)
+        backend.replace("POST", f"{fakes.BASE}/auth/logout", json={})
+        PendingRevocation.objects.update(next_attempt_at=timezone.now())
+        revocations.retry(due_only=True, stop_when_down=True)
+        unreadable = queue_row()
+        settings.SECRET_KEY = "another-secret-key-" + "z" * 40
+        revocations.retry(due_only=True, stop_when_down=True)
+    assert caplog.messages == [
+        f"Revocation {row.pk} failed again (POST /auth/logout: ConnectionError); next try in 60s",
+        "Sign-out of backend user 1 delivered to the backend",
+        "Sign-out of backend user 1 queued for the backend",
+        f"Revocation {unreadable.pk} cannot be decrypted with SECRET_KEY; dropped",
+    ]
+    text = caplog.text
+    assert ACCESS not in text and REFRESH not in text
+
+
+def queue_rows(*refresh_tokens: str) -> list[PendingRevocation]:
+    """Queue one due row per refresh token, in order; return them."""
+    for refresh in refresh_tokens:
+        revocations.queue(
+            Tokens(refresh=refresh), record=record_for(refresh), error=BackendUnavailable("x")
+        )
+    PendingRevocation.objects.update(next_attempt_at=timezone.now() - timedelta(seconds=1))
+    return list(PendingRevocation.objects.order_by("pk"))
+
+
+def sent_refresh_tokens(backend) -> list[str]:
+    return [call.request.headers["Cookie"].split("refresh_token=")[1] for call in backend.calls]
+
+
+def test_the_longest_due_row_is_sent_first(db, backend):
+    first, second = queue_rows("r-1", "r-2")
+    PendingRevocation.objects.filter(pk=second.pk).update(
+        next_attempt_at=timezone.now() - timedelta(seconds=60)
+    )
+    fakes.stub_logout(backend)
+    revocations.retry(due_only=True, stop_when_down=True)
+    assert sent_refresh_tokens(backend) == ["r-2", "r-1"]
+
+
+def test_a_limited_run_sends_no_more_than_its_limit(db, backend):
+    queue_rows("r-1", "r-2", "r-3")
+    fakes.stub_logout(backend)
+    counts = revocations.retry(due_only=True, stop_when_down=True, limit=2)
+    assert counts.delivered == 2
+    assert sent_refresh_tokens(backend) == ["r-1", "r-2"]
+    assert PendingRevocation.objects.count() == 1
+
+
+def claimed_elsewhere(monkeypatch, *rows: PendingRevocation) -> None:
+    """Have another worker claim `rows` just before this run tries to."""
+    real_claim = revocations.claim
+    taken = {row.pk for row in rows}
+
+    def claim(row):
+        if row.pk in taken:
+            PendingRevocation.objects.filter(pk=row.pk).update(
+                next_attempt_at=timezone.now() + timedelta(seconds=60)
+            )
+        return real_claim(row)
+
+    monkeypatch.setattr(revocations, "claim", claim)
+
+
+def test_rows_another_worker_claimed_are_skipped_and_the_run_goes_on(db, backend, monkeypatch):
+    first, second, third = queue_rows("r-1", "r-2", "r-3")
+    claimed_elsewhere(monkeypatch, first, second)
+    fakes.stub_logout(backend)
+    counts = revocations.retry(due_only=True, stop_when_down=True)
+    assert (counts.skipped, counts.delivered) == (2, 1)
+    assert sent_refresh_tokens(backend) == ["r-3"]
+
+
+def test_without_stopping_every_failure_is_counted(db, backend):
+    queue_rows("r-1", "r-2", "r-3")
+    backend.post(f"{fakes.BASE}/auth/logout", body=fakes.connection_refused())
+    counts = revocations.retry(due_only=True, stop_when_down=False)
+    assert (counts.failed, counts.skipped) == (3, 0)
+    assert len(backend.calls) == 3
+
+
+def test_a_run_stopping_at_the_backend_down_counts_what_it_left(db, backend, monkeypatch):
+    first, *_ = queue_rows("r-1", "r-2", "r-3", "r-4")
+    claimed_elsewhere(monkeypatch, first)
+    backend.post(f"{fakes.BASE}/auth/logout", body=fakes.connection_refused())
+    counts = revocations.retry(due_only=True, stop_when_down=True)
+    assert (counts.skipped, counts.failed) == (3, 1)
+    assert sent_refresh_tokens(backend) == ["r-2"]
+
+
+class RecordedThread(threading.Thread):
+    started: list["RecordedThread"] = []
+
+    def start(self):
+        RecordedThread.started.append(self)
+        super().start()
+
+
+@pytest.fixture
+def no_run_yet(monkeypatch):
+    monkeypatch.setattr(revocations, "_running", False)
+    RecordedThread.started = []
+    monkeypatch.setattr(revocations, "threading", type("threading", (), {"Thread": RecordedThread}))
+    yield
+    for thread in RecordedThread.started:
+        thread.join(timeout=30)
+
+
+def test_the_background_run_is_one_daemon_thread_at_a_time(transactional_db, backend, no_run_yet):
+    queue_rows("r-1")
+    fakes.stub_logout(backend)
+    revocations._start_background()
+    revocations._start_background()  # one is running (or just ran): not another
+    assert len(RecordedThread.started) == 1
+    thread = RecordedThread.started[0]
+    assert (thread.name, thread.daemon) == ("revocations", True)
+    thread.join(timeout=30)
+    assert not PendingRevocation.objects.exists()
+    assert revocations._running is False
+    revocations._start_background()
+    assert len(RecordedThread.started) == 2
+
+
+def test_a_background_run_sends_only_due_rows_and_stops_at_a_down_backend(
+    db, backend, no_run_yet, caplog
+):
+    queue_rows("r-1", "r-2", "r-3")
+    PendingRevocation.objects.filter(pk=PendingRevocation.objects.last().pk).update(
+        next_attempt_at=timezone.now() + timedelta(seconds=60)
+    )
+    backend.post(f"{fakes.BASE}/auth/logout", body=fakes.connection_refused())
+    with caplog.at_level(logging.DEBUG, logger="accounts.revocations"):
+        revocations._retry_in_background()
+    assert sent_refresh_tokens(backend) == ["r-1"]
+    assert caplog.messages[-1] == (
+        "Background revocation run: "
+        "Counts(delivered=0, failed=1, expired=0, unreadable=0, skipped=1)"
+    )
+    assert revocations._running is False
+
+
+def test_a_background_run_sends_at_most_fifty_rows(db, backend, no_run_yet):
+    queue_rows(*(f"r-{n}" for n in range(revocations.BACKGROUND_BATCH + 1)))
+    fakes.stub_logout(backend)
+    revocations._retry_in_background()
+    assert len(backend.calls) == 50
+    assert PendingRevocation.objects.count() == 1
+
+
+def test_a_background_run_that_fails_says_so_and_lets_the_next_one_start(
+    db, no_run_yet, monkeypatch, caplog
+):
+    def broken(**kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(revocations, "retry", broken)
+    revocations._running = True
+    with caplog.at_level(logging.ERROR, logger="accounts.revocations"):
+        revocations._retry_in_background()
+    assert caplog.messages == ["Background revocation run failed"]
+    assert caplog.records[0].exc_info[0] is RuntimeError
+    assert revocations._running is False
