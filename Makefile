@@ -42,7 +42,7 @@ test: setup
 # Soak with faults and the benchmark (bench/README.md); SOAK_ARGS / BENCH_ARGS to tune.
 # Both run in each AUTH_TOKEN_STORAGE mode (cookies, then session) and print both;
 # --token-storage cookies|session runs one. --seconds is each soak mode's length.
-SOAK_ARGS ?= --users 50 --seconds 120
+SOAK_ARGS ?= --users 30 --seconds 120
 BENCH_ARGS ?=
 soak: setup
 	$(PY) bench/soak.py $(SOAK_ARGS)

@@ -384,9 +384,14 @@ def log_counts(text: str) -> dict[str, int]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--users", type=int, default=50)
+    parser.add_argument("--users", type=int, default=30)
     parser.add_argument("--seconds", type=float, default=120, help="length of each mode's run")
-    parser.add_argument("--access-ttl", type=int, default=20, help="access token lifetime (s)")
+    parser.add_argument(
+        "--access-ttl",
+        type=int,
+        default=4,
+        help="access token lifetime (s): short, so tokens expire during the slow phase",
+    )
     parser.add_argument("--workers", type=int, default=4, help="gunicorn workers")
     parser.add_argument("--threads", type=int, default=4, help="gunicorn threads per worker")
     parser.add_argument("--pause", type=float, default=6, help="seconds the API is frozen")
