@@ -8,9 +8,10 @@ STAMP := $(VENV)/.installed
 APP_ADDR ?= 127.0.0.1:8000
 API_ADDR ?= 127.0.0.1:8001
 # Every core (pytest-xdist), one file per worker at a time so a module's servers start
-# once (tests/conftest.py hands out the longest files first). PYTEST_ARGS="-k login"
-# picks tests and runs them in one process.
-PYTEST_ARGS ?= -n auto --dist loadfile
+# once, handed out longest first (tests/conftest.py; --no-loadscope-reorder keeps that
+# order instead of xdist's "most tests first"). PYTEST_ARGS="-k login" picks tests and
+# runs them in one process.
+PYTEST_ARGS ?= -n auto --dist loadfile --no-loadscope-reorder
 
 .PHONY: run test setup lint clean soak bench mutate mutate-clean
 

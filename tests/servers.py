@@ -218,8 +218,20 @@ class AuthApiProcess(ServerProcess):
 
 
 @contextlib.contextmanager
-def _serve(command: list[str], env: dict[str, str], log_path: Path, announce: str, cls):
-    """Start `command`, wait for `announce` (a regex with a `port` group) in its log."""
+def _serve(
+    command: list[str],
+    env: dict[str, str],
+    log_path: Path,
+    announce: str,
+    cls,
+    *,
+    stop_signal: signal.Signals = signal.SIGTERM,
+):
+    """Start `command`, wait for `announce` (a regex with a `port` group) in its log.
+
+    It is stopped with `stop_signal` to its whole process group, then SIGKILL
+    if it is still running 15 s later.
+    """
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -237,7 +249,7 @@ def _serve(command: list[str], env: dict[str, str], log_path: Path, announce: st
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGCONT)
-            os.killpg(process.pid, signal.SIGTERM)
+            os.killpg(process.pid, stop_signal)
         try:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
@@ -306,6 +318,9 @@ def running_app(
         workdir / f"{name}.log",
         r"Listening at: http://127\.0\.0\.1:(?P<port>\d+)",
         ServerProcess,
+        # Quick shutdown: SIGTERM's graceful one lets each idle worker sit out its
+        # poll (about a second per server); a test's requests have all been answered.
+        stop_signal=signal.SIGQUIT,
     ) as server:
         yield server
 
