@@ -45,8 +45,8 @@ from tests.flows import (
 from tests.servers import (
     PG,
     ROOT,
-    manage,
     postgres_available,
+    prepare_database,
     redis_available,
     reserve_port,
     running_app,
@@ -190,13 +190,15 @@ def test_with_redis_unreachable_every_call_is_served_by_the_database_cache(db, r
     assert time.time() - database.get(FAILOVER_KEY) < 5
 
 
+# Says "ready" once set up, then claims at the instant it is sent on stdin.
 CLAIM_AT = """
 import sys, time
 import django
 django.setup()
 from django.core.cache import cache
-time.sleep(max(0.0, float(sys.argv[1]) - time.time()))
-print(cache.add("accounts:refresh:h", sys.argv[2], 60))
+print("ready", flush=True)
+time.sleep(max(0.0, float(sys.stdin.readline()) - time.time()))
+print(cache.add("accounts:refresh:h", sys.argv[1], 60))
 """
 
 
@@ -207,26 +209,32 @@ def test_during_the_outage_one_claim_wins_among_processes(tmp_path, database):
     (an INSERT on its primary key) lets exactly one win."""
     if database == "postgres":
         require(postgres_available(), "PostgreSQL is not running on 127.0.0.1:5432")
-        context = throwaway_database("tokenauth_claims")
+        context = throwaway_database("tokenauth_claims", migrated=True)
     else:
         context = contextlib.nullcontext(f"sqlite:///{tmp_path / 'claims.sqlite3'}")
     with context as database_url:
         env = server_env(
             tmp_path / "unused.sqlite3", DATABASE_URL=database_url, REDIS_URL=dead_redis_url()
         )
-        manage("migrate", "--noinput", "-v", "0", env=env)
-        at = str(time.time() + 6)
+        prepare_database(env)
         claimers = [
             subprocess.Popen(
-                [sys.executable, "-c", CLAIM_AT, at, f"process-{i}"],
+                [sys.executable, "-c", CLAIM_AT, f"process-{i}"],
                 env=env,
                 cwd=ROOT,
+                stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
             )
             for i in range(8)
         ]
+        for claimer in claimers:  # all set up, however long that took on this machine
+            assert claimer.stdout.readline().strip() == "ready", claimer.communicate()[1]
+        at = f"{time.time() + 0.5}\n"
+        for claimer in claimers:
+            claimer.stdin.write(at)
+            claimer.stdin.flush()
         outputs = [claimer.communicate(timeout=60) for claimer in claimers]
     answers = [out.strip().splitlines()[-1] if out.strip() else err for out, err in outputs]
     assert sorted(answers) == ["False"] * 7 + ["True"]
