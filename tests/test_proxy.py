@@ -505,3 +505,89 @@ class TestOverRealHttp:
         assert response.headers["Content-Security-Policy"] == SANDBOX_POLICY
         assert response.headers["X-Content-Type-Options"] == "nosniff"
         assert "Content-Disposition" not in response.headers
+
+
+# --- the body as the proxy reads it, in detail -------------------------------------------
+
+
+class PiecewiseStream:
+    """A chunked request's input as a server decodes it: at most `piece` bytes a read."""
+
+    def __init__(self, body: bytes, piece: int):
+        self.rest, self.piece, self.delivered = body, piece, 0
+
+    def read(self, size=-1):
+        wanted = self.piece if size is None or size < 0 else min(size, self.piece)
+        chunk, self.rest = self.rest[:wanted], self.rest[wanted:]
+        self.delivered += len(chunk)
+        return chunk
+
+    def readline(self, size=-1):  # Django keeps a reference; the proxy only calls read()
+        raise AssertionError("the proxy reads a chunked body with read() alone")
+
+
+def chunked_request(stream: PiecewiseStream):
+    from django.test import RequestFactory
+
+    return RequestFactory().generic(
+        "POST",
+        "/api/users/notes",
+        CONTENT_LENGTH="",
+        HTTP_TRANSFER_ENCODING="chunked",
+        **{"wsgi.input": stream, "wsgi.input_terminated": True},
+    )
+
+
+class TestReadBody:
+    @pytest.fixture(autouse=True)
+    def limit(self, settings):
+        settings.AUTH_PROXY_MAX_BODY_BYTES = 100
+
+    def test_a_chunked_body_at_the_limit_arriving_in_pieces_is_read_whole(self):
+        from accounts.proxy import read_body
+
+        body = bytes(range(100))
+        assert read_body(chunked_request(PiecewiseStream(body, piece=30))) == body
+
+    def test_a_chunked_body_one_byte_over_arriving_in_pieces_is_refused(self):
+        from django.core.exceptions import RequestDataTooBig
+
+        from accounts.proxy import read_body
+
+        with pytest.raises(RequestDataTooBig):
+            read_body(chunked_request(PiecewiseStream(b"x" * 101, piece=50)))
+
+    def test_an_endless_chunked_body_is_read_one_byte_past_the_limit_and_no_further(self):
+        from django.core.exceptions import RequestDataTooBig
+
+        from accounts.proxy import read_body
+
+        stream = PiecewiseStream(b"x" * 1_000_000, piece=64 * 1024)
+        with pytest.raises(RequestDataTooBig):
+            read_body(chunked_request(stream))
+        assert stream.delivered == 101
+
+    def test_a_content_length_at_the_limit_is_read(self):
+        from django.test import RequestFactory
+
+        from accounts.proxy import read_body
+
+        request = RequestFactory().post("/api/x", data=b"y" * 100, content_type="text/plain")
+        assert read_body(request) == b"y" * 100
+
+    def test_a_body_method_sent_without_any_body_goes_out_empty(self):
+        """A script's DELETE (or bodiless POST) has neither Content-Length nor chunks."""
+        from django.test import RequestFactory
+
+        from accounts.proxy import read_body
+
+        request = RequestFactory().delete("/api/users/notes/1")
+        request.META.pop("CONTENT_LENGTH", None)
+        assert read_body(request) == b""
+
+    @pytest.mark.parametrize(("django_limit", "expected"), [(None, 100), (50, 50), (1000, 100)])
+    def test_the_lower_of_the_two_limits_holds(self, settings, django_limit, expected):
+        from accounts.proxy import body_limit
+
+        settings.DATA_UPLOAD_MAX_MEMORY_SIZE = django_limit
+        assert body_limit() == expected
