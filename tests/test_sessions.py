@@ -264,3 +264,54 @@ def test_clearsessions_removes_expired_rows_and_with_them_the_browsers_list():
     call_command("clearsessions")
 
     assert set(Session.objects.values_list("pk", flat=True)) == {kept}
+
+
+# --- the statements as a new worker process builds them -----------------------------------
+
+
+@pytest.fixture
+def fresh_statements():
+    """Build the join and the UPDATEs anew, as each new worker process does (they are cached)."""
+    built = (sessions._joined_query, sessions._update_statement, sessions._touch_statement)
+    for cached in built:
+        cached.cache_clear()
+    yield
+    for cached in built:
+        cached.cache_clear()
+
+
+def test_a_new_process_reads_saves_and_touches_with_statements_of_its_own(
+    fresh_statements, settings
+):
+    settings.AUTH_SESSION_TOUCH_INTERVAL = 60
+    user = User.objects.create_user("ünï", email="u@example.com", first_name="Zoë")
+    User.objects.filter(pk=user.pk).update(last_login=timezone.now(), roles=["admin", "é"])
+    key = saved({SESSION_KEY: str(user.pk), "who": "é"})
+    seen = Session.objects.get(pk=key).last_seen
+
+    store = SessionStore(session_key=key)
+    assert store.load() == {SESSION_KEY: str(user.pk), "who": "é"}
+    expected = User.objects.get(pk=user.pk)
+    for field in User._meta.concrete_fields:
+        got, want = getattr(store.prefetched_user, field.attname), getattr(expected, field.attname)
+        assert (got, type(got)) == (want, type(want)), field.name
+    assert (store.last_seen, type(store.last_seen)) == (seen, type(seen))
+
+    store["who"] = "€"
+    store[sessions.SIGN_IN_KEY] = {"at": 1.5, "device": "Firefox", "address": "::1", "sid": "s"}
+    store.save()
+    row = Session.objects.get(pk=key)
+    assert (row.user_id, row.device, row.address, row.backend_sid) == (
+        user.pk,
+        "Firefox",
+        "::1",
+        "s",
+    )
+    assert SessionStore(session_key=key).load()["who"] == "€"
+
+    long_ago = timezone.now() - timedelta(seconds=61)
+    Session.objects.filter(pk=key).update(last_seen=long_ago)
+    store = SessionStore(session_key=key)
+    store.load()
+    store.touch()
+    assert Session.objects.get(pk=key).last_seen > long_ago + timedelta(seconds=60)
