@@ -320,3 +320,58 @@ class TestSignedInPagesAreNotStored:
 
     def test_anonymous_pages_may_be_cached(self, client, db):
         assert "no-store" not in directives(client.get("/"))
+
+
+class TestSignOutWithoutDatabaseInDetail:
+    """What an operator and the backend see of a sign-out while the database is down."""
+
+    @pytest.fixture
+    def database_down(self, monkeypatch):
+        def refuse(self):
+            raise OperationalError("connection refused")
+
+        return lambda: monkeypatch.setattr(session_store.SessionStore, "load", refuse)
+
+    @pytest.fixture
+    def sign_outs(self, monkeypatch):
+        from accounts import metrics
+
+        counted = []
+        monkeypatch.setattr(metrics, "sign_out", lambda reason, n=1: counted.append((reason, n)))
+        return counted
+
+    def test_the_log_says_the_database_and_the_backend_did_not_answer(
+        self, as_user, backend, database_down, sign_outs, caplog
+    ):
+        client = as_user("admin")
+        backend.post(f"{fakes.BASE}/auth/logout", body=fakes.connection_refused())
+        database_down()
+        caplog.clear()
+        client.post(LOGOUT)
+        errors = [r.getMessage() for r in caplog.records if r.name == "accounts.views"]
+        assert errors == [
+            "Sign-out without the database (connection refused): ending the browser's side",
+            "Sign-out without the database: the backend was not told: "
+            "POST /auth/logout: ConnectionError",
+        ]
+        assert sign_outs == [("revocation_lost", 1)]
+
+    def test_a_revoked_pair_counts_as_a_sign_out_by_the_user(
+        self, as_user, backend, database_down, sign_outs
+    ):
+        client = as_user("admin")
+        fakes.stub_logout(backend)
+        database_down()
+        client.post(LOGOUT)
+        assert sign_outs == [("user", 1)]
+
+    def test_a_browser_holding_only_its_refresh_cookie_has_it_revoked(
+        self, as_user, backend, database_down
+    ):
+        client = as_user("admin")
+        del client.cookies["access_token"]
+        logout = fakes.stub_logout(backend)
+        database_down()
+        response = client.post(LOGOUT)
+        assert response.status_code == 302
+        assert "refresh_token=refresh-1" in logout.calls[0].request.headers["Cookie"]
