@@ -1,6 +1,7 @@
 """Summarise `mutmut run` (make mutate): the share of mutants killed per module, and the survivors.
 
     python bench/mutation_report.py [--fail-under 90] [NAME ...]
+    python bench/mutation_report.py --survivors [NAME ...]
 
 Reads mutmut's own results (`mutmut results --all true`, `mutmut show NAME`)
 from the project root, prints the counts per status, the killed share per
@@ -10,7 +11,9 @@ globs as `mutmut run` takes them (`accounts.throttle.*`): only those mutants
 are reported. Mutants a sitting has not reached yet are counted apart ("not
 checked") and left out of the shares. Writes bench/results/mutation.json.
 Exits 1 only when --fail-under is given and a reported module's killed share
-is below it.
+is below it. --survivors prints only the names of the survivors, one a line, to
+test them again after adding tests:
+`make mutate MUTATE_ARGS="$(.venv/bin/python bench/mutation_report.py --survivors)"`.
 
 A mutant counts as killed when a test failed on it or it made the tests time
 out (mutmut's own score counts both); "no tests" means no selected test ran
@@ -132,6 +135,9 @@ def main() -> int:
         "--fail-under", type=float, default=None, help="killed share of each module, percent"
     )
     parser.add_argument(
+        "--survivors", action="store_true", help="print the survivors' names and nothing else"
+    )
+    parser.add_argument(
         "names", nargs="*", metavar="NAME", help="mutant names or globs (accounts.throttle.*)"
     )
     args = parser.parse_args()
@@ -145,6 +151,9 @@ def main() -> int:
             "run `make mutate` first."
         )
         return 1
+    if args.survivors:
+        print("\n".join(sorted(n for n, s in statuses.items() if s in SURVIVED)))
+        return 0
     counts = Counter(statuses.values())
     tested = {n: s for n, s in statuses.items() if s not in {"skipped", "not checked"}}
     killed = sum(s in KILLED for s in tested.values())

@@ -460,6 +460,17 @@ def test_timeouts_reach_the_cache_that_stores(shared, clock):
     clock.advance(10)
     assert primary().get_many(["k", "m", "a"]) == {}
     assert fallback().get_many(["fk", "fm", "fa", "ft"]) == {"ft": "v"}
+    clock.advance(20)
+    assert fallback().get("ft") is None
+
+
+def test_touch_gives_the_primary_the_new_timeout(shared, clock):
+    primary().set("k", "v", 10)
+    assert shared.touch("k", 30) is True
+    clock.advance(29)
+    assert primary().get("k") == "v"
+    clock.advance(1)
+    assert primary().get("k") is None
 
 
 def test_writes_pass_the_version_on(shared):
@@ -649,3 +660,20 @@ def test_health_asks_the_primary_itself_not_the_breaker(shared, caplog):
 def test_health_of_a_plain_cache_asks_it(locmem_cache):
     assert cache_health() == "ok"
     assert HEALTH_KEY not in locmem_cache._cache
+
+
+def test_after_a_failover_the_fallback_gets_the_same_timeouts_and_versions(shared, clock):
+    fail_over(shared, clock)  # mirroring
+    shared.set_many({"m": 1}, 10, version=2)
+    fallback().set("t", 1, 10, version=2)
+    assert shared.touch("t", 30, version=2) is True
+    assert fallback().get_many(["m", "t"], version=2) == {"m": 1, "t": 1}
+    fallback().set("count", 3, version=2)
+    assert shared.incr("count", 2, version=2) == 5
+    fallback().set("gone", 1, version=2)
+    shared.delete_many(["gone"], version=2)
+    assert fallback().get("gone", version=2) is None
+    clock.advance(10)
+    assert fallback().get_many(["m", "t"], version=2) == {"t": 1}
+    clock.advance(20)
+    assert fallback().get("t", version=2) is None
