@@ -375,3 +375,78 @@ class TestSignOutWithoutDatabaseInDetail:
         response = client.post(LOGOUT)
         assert response.status_code == 302
         assert "refresh_token=refresh-1" in logout.calls[0].request.headers["Cookie"]
+
+
+class TestEndSession:
+    """accounts/signout.py `end_session`, called directly: the one place a session ends."""
+
+    @pytest.fixture
+    def ended(self, db, monkeypatch):
+        from django.contrib.messages import get_messages
+        from django.contrib.messages.storage.fallback import FallbackStorage
+        from django.test import RequestFactory
+
+        from accounts import metrics
+        from accounts.client import Tokens
+        from accounts.signout import end_session
+        from accounts.state import TokenState
+
+        counted = []
+        monkeypatch.setattr(metrics, "sign_out", lambda reason, n=1: counted.append(reason))
+
+        def end(reason: str, *, user=None, with_messages: bool = True):
+            request = RequestFactory().get("/dashboard/")
+            request.session = session_store.SessionStore()
+            request.session["kept"] = "until now"
+            request.session.save()
+            if user is not None:
+                request.user = user
+            if with_messages:
+                request._messages = FallbackStorage(request)
+            TokenState.of(request).tokens = Tokens(access="a", refresh="r")
+            end_session(request, reason)
+            request.said = [str(m) for m in get_messages(request)] if with_messages else None
+            request.counted = counted
+            return request
+
+        return end
+
+    def test_a_suspicious_end_is_a_warning_naming_the_backend_user(self, ended, caplog):
+        user = fakes.make_user("admin")
+        request = ended("foreign_cookies", user=user)
+        (record,) = [r for r in caplog.records if r.name == "accounts.signout"]
+        assert (record.levelname, record.getMessage()) == (
+            "WARNING",
+            f"Session of backend user {user.backend_id} ended: foreign_cookies",
+        )
+        assert request.said == ["Your session has ended; please sign in again."]
+        assert request.counted == ["foreign_cookies"]
+
+    def test_a_sign_out_of_ones_own_is_information(self, ended, caplog):
+        user = fakes.make_user("admin")
+        with caplog.at_level("INFO", logger="accounts.signout"):
+            request = ended("user", user=user)
+        (record,) = [r for r in caplog.records if r.name == "accounts.signout"]
+        assert (record.levelname, record.getMessage()) == (
+            "INFO",
+            f"Session of backend user {user.backend_id} ended: user",
+        )
+        assert request.said == ["You have been signed out."]
+
+    def test_the_session_is_flushed_and_the_tokens_dropped(self, ended):
+        from accounts.client import Tokens
+        from accounts.state import TokenState
+
+        user = fakes.make_user("admin")
+        request = ended("refused", user=user)
+        assert dict(request.session.items()) == {}
+        assert not request.user.is_authenticated
+        assert TokenState.of(request).tokens == Tokens()
+
+    def test_a_request_without_a_user_or_messages_still_ends(self, ended, caplog):
+        request = ended("no_tokens", with_messages=False)
+        assert dict(request.session.items()) == {}
+        assert "Session of backend user None ended: no_tokens" in caplog.messages
+
+    def test_a_reason_without_words_of_its_own_says_nothing(self, ended):
+        assert ended("someone_elses_reason").said == []
