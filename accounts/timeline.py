@@ -81,6 +81,8 @@ KNOWN: dict[str, tuple[str, ...]] = {
         "lost_role",
         "unknown_outcome",
         "revocation_queued",
+        "revocation_lost",
+        "no_tokens",
         "backchannel",
         "ended_elsewhere",
     ),

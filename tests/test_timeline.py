@@ -231,3 +231,10 @@ def test_counting_costs_no_cache_call_between_flushes(settings):
         buffer.count("refresh", "ok")  # would log if it touched the broken cache
         buffer.latency("refresh", 0.01)
     assert buffer._pending[timeline.count_key(timeline.minute_of(NOW), "refresh", "ok")] == 1000
+
+
+def test_every_reason_a_session_ends_for_is_a_series_of_its_own():
+    """The health page's sign-out chart names each reason the messages know, none as other."""
+    from accounts.signout import MESSAGES
+
+    assert set(MESSAGES) <= set(timeline.KNOWN["sign_out"])
