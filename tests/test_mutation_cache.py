@@ -355,7 +355,7 @@ def test_the_marker_is_read_again_only_every_marker_interval(shared, clock):
     assert shared.switch_back() is SwitchBack.NONE
 
 
-def test_a_fallback_that_cannot_be_read_leaves_the_last_reading(shared, clock, monkeypatch):
+def test_a_fallback_that_cannot_be_read_leaves_the_last_reading(shared, clock, monkeypatch, caplog):
     fallback().set(FAILOVER_KEY, clock.now)
     assert shared.switch_back() is SwitchBack.MIRROR
 
@@ -364,7 +364,9 @@ def test_a_fallback_that_cannot_be_read_leaves_the_last_reading(shared, clock, m
 
     monkeypatch.setattr(fallback(), "get", broken)
     clock.advance(2)
-    assert shared.switch_back() is SwitchBack.MIRROR
+    with caplog.at_level(logging.DEBUG, logger="accounts.cache"):
+        assert shared.switch_back() is SwitchBack.MIRROR
+    assert caplog.messages == ["Failover marker not read: DatabaseError"]
 
 
 # --- reads --------------------------------------------------------------------------
@@ -677,3 +679,54 @@ def test_after_a_failover_the_fallback_gets_the_same_timeouts_and_versions(share
     assert fallback().get_many(["m", "t"], version=2) == {"t": 1}
     clock.advance(20)
     assert fallback().get("t", version=2) is None
+
+
+def test_claims_in_the_mirror_window_keep_their_timeout_and_version(shared, clock):
+    fail_over(shared, clock)
+    assert shared.add("mine", "pending", 10, version=2) is True
+    assert fallback().get("mine", version=2) == "pending"
+    assert primary().get("mine", version=2) == "pending"
+    fallback().add("theirs", "pending", 600, version=2)
+    assert shared.add("theirs", "again", 60, version=2) is False
+    primary().set("held", "primary outcome", 600, version=2)
+    assert shared.add("held", "mine", 10, version=2) is False
+    assert fallback().get("held", version=2) == "primary outcome"
+    clock.advance(10)
+    assert fallback().get_many(["mine", "held"], version=2) == {}
+    assert primary().get("mine", version=2) is None
+
+
+def test_a_claim_whose_primary_entry_is_gone_is_taken_back_in_its_version(
+    shared, monkeypatch, clock
+):
+    fail_over(shared, clock)
+    primary().set("held", "primary outcome", 60, version=2)
+    monkeypatch.setattr(primary(), "get", lambda key, default=None, version=None: default)
+    assert shared.add("held", "mine", 60, version=2) is False
+    assert fallback().has_key("held", version=2) is False
+
+
+def test_after_the_mirror_window_a_claim_in_another_version_is_its_own(shared, clock):
+    fail_over(shared, clock)
+    fallback().add("claimed-during", "pending", 3600, version=2)
+    clock.advance(60)
+    assert shared.add("claimed-during", "again", 60, version=2) is False
+    assert shared.add("claimed-during", "again", 60) is True
+
+
+def test_a_claim_with_the_primary_down_keeps_its_timeout(shared, clock):
+    down()
+    assert shared.add("k", "v", 10) is True
+    clock.advance(10)
+    assert fallback().get("k") is None
+
+
+def test_writes_and_deletes_in_the_mirror_window_keep_their_timeout_and_version(shared, clock):
+    fail_over(shared, clock)
+    shared.set("k", "v", 10, version=2)
+    assert fallback().get("k", version=2) == "v"
+    fallback().set("d", 1, version=2)
+    assert shared.delete("d", version=2) is True
+    assert fallback().get("d", version=2) is None
+    clock.advance(10)
+    assert fallback().get("k", version=2) is None
