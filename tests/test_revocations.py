@@ -735,3 +735,18 @@ def test_a_background_run_that_fails_says_so_and_lets_the_next_one_start(
     assert caplog.messages == ["Background revocation run failed"]
     assert caplog.records[0].exc_info[0] is RuntimeError
     assert revocations._running is False
+
+
+@pytest.mark.parametrize(("open_before", "closed_after"), [(False, True), (True, False)])
+def test_the_look_closes_only_a_connection_it_opened(db, monkeypatch, open_before, closed_after):
+    """request_finished has closed the request's connection unless it is persistent."""
+    closed = []
+    handle = object() if open_before else None
+    monkeypatch.setattr(
+        revocations,
+        "connection",
+        type("Connection", (), {"connection": handle, "close": lambda self: closed.append(1)})(),
+    )
+    queue_row()
+    assert revocations._any_due() is True
+    assert bool(closed) is closed_after
