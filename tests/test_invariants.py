@@ -64,6 +64,7 @@ ADMIN, EVALUATOR = DEMO_USERS[0], DEMO_USERS[1]
 TOKEN_COOKIES = ("access_token", "refresh_token")
 GRACE = 2  # AUTH_REFRESH_GRACE of the slow-backend app
 REVALIDATE = 2  # AUTH_REVALIDATE_INTERVAL of the app that checks cookies
+SIGN_IN_TTL = 3  # access tokens of a sign-in a test waits out (signed_in_expiring)
 UNKNOWN_MESSAGE = "We could not confirm your sign-in"
 
 # Every token value the tests saw issued, and every server started: the last
@@ -271,6 +272,19 @@ def assert_not_signed_out(response: requests.Response, user=ADMIN) -> None:
         assert f"{user.first_name} {user.last_name}" in response.text
 
 
+def signed_in_expiring(base_url: str, api, user=ADMIN) -> requests.Session:
+    """Sign in holding an access token of SIGN_IN_TTL s; the API's later tokens live as set.
+
+    For a test that waits for the sign-in's token to expire: api_short's 6 s
+    are for the refreshed token (collected after the grace window).
+    """
+    api.set_faults(access_ttl=SIGN_IN_TTL)
+    try:
+        return signed_in(base_url, user)
+    finally:
+        api.set_faults(access_ttl=None)
+
+
 def assert_signed_in(browser: requests.Session, base_url: str, user=ADMIN) -> requests.Response:
     page = get(browser, f"{base_url}/dashboard/")
     assert page.status_code == 200, (page.status_code, page.headers.get("Location"))
@@ -315,7 +329,7 @@ def test_slow_refresh_is_collected_later_by_the_same_session(app_slow, api_short
     same session collects the new pair. The backend saw the token once.
     """
     api_short.set_faults(refresh_delay=6)
-    browser = signed_in(app_slow.url)
+    browser = signed_in_expiring(app_slow.url, api_short)
     old = jar_values(browser)
     wait_until_access_expired(browser)
     before = api_short.stats()
@@ -350,7 +364,7 @@ def test_frozen_backend_shorter_than_the_call_timeout_keeps_everyone(app_slow, a
     after SIGCONT the one refresh call in flight completes and the next
     request is signed in with the new pair.
     """
-    browser = signed_in(app_slow.url)
+    browser = signed_in_expiring(app_slow.url, api_short)
     old = jar_values(browser)
     wait_until_access_expired(browser)
     before = api_short.stats()
@@ -393,8 +407,8 @@ def test_freeze_outlasting_the_call_timeout_ends_the_session_cleanly(app_short_t
     detects no reuse.
     """
     app = app_short_timeout
-    page_user = signed_in(app.url)
-    script_user = signed_in(app.url)
+    page_user = signed_in_expiring(app.url, api_short)
+    script_user = signed_in_expiring(app.url, api_short)
     wait_until_all_expired([page_user, script_user])
     unknown_before = len(re.findall("Refresh outcome unknown", app.log()))
     before = api_short.stats()
@@ -446,7 +460,8 @@ def test_a_refresh_never_rides_a_connection_the_backend_is_closing(
     its user signed in.
     """
     app = app_behind_slow_close
-    first, second = signed_in(app.url, ADMIN), signed_in(app.url, EVALUATOR)
+    first = signed_in_expiring(app.url, api_short, ADMIN)
+    second = signed_in_expiring(app.url, api_short, EVALUATOR)
     wait_until_all_expired([first, second])
     before = api_short.stats()
 
