@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from accounts.tokens import access_token_expiry
 from authapi.demo import DEMO_USERS
 from tests.flows import csrf_headers, sealed_pair
 from tests.servers import AuthApiProcess, ServerProcess, running_app, running_authapi
@@ -400,7 +401,11 @@ def test_an_expired_access_token_is_refreshed_once_and_a_late_tab_gets_the_new_p
     first = {mode: sign_in(app) for mode, app in deployment.apps.items()}
     late = {mode: late_tab(browser) for mode, browser in first.items()}
     old = {mode: pair(deployment, mode, browser) for mode, browser in first.items()}
-    time.sleep(SHORT + 0.5)  # both modes' access tokens have expired
+    # Until both modes' access tokens have expired, on this machine's clock: their `exp`
+    # is on the API's, AUTHAPI_CLOCK_OFFSET ahead.
+    offset = float(shape.api.get("AUTHAPI_CLOCK_OFFSET", 0))
+    expired_at = max(access_token_expiry(access).timestamp() for access, _ in old.values())
+    time.sleep(max(0.0, expired_at - offset - time.time()) + 0.3)
 
     for mode, app in deployment.apps.items():
         before = deployment.stats()
