@@ -450,3 +450,67 @@ class TestEndSession:
 
     def test_a_reason_without_words_of_its_own_says_nothing(self, ended):
         assert ended("someone_elses_reason").said == []
+
+
+class TestSignInAndOutWording:
+    """The exact words a person reads when sign-in is throttled or sign-out cannot reach
+    the backend, and what the log and the queue keep of it."""
+
+    def test_the_throttled_page_says_what_and_how_long_in_full(self, client, db, backend):
+        fakes.stub_login(backend, status=429, headers=[("Retry-After", "37")])
+        body = client.post(LOGIN, ADMIN_FORM).content.decode()
+        alert = re.search(r'<div class="alert" role="alert">\s*(.*?)\s*</div>', body, re.S)[1]
+        assert re.split(r"\s*\n\s*", alert) == [
+            "<h2>Too many sign-in attempts</h2>",
+            "<p>Please wait 37 seconds before you try again.</p>",
+        ]
+
+    def test_a_sign_out_the_backend_missed_is_logged_and_queued_with_its_error(
+        self, as_user, backend, caplog
+    ):
+        from accounts.models import PendingRevocation
+
+        client = as_user("admin")
+        backend.post(f"{fakes.BASE}/auth/logout", body=fakes.connection_refused())
+        client.post(LOGOUT)
+        assert (
+            "Sign-out could not revoke the tokens at the backend: "
+            "POST /auth/logout: ConnectionError"
+        ) in caplog.messages
+        row = PendingRevocation.objects.get()
+        assert row.last_error == "BackendUnavailable: POST /auth/logout: ConnectionError"
+
+    def test_a_browser_holding_only_its_refresh_cookie_has_it_revoked(self, as_user, backend):
+        client = as_user("admin")
+        del client.cookies["access_token"]
+        logout = fakes.stub_logout(backend)
+        assert client.post(LOGOUT).status_code == 302
+        assert "refresh_token=refresh-1" in logout.calls[0].request.headers["Cookie"]
+
+
+class TestCsrfFailureWayBack:
+    def back_of(self, body: str) -> dict:
+        back = re.search(r'<a class="button" href="([^"]+)" id="csrf-back">', body)[1]
+        location = urlsplit(back.replace("&amp;", "&"))
+        assert location.path == LOGIN
+        return parse_qs(location.query)
+
+    def test_a_next_in_the_forms_address_is_carried(self, db):
+        client = Client(enforce_csrf_checks=True)
+        body = client.post(f"{LOGIN}?next=/dashboard/evaluations/", ADMIN_FORM).content.decode()
+        assert self.back_of(body) == {"next": ["/dashboard/evaluations/"]}
+
+    def test_a_stale_form_elsewhere_leads_back_to_its_page(self, db):
+        client = Client(enforce_csrf_checks=True)
+        body = client.post("/accounts/sessions/?page=2", {}).content.decode()
+        assert self.back_of(body) == {"next": ["/accounts/sessions/?page=2"]}
+
+    def test_a_signed_in_person_is_sent_back_to_the_dashboard_by_name(self, as_user):
+        client = as_user("admin")
+        client.handler.enforce_csrf_checks = True
+        response = client.post("/accounts/sessions/", {})
+        body = response.content.decode()
+        assert response.status_code == 403
+        assert '<a class="button" href="/dashboard/">Back to your dashboard</a>' in body
+        assert 'id="csrf-back"' not in body
+        assert fakes.PROFILES["admin"]["firstName"] in body  # the header, as on every page
