@@ -514,3 +514,40 @@ class TestCsrfFailureWayBack:
         assert '<a class="button" href="/dashboard/">Back to your dashboard</a>' in body
         assert 'id="csrf-back"' not in body
         assert fakes.PROFILES["admin"]["firstName"] in body  # the header, as on every page
+
+
+class TestWaitAndOutcomes:
+    def test_the_wait_is_rounded_to_the_nearest_minute_and_ends_when_said(self, monkeypatch):
+        from datetime import UTC, datetime
+
+        from accounts import views
+
+        now = datetime(2026, 12, 6, 14, 0, 10, tzinfo=UTC)
+        monkeypatch.setattr(views.timezone, "now", lambda: now)
+        assert wait_phrase(90) == "about 2 minutes (until 14:01 UTC)"
+        assert wait_phrase(89) == "about 1 minute (until 14:01 UTC)"
+        assert wait_phrase(3000) == "about 50 minutes (until 14:50 UTC)"
+
+    @pytest.fixture
+    def sign_ins(self, monkeypatch):
+        from accounts import metrics
+
+        counted = []
+        monkeypatch.setattr(metrics, "sign_in", counted.append)
+        return counted
+
+    def test_a_wrong_password_is_counted_as_one(self, client, db, backend, sign_ins):
+        backend.post(f"{fakes.BASE}/auth/login", status=401, json={"message": "Unauthorized"})
+        client.post(LOGIN, ADMIN_FORM)
+        assert sign_ins == ["wrong_password"]
+
+    def test_an_account_without_access_is_counted_as_one(self, client, db, backend, sign_ins):
+        fakes.stub_login(backend)
+        fakes.stub_me(backend, "viewer")
+        fakes.stub_logout(backend)
+        client.post(LOGIN, ADMIN_FORM)
+        assert sign_ins == ["no_allowed_role"]
+
+    def test_a_malformed_form_is_not_counted(self, client, db, sign_ins):
+        client.post(LOGIN, {"email": "not an email", "password": ""})
+        assert sign_ins == []
