@@ -88,7 +88,10 @@ class User:
         self.browser = sign_in_as(base_url, who)
         # A new connection per request: gunicorn drops idle keep-alive connections after
         # 5 s, and `requests` (unlike a browser) does not retry one that died in use.
+        # The sign-in's own connection goes too: the first click, about 5 s later, would
+        # otherwise be sent into it as gunicorn closes it (a ConnectionError).
         self.browser.headers["Connection"] = "close"
+        self.browser.close()
         self.seen: list[tuple[int | str, float]] = []  # (status, seconds)
         self.tokens: set[str] = set()
         self._remember_jar()
