@@ -231,6 +231,7 @@ def signed_in(base_url: str, user=ADMIN) -> requests.Session:
     """
     browser = sign_in_as(base_url, user)
     browser.headers["Connection"] = "close"
+    browser.close()  # the sign-in's own kept-alive connection too
     remember(browser)
     return browser
 
