@@ -591,3 +591,65 @@ class TestReadBody:
 
         settings.DATA_UPLOAD_MAX_MEMORY_SIZE = django_limit
         assert body_limit() == expected
+
+
+class TestRelayedAnswer:
+    """`relayed` on its own: what the browser gets for a backend answer, whatever the
+    middleware adds later."""
+
+    def answer(self, content_type: str | None):
+        from requests.structures import CaseInsensitiveDict
+
+        from accounts.client import BackendAnswer
+
+        headers = CaseInsensitiveDict({"Content-Type": content_type} if content_type else {})
+        return BackendAnswer(status=200, content=b"{}", headers=headers, cookies=[])
+
+    def test_every_answer_is_sandboxed_and_never_sniffed(self):
+        from accounts.proxy import relayed
+
+        response = relayed(self.answer("application/json"))
+        assert response["Content-Security-Policy"] == SANDBOX_POLICY
+        assert response["X-Content-Type-Options"] == "nosniff"
+        assert not response.has_header("Content-Disposition")
+
+    def test_json_with_several_parameters_is_still_json(self):
+        from accounts.proxy import relayed
+
+        response = relayed(self.answer("Application/JSON; charset=utf-8; profile=x"))
+        assert not response.has_header("Content-Disposition")
+
+    def test_anything_else_is_an_attachment_and_untyped_stays_untyped(self):
+        from accounts.proxy import relayed
+
+        assert relayed(self.answer("text/html; charset=utf-8"))["Content-Disposition"] == (
+            "attachment"
+        )
+        untyped = relayed(self.answer(None))
+        assert untyped["Content-Type"] == "application/octet-stream"
+        assert untyped["Content-Disposition"] == "attachment"
+
+
+class TestWhatGoesOut:
+    def test_a_dot_segment_with_several_parameters_is_refused(self):
+        assert allowed_path("users/..;x;y/auth/refresh") is None
+        assert allowed_path("users/.;x;y") is None
+
+    def test_a_request_without_a_query_string_sends_none(self):
+        from django.test import RequestFactory
+
+        from accounts.proxy import forwarded_query
+
+        request = RequestFactory().get("/api/users/me")
+        request.META.pop("QUERY_STRING", None)
+        assert forwarded_query(request) == ""
+
+    def test_a_query_string_already_decoded_to_text_goes_out_as_utf8(self):
+        """Not every server hands the bytes over as latin-1 (PEP 3333); text is sent as UTF-8."""
+        from django.test import RequestFactory
+
+        from accounts.proxy import forwarded_query
+
+        request = RequestFactory().get("/api/users/me")
+        request.META["QUERY_STRING"] = "q=€"
+        assert forwarded_query(request) == "q=%E2%82%AC"
