@@ -551,3 +551,74 @@ class TestWaitAndOutcomes:
     def test_a_malformed_form_is_not_counted(self, client, db, sign_ins):
         client.post(LOGIN, {"email": "not an email", "password": ""})
         assert sign_ins == []
+
+
+class TestSignInOutcomesCounted:
+    """Each sign-in is counted once, under the outcome a person met (accounts/metrics.py)."""
+
+    @pytest.fixture
+    def counted(self, monkeypatch):
+        from accounts import metrics
+
+        seen = {"sign_in": [], "throttle": []}
+        monkeypatch.setattr(metrics, "sign_in", seen["sign_in"].append)
+        monkeypatch.setattr(metrics, "throttle", seen["throttle"].append)
+        return seen
+
+    def raising(self, monkeypatch, error):
+        from accounts.backends import AuthApiBackend
+
+        def authenticate(self, request, email=None, password=None, **kwargs):
+            raise error
+
+        monkeypatch.setattr(AuthApiBackend, "authenticate", authenticate)
+
+    def test_a_sign_in_that_works(self, client, db, backend, counted):
+        fakes.stub_login(backend)
+        fakes.stub_me(backend, "admin")
+        assert client.post(LOGIN, ADMIN_FORM).status_code == 302
+        assert counted == {"sign_in": ["ok"], "throttle": ["allowed"]}
+
+    def test_refused_by_this_sites_throttle(self, client, db, counted, monkeypatch):
+        from accounts import throttle
+
+        monkeypatch.setattr(throttle.SignInAttempt, "start", lambda self: 30)
+        assert client.post(LOGIN, ADMIN_FORM).status_code == 429
+        assert counted == {"sign_in": ["throttled"], "throttle": ["refused"]}
+
+    def test_refused_by_the_backends_throttle(self, client, db, backend, counted):
+        fakes.stub_login(backend, status=429, headers=[("Retry-After", "37")])
+        assert client.post(LOGIN, ADMIN_FORM).status_code == 429
+        assert counted == {"sign_in": ["throttled"], "throttle": ["allowed"]}
+
+    def test_a_token_too_large_for_the_browser(self, client, db, counted, monkeypatch):
+        from accounts.exceptions import CookieTooLarge
+
+        self.raising(monkeypatch, CookieTooLarge("access_token", 5000))
+        assert client.post(LOGIN, ADMIN_FORM).status_code == 502
+        assert counted["sign_in"] == ["token_too_large"]
+
+    def test_an_answer_that_does_not_fit(self, client, db, counted, monkeypatch):
+        from accounts.exceptions import BackendProtocolError
+
+        self.raising(monkeypatch, BackendProtocolError("POST /auth/login answered 422"))
+        assert client.post(LOGIN, ADMIN_FORM).status_code == 502
+        assert counted["sign_in"] == ["backend_unusable"]
+
+    def test_a_backend_that_does_not_answer(self, client, db, backend, counted):
+        backend.post(f"{fakes.BASE}/auth/login", body=fakes.connection_refused())
+        assert client.post(LOGIN, ADMIN_FORM).status_code == 503
+        assert counted["sign_in"] == ["backend_down"]
+
+
+def test_a_signed_in_visitor_is_not_told_their_session_ended(as_user):
+    client = as_user("admin")
+    body = client.get(f"{LOGIN}?next=/dashboard/evaluations/").content.decode()
+    assert reason_on(body) is None
+    assert 'id="signed-in-already"' in body
+
+
+def test_a_wrong_password_needs_no_reason_beside_its_error(client, db, backend):
+    backend.post(f"{fakes.BASE}/auth/login", status=401, json={"message": "Unauthorized"})
+    body = client.post(f"{LOGIN}?next=/dashboard/evaluations/", ADMIN_FORM).content.decode()
+    assert reason_on(body) is None
