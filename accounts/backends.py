@@ -1,10 +1,7 @@
 """The django.contrib.auth backend: the Credentials provider's `authorize()`."""
 
 import contextlib
-import itertools
 import logging
-import threading
-import time
 from contextvars import ContextVar
 
 from django.contrib.auth.backends import BaseBackend
@@ -16,7 +13,6 @@ from .conf import conf
 from .exceptions import (
     AccessRefused,
     BackendError,
-    BackendUnavailable,
     CookieTooLarge,
     InvalidCredentials,
 )
@@ -24,6 +20,7 @@ from .forwarded import client_ip
 from .models import User
 from .record import COOKIES
 from .shape import shared_roles
+from .slots import Slots
 from .state import TokenState
 
 logger = logging.getLogger(__name__)
@@ -45,52 +42,7 @@ def offering(user):
         _prefetched_user.reset(token)
 
 
-class SignInSlots:
-    """How many sign-ins this process checks with the backend at once (AUTH_LOGIN_CONCURRENCY).
-
-    A sign-in holds its thread for as long as the backend takes, up to
-    AUTH_BACKEND_TIMEOUT; a backend that is slow for everyone would let
-    sign-ins take every thread, and pages that need no backend would queue
-    behind them. Over the limit, a sign-in waits for a slot only while a
-    holder is younger than `wait` seconds (a healthy backend answers sooner,
-    so a burst of sign-ins queues briefly); when every holder has been at
-    the backend longer, it is refused at once: `BackendUnavailable`, the
-    "Sign-in service unavailable" page.
-    """
-
-    def __init__(self, wait: float = 1.0):
-        self.wait = wait
-        self._changed = threading.Condition()
-        self._started: dict[int, float] = {}  # holder -> time.monotonic() it took its slot
-        self._numbers = itertools.count()
-
-    @contextlib.contextmanager
-    def hold(self, *, limit: int):
-        """Hold one slot while the block runs.
-
-        :raises BackendUnavailable: `limit` sign-ins are at the backend, each
-            for longer than `wait`.
-        """
-        with self._changed:
-            while len(self._started) >= limit:
-                remaining = max(self._started.values()) + self.wait - time.monotonic()
-                if remaining <= 0:
-                    raise BackendUnavailable(
-                        f"{len(self._started)} sign-ins of this process are at the backend, "
-                        f"each for over {self.wait:g} s (AUTH_LOGIN_CONCURRENCY={limit})"
-                    )
-                self._changed.wait(remaining)
-            number = next(self._numbers)
-            self._started[number] = time.monotonic()
-        try:
-            yield
-        finally:
-            with self._changed:
-                del self._started[number]
-                self._changed.notify()
-
-
-_sign_in_slots = SignInSlots()
+_sign_in_slots = Slots("sign-ins", "AUTH_LOGIN_CONCURRENCY")
 
 
 def roles_allowed(roles) -> bool:
@@ -120,7 +72,7 @@ class AuthApiBackend(BaseBackend):
     `BackendProtocolError` when the backend cannot answer the question: an
     unreachable backend is not a wrong password. At most
     AUTH_LOGIN_CONCURRENCY sign-ins of a process are at the backend at once
-    (`SignInSlots`); one over it is `BackendUnavailable` too.
+    (`accounts.slots.Slots`); one over it is `BackendUnavailable` too.
     """
 
     def authenticate(self, request: HttpRequest | None, email=None, password=None, **kwargs):

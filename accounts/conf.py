@@ -514,6 +514,11 @@ class AccountsSettings:
         return tuple(self.proxy_prefixes_list)
 
     @property
+    def refresh_waiters(self) -> int:
+        """How many threads of this process may wait for refreshes at once: half of them."""
+        return max(1, getattr(settings, "SERVER_THREADS", 1) // 2)
+
+    @property
     def login_concurrency(self) -> int:
         """AUTH_LOGIN_CONCURRENCY, or half this process's threads (SERVER_THREADS), at least 1."""
         if self.login_concurrency_raw > 0:

@@ -42,10 +42,14 @@ from .record import (
     token_hash,
 )
 from .signout import end_session
+from .slots import Slots
 
 logger = logging.getLogger(__name__)
 
 REQUEST_ATTR = "token_state"
+# At most half of a process's threads wait for refreshes at once (accounts/slots.py):
+# with a slow backend the rest answer 503 at once and pages find a thread.
+_refresh_waiters = Slots("requests waiting for a refresh", "SERVER_THREADS / 2")
 # Refresh outcomes followed in one go: a late tab, or a result nobody
 # collected while its successor expired too.
 MAX_CHAIN = 4
@@ -329,15 +333,16 @@ class TokenState:
         replaced = record.access_hash
         for _ in range(MAX_CHAIN):
             try:
-                found = refresh.outcome(
-                    token,
-                    binding=record.binding,
-                    round_=round_,
-                    keep_for=record.keep_outcome_for(),
-                    deadline=deadline,
-                    replaced_access=replaced,
-                    claims=self._claims,
-                )
+                with _waiting(deadline):
+                    found = refresh.outcome(
+                        token,
+                        binding=record.binding,
+                        round_=round_,
+                        keep_for=record.keep_outcome_for(),
+                        deadline=deadline,
+                        replaced_access=replaced,
+                        claims=self._claims,
+                    )
             except RefreshPending:
                 raise
             except BackendError as exc:
@@ -549,6 +554,13 @@ class TokenState:
         if self.record.refresh_expires_at is not None:
             # The session lives exactly as long as its refresh token.
             session.set_expiry(max(1, int(self.record.refresh_expires_at - time.time())))
+
+
+def _waiting(deadline: float | None):
+    """A slot among this process's requests waiting for refreshes, if this one may wait."""
+    if deadline is None:
+        return contextlib.nullcontext()
+    return _refresh_waiters.hold(limit=conf.refresh_waiters)
 
 
 def _stored_session(session: SessionBase) -> dict:

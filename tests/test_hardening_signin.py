@@ -11,25 +11,30 @@ import uuid
 import pytest
 import requests
 
-from accounts.backends import SignInSlots
 from accounts.exceptions import BackendUnavailable
+from accounts.slots import Slots
 from authapi.demo import DEMO_USERS
 from tests.flows import sign_in_as, wait_for
 from tests.servers import running_app, running_authapi
 
 LOGIN = "/accounts/login/"
+
+
+def SIGN_INS(wait: float) -> Slots:  # noqa: N802 - reads as the class it makes
+    return Slots("sign-ins", "AUTH_LOGIN_CONCURRENCY", wait=wait)
+
 THREADS = 6  # gunicorn --threads; the default bound is half: 3
 LOGIN_DELAY = 6.0  # seconds the API stalls each sign-in: longer than anything below takes
 
 
 class TestSignInSlots:
     def test_within_the_limit_nobody_waits(self):
-        slots = SignInSlots(wait=10)
+        slots = SIGN_INS(wait=10)
         with slots.hold(limit=2), slots.hold(limit=2):
             pass
 
     def test_over_the_limit_a_sign_in_waits_for_a_young_holder(self):
-        slots = SignInSlots(wait=30)
+        slots = SIGN_INS(wait=30)
         taken, release = threading.Event(), threading.Event()
 
         def holder():
@@ -46,7 +51,7 @@ class TestSignInSlots:
         thread.join()
 
     def test_over_the_limit_with_every_holder_old_it_is_refused_at_once(self):
-        slots = SignInSlots(wait=0)
+        slots = SIGN_INS(wait=0)
         refused = pytest.raises(BackendUnavailable, match=r"AUTH_LOGIN_CONCURRENCY=1")
         with slots.hold(limit=1), refused, slots.hold(limit=1):
             pass

@@ -818,3 +818,28 @@ class TestDirectly:
             TokenState.of(make()).renew()
         assert info.value.reason == "foreign_cookies"
         assert "Session of backend user 1 ended: foreign_cookies" in caplog.messages
+
+
+def test_half_a_processs_threads_may_wait_for_refreshes_the_rest_answer_at_once(
+    signed_in, backend, gates, settings, monkeypatch, caplog
+):
+    """With a slow backend, pages that need no backend always find a thread: a request
+    that would wait beside half the process's threads, all waiting long, answers 503."""
+    from accounts.slots import Slots
+
+    settings.SERVER_THREADS = 2  # one of them may wait
+    settings.AUTH_REFRESH_WAIT = 30.0  # were it to wait, the gate's limit would end it: 200
+    monkeypatch.setattr(state_module, "_refresh_waiters", Slots("refresh waits", "half", wait=0))
+    client = signed_in(access=fakes.access_jwt(ttl=-10))
+    gate = gates(limit=3)
+    fakes.stub_held_refresh(backend, gate)
+    fakes.stub_me(backend)
+
+    with state_module._refresh_waiters.hold(limit=1):  # another request, waiting long
+        response = client.get(NEEDS_TOKEN)
+
+    assert response.status_code == 503
+    assert response.json()["error"] == "backend_unavailable"
+    assert any("refresh waits of this process are waiting" in m for m in caplog.messages)
+    assert SESSION_KEY in client.session
+    gate.wait_entered()  # the refresh itself was started before the view, and goes on
