@@ -24,12 +24,18 @@ import argparse
 import ast
 import fnmatch
 import json
+import os
 import re
 import subprocess
 import sys
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+try:  # what `mutmut show` prints, without a process per mutant (mutmut 3.8)
+    from mutmut.mutation.diff_apply import get_diff_for_mutant
+except ImportError:
+    get_diff_for_mutant = None
 
 ROOT = Path(__file__).resolve().parent.parent
 MUTMUT = str(Path(sys.executable).with_name("mutmut"))
@@ -96,9 +102,12 @@ def describe(name: str, defs: dict) -> dict:
     diff = []
     for _attempt in range(3):  # `mutmut show` may fail while a run still writes
         try:
-            diff = mutmut("show", name).splitlines()
+            if get_diff_for_mutant is not None:
+                diff = get_diff_for_mutant(name, path=Path(path)).splitlines()
+            else:
+                diff = mutmut("show", name).splitlines()
             break
-        except subprocess.CalledProcessError:
+        except Exception:  # noqa: BLE001, S112 - a mutant file being rewritten: try again
             continue
     start, offset, before, after, first_changed = 1, 0, [], [], 1
     for line in diff:
@@ -130,6 +139,7 @@ def describe(name: str, defs: dict) -> dict:
 
 
 def main() -> int:
+    os.chdir(ROOT)  # mutmut reads mutants/ from the working directory
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--fail-under", type=float, default=None, help="killed share of each module, percent"
