@@ -315,3 +315,64 @@ def test_a_new_process_reads_saves_and_touches_with_statements_of_its_own(
     store.load()
     store.touch()
     assert Session.objects.get(pk=key).last_seen > long_ago + timedelta(seconds=60)
+
+
+def test_sign_in_entries_too_long_for_their_columns_are_cut_to_fit():
+    entry = {"at": 1.0, "device": "d" * 300, "address": "a" * 100, "sid": "s" * 200}
+    row = Session.objects.get(pk=saved({sessions.SIGN_IN_KEY: entry}))
+    assert (row.device, row.address, row.backend_sid) == ("d" * 200, "a" * 64, "s" * 128)
+
+
+@pytest.mark.parametrize(
+    ("record", "storage"),
+    [
+        ({"storage": "session"}, "session"),
+        ({"user_id": "1"}, "cookies"),  # a record from before there was a choice
+        ({"storage": "x" * 20}, "x" * 10),
+        ("not a record", ""),
+        (None, ""),
+    ],
+)
+def test_the_row_says_where_the_tokens_are_kept(record, storage):
+    from accounts.record import SESSION_KEY as RECORD_KEY
+
+    data = {"who": "anyone"} if record is None else {RECORD_KEY: record}
+    assert Session.objects.get(pk=saved(data)).token_storage == storage
+
+
+def test_a_session_changed_in_this_request_is_not_touched_the_save_writes_it(settings):
+    settings.AUTH_SESSION_TOUCH_INTERVAL = 60
+    key = saved({"n": 1})
+    Session.objects.filter(pk=key).update(last_seen=timezone.now() - timedelta(seconds=61))
+    store = SessionStore(session_key=key)
+    store.load()
+    store["n"] = 2
+    with CaptureQueriesContext(connection) as queries:
+        store.touch()
+    assert len(queries) == 0
+
+
+def test_a_touch_the_database_refuses_is_tried_again_next_time(settings, monkeypatch):
+    settings.AUTH_SESSION_TOUCH_INTERVAL = 60
+    key = saved({"n": 1})
+    long_ago = timezone.now() - timedelta(seconds=61)
+    Session.objects.filter(pk=key).update(last_seen=long_ago)
+    store = SessionStore(session_key=key)
+    store.load()
+    monkeypatch.setattr(sessions, "_touch_statement", lambda alias: "UPDATE no_such_table SET x=1")
+    store.touch()  # no error: only the sessions page's "last seen" is late
+    assert store.last_seen == long_ago
+    monkeypatch.undo()
+    store.touch()
+    assert Session.objects.get(pk=key).last_seen > long_ago + timedelta(seconds=60)
+
+
+def test_a_row_never_seen_counts_as_seen_long_ago_and_is_touched_at_once(settings):
+    settings.AUTH_SESSION_TOUCH_INTERVAL = 60
+    key = saved({"n": 1})
+    Session.objects.filter(pk=key).update(last_seen=None)
+    store = SessionStore(session_key=key)
+    store.load()
+    assert store.last_seen == sessions.NEVER
+    store.touch()
+    assert timezone.now() - Session.objects.get(pk=key).last_seen < timedelta(seconds=5)
