@@ -166,12 +166,21 @@ def test_an_empty_alias_is_as_good_as_none():
         ResilientCache("", {"OPTIONS": {"PRIMARY": "redis", "FALLBACK": ""}})
 
 
+def test_without_options_it_names_the_first_alias_it_needs():
+    with pytest.raises(ImproperlyConfigured, match="OPTIONS\\['PRIMARY'\\]"):
+        ResilientCache("", {})
+
+
 def test_two_caches_over_the_same_aliases_share_one_breaker(make):
     shared = make()
-    other = ResilientCache("", {"OPTIONS": {"PRIMARY": "primary", "FALLBACK": "fallback"}})
-    elsewhere = ResilientCache("", {"OPTIONS": {"PRIMARY": "fallback", "FALLBACK": "primary"}})
-    assert other._circuit is shared._circuit
-    assert elsewhere._circuit is not shared._circuit
+
+    def over(primary, fallback):
+        return ResilientCache("", {"OPTIONS": {"PRIMARY": primary, "FALLBACK": fallback}})
+
+    assert over("primary", "fallback")._circuit is shared._circuit
+    assert over("fallback", "primary")._circuit is not shared._circuit
+    assert over("other", "fallback")._circuit is not shared._circuit
+    assert over("primary", "other")._circuit is not shared._circuit
 
 
 # --- the breaker --------------------------------------------------------------------
@@ -730,3 +739,24 @@ def test_writes_and_deletes_in_the_mirror_window_keep_their_timeout_and_version(
     assert fallback().get("d", version=2) is None
     clock.advance(10)
     assert fallback().get("k", version=2) is None
+
+
+def test_the_process_that_fails_over_knows_it_before_reading_the_marker(shared):
+    down()
+    shared.get("k")
+    up()
+    fallback().delete(FAILOVER_KEY)  # not read again within MARKER_INTERVAL anyway
+    assert shared.switch_back() is SwitchBack.MIRROR
+
+
+def test_the_redis_options_a_project_sets_reach_redis_py():
+    """Short socket timeouts are what keep a dead Redis from stalling each call."""
+    from accounts.cache import RedisCache
+
+    cache = RedisCache(
+        "redis://127.0.0.1:6379/0",
+        {"OPTIONS": {"socket_timeout": 0.25, "socket_connect_timeout": 0.5}},
+    )
+    pool = cache._cache.get_client(write=True).connection_pool  # no connection is made
+    assert pool.connection_kwargs["socket_timeout"] == 0.25
+    assert pool.connection_kwargs["socket_connect_timeout"] == 0.5

@@ -554,8 +554,10 @@ class TestReadBody:
 
         from accounts.proxy import read_body
 
+        stream = PiecewiseStream(b"x" * 101, piece=50)
         with pytest.raises(RequestDataTooBig):
-            read_body(chunked_request(PiecewiseStream(b"x" * 101, piece=50)))
+            read_body(chunked_request(stream))
+        assert stream.delivered == 101
 
     def test_an_endless_chunked_body_is_read_one_byte_past_the_limit_and_no_further(self):
         from django.core.exceptions import RequestDataTooBig
