@@ -715,3 +715,57 @@ def test_many_addresses_guessing_one_email_get_two_attempts_in_flight(
         # Nobody is locked out: the owner, from an address with no failures, signs in.
         response = attempt(app.url, admin.email, admin.password, address="192.0.2.100")
         assert response.status_code == 302
+
+
+# --- waits measured on a stopped clock ----------------------------------------------
+
+
+class StoppedClock:
+    """The throttle's `time`: the wall clock as it is, a monotonic clock only sleeps move."""
+
+    def __init__(self):
+        self.now, self.slept = 1000.0, []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+    def time(self) -> float:
+        return time.time()
+
+
+@pytest.fixture
+def stopped_clock(monkeypatch):
+    clock = StoppedClock()
+    monkeypatch.setattr(throttle, "time", clock)
+    return clock
+
+
+def test_an_attempt_over_the_emails_cap_waits_its_slot_wait_and_no_longer(
+    client, db, api, stopped_clock
+):
+    TestEmailConcurrency().fill_slots()
+    response = right(client)
+    assert (response.status_code, response["Retry-After"]) == (429, "1")
+    waited = sum(stopped_clock.slept)
+    assert throttle.SLOT_WAIT - throttle.SLOT_POLL <= waited <= throttle.SLOT_WAIT + 1e-9
+    assert logins(api) == 0
+
+
+def test_an_attempt_behind_unsettled_ones_waits_its_settle_wait_and_no_longer(
+    client, db, api, stopped_clock
+):
+    a_pair_with_attempts_in_flight(5)
+    response = right(client)
+    assert (response.status_code, response["Retry-After"]) == (429, "1")
+    waited = sum(stopped_clock.slept)
+    assert throttle.SETTLE_WAIT - throttle.SLOT_POLL <= waited <= throttle.SETTLE_WAIT + 1e-9
+    assert logins(api) == 0
+
+
+@pytest.mark.parametrize(("left", "said"), [(0.2, 1), (1.0, 1), (1.2, 2), (299.5, 300)])
+def test_the_wait_told_is_whole_seconds_rounded_up_and_never_zero(left, said):
+    assert throttle.Count("pair:x", 6, expires_at=1000.0 + left).seconds_left(1000.0) == said
