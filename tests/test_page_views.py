@@ -622,3 +622,41 @@ def test_a_wrong_password_needs_no_reason_beside_its_error(client, db, backend):
     backend.post(f"{fakes.BASE}/auth/login", status=401, json={"message": "Unauthorized"})
     body = client.post(f"{LOGIN}?next=/dashboard/evaluations/", ADMIN_FORM).content.decode()
     assert reason_on(body) is None
+
+
+class TestServiceErrorPage:
+    def alert(self, body: str) -> list[str]:
+        alert = re.search(r'<div class="alert" role="alert">\s*(.*?)\s*</div>', body, re.S)[1]
+        return re.split(r"\s*\n\s*", alert)
+
+    def test_a_token_too_large_says_sign_in_could_not_be_completed(self, client, db, monkeypatch):
+        from accounts.backends import AuthApiBackend
+        from accounts.exceptions import CookieTooLarge
+
+        def too_large(self, request, email=None, password=None, **kwargs):
+            raise CookieTooLarge("access_token", 5000)
+
+        monkeypatch.setattr(AuthApiBackend, "authenticate", too_large)
+        assert self.alert(client.post(LOGIN, ADMIN_FORM).content.decode()) == [
+            "<h2>Sign-in could not be completed</h2>",
+            "<p>The sign-in service issued a token too large for your browser to keep. "
+            "Nothing was changed; please tell the site&#x27;s administrator.</p>",
+        ]
+
+    @pytest.fixture
+    def throttled(self, monkeypatch):
+        from accounts import throttle
+
+        monkeypatch.setattr(throttle.SignInAttempt, "start", lambda self: 30)
+
+    def email_input(self, body: str) -> str:
+        return re.search(r'<input type="email"[^>]*>', body)[0]
+
+    def test_the_form_keeps_the_email_cut_to_what_its_field_takes(self, client, db, throttled):
+        email = "a" * 300 + "@example.com"
+        body = client.post(LOGIN, {"email": email, "password": "x"}).content.decode()
+        assert f'value="{email[:254]}"' in self.email_input(body)
+
+    def test_a_post_without_an_email_shows_an_empty_field(self, client, db, throttled):
+        body = client.post(LOGIN, {"password": "x"}).content.decode()
+        assert "value=" not in self.email_input(body)
