@@ -778,6 +778,7 @@ class TestBackendsInTheWild:
         reused = api_client.post("/auth/refresh", HTTP_COOKIE=f"refresh_token={refresh}")
         assert reused.status_code == 401
         assert delta(before) == {
+            "login_calls": 1,
             "login": 1,
             "me": 1,
             "me_rejected": 1,
@@ -822,6 +823,7 @@ class TestBackendsInTheWild:
         )
         assert after_logout.status_code == 401
         assert delta(before) == {
+            "login_calls": 2,
             "login_failed": 1,
             "login": 1,
             "refresh_calls": 2,
