@@ -683,12 +683,15 @@ def no_run_yet(monkeypatch):
 
 def test_the_background_run_is_one_daemon_thread_at_a_time(transactional_db, backend, no_run_yet):
     queue_rows("r-1")
-    fakes.stub_logout(backend)
+    gate = fakes.Gate()
+    fakes.stub_held(backend, "POST", "/auth/logout", gate, body='{"ok": true}')
     revocations._start_background()
-    revocations._start_background()  # one is running (or just ran): not another
+    gate.wait_entered()  # the first run is at the backend
+    revocations._start_background()  # one is running: not another
     assert len(RecordedThread.started) == 1
     thread = RecordedThread.started[0]
     assert (thread.name, thread.daemon) == ("revocations", True)
+    gate.open()
     thread.join(timeout=30)
     assert not PendingRevocation.objects.exists()
     assert revocations._running is False
