@@ -769,3 +769,57 @@ def test_an_attempt_behind_unsettled_ones_waits_its_settle_wait_and_no_longer(
 @pytest.mark.parametrize(("left", "said"), [(0.2, 1), (1.0, 1), (1.2, 2), (299.5, 300)])
 def test_the_wait_told_is_whole_seconds_rounded_up_and_never_zero(left, said):
     assert throttle.Count("pair:x", 6, expires_at=1000.0 + left).seconds_left(1000.0) == said
+
+
+# --- settling, and the email's pressure, in detail ------------------------------------
+
+
+def started_attempt(email=ADMIN) -> throttle.SignInAttempt:
+    attempt = throttle.SignInAttempt(Client().request().wsgi_request, email=email)
+    assert attempt.start() is None
+    return attempt
+
+
+def test_an_attempt_settled_after_its_window_ended_leaves_the_new_window_alone(db):
+    attempt = started_attempt()
+    # The window ends and another attempt opens a new one before this one settles.
+    LoginCounter.objects.filter(key=attempt.pair_key).update(count=1, expires_at=time.time() + 900)
+    attempt.finish()  # nothing marked: no failure, so it would take its count back
+    assert LoginCounter.objects.get(key=attempt.pair_key).count == 1
+
+
+def test_a_count_never_goes_below_zero(db):
+    attempt = started_attempt()
+    LoginCounter.objects.filter(key=attempt.client_key).update(count=0)
+    attempt.finish()
+    assert LoginCounter.objects.get(key=attempt.client_key).count == 0
+
+
+def test_failures_of_an_email_from_a_window_that_ended_put_it_under_no_cap(db):
+    attempt = throttle.SignInAttempt(Client().request().wsgi_request, email=ADMIN)
+    LoginCounter.objects.create(key=attempt.email_key, count=50, expires_at=time.time() - 1)
+    started_attempt().finish()
+    assert not LoginCounter.objects.filter(key=attempt.slot_key).exists(), "no slot taken"
+
+
+def test_an_email_that_never_failed_is_under_no_cap_even_at_one_failure_allowed(db, settings):
+    settings.AUTH_LOGIN_MAX_FAILURES = 1
+    attempt = started_attempt()
+    attempt.finish()
+    assert not LoginCounter.objects.filter(key=attempt.slot_key).exists(), "no slot taken"
+
+
+def test_a_settling_the_database_refuses_is_a_warning_with_its_cause(
+    client, db, api, monkeypatch, caplog
+):
+    def broken(counts):
+        raise DatabaseError("the database went away")
+
+    monkeypatch.setattr(throttle, "_unbump", broken)
+    assert right(client).status_code == 302
+    (record,) = [r for r in caplog.records if r.name == "accounts.throttle"]
+    assert (record.levelname, record.getMessage()) == (
+        "WARNING",
+        "Sign-in throttle could not settle an attempt; its counts age out",
+    )
+    assert record.exc_info[1].args == ("the database went away",)
