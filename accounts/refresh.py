@@ -188,11 +188,13 @@ class _Keeper:
                 time.sleep(conf.refresh_lock_ttl / 4)
                 with self._lock:
                     keys = list(self._held)
-                for key in keys:
-                    # Only this process ever writes this mark (it won the claim),
-                    # so a renewal can never extend someone else's; a mark the
-                    # cache lost comes back with it.
-                    cache.set(key, "1", conf.refresh_lock_ttl)
+                if keys:
+                    # Only this process ever writes these marks (it won the
+                    # claims), so a renewal can never extend someone else's; a
+                    # mark the cache lost comes back with it. One round trip
+                    # for all: on a starved machine, one set after another
+                    # could outlast the marks' own life.
+                    cache.set_many(dict.fromkeys(keys, "1"), conf.refresh_lock_ttl)
                 close_old_connections()
         except Exception:  # the next hold() starts a new keeper
             logger.exception("The refresh keeper stopped")

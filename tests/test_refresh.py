@@ -564,6 +564,11 @@ class TestKeeper:
                     raise RuntimeError("cache down")
                 return locmem_cache.set(*args, **kwargs)
 
+            def set_many(self, *args, **kwargs):
+                if threading.current_thread().name == "token-refresh-keeper":
+                    raise RuntimeError("cache down")
+                return locmem_cache.set_many(*args, **kwargs)
+
         keeper = refresh._Keeper()
         monkeypatch.setattr(refresh, "cache", RenewalFails())
         keeper.hold("k:alive")
