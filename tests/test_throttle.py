@@ -823,3 +823,49 @@ def test_a_settling_the_database_refuses_is_a_warning_with_its_cause(
         "Sign-in throttle could not settle an attempt; its counts age out",
     )
     assert record.exc_info[1].args == ("the database went away",)
+
+
+def test_each_refusal_says_why_in_the_log(client, db, api, stopped_clock, caplog):
+    caplog.set_level(logging.INFO, logger="accounts.throttle")
+    a_pair_with_attempts_in_flight(1, failures=5)
+    right(client)
+    LoginCounter.objects.all().delete()
+    a_pair_with_attempts_in_flight(5)
+    right(client)
+    LoginCounter.objects.all().delete()
+    TestEmailConcurrency().fill_slots()
+    right(client)
+    assert [r.getMessage() for r in caplog.records if r.name == "accounts.throttle"] == [
+        "Sign-in refused by the throttle: too many failures",
+        "Sign-in refused by the throttle: this client's attempts in flight",
+        "Sign-in refused by the throttle: the email's attempts are all in flight",
+    ]
+
+
+def test_a_lockout_with_less_than_a_second_left_is_refused_without_waiting(
+    client, db, api, stopped_clock
+):
+    attempt = a_pair_with_attempts_in_flight(0, failures=5)
+    LoginCounter.objects.filter(key=attempt.pair_key).update(expires_at=time.time() + 0.5)
+    response = right(client)
+    assert (response.status_code, response["Retry-After"]) == (429, "1")
+    assert stopped_clock.slept == []
+
+
+def test_counters_lost_while_taking_a_slot_are_a_database_error(db, monkeypatch):
+    attempt = throttle.SignInAttempt(Client().request().wsgi_request, email=ADMIN)
+    LoginCounter.objects.create(key=attempt.email_key, count=5, expires_at=time.time() + 60)
+    real_bump = throttle._bump
+
+    def bump(lifetimes):
+        if attempt.slot_key in lifetimes:
+            raise DatabaseError("the database went away")
+        return real_bump(lifetimes)
+
+    def unbump(counts):
+        raise DatabaseError("still away")
+
+    monkeypatch.setattr(throttle, "_bump", bump)
+    monkeypatch.setattr(throttle, "_unbump", unbump)
+    with pytest.raises(DatabaseError, match="the database went away"):
+        attempt.start()
