@@ -869,3 +869,29 @@ def test_counters_lost_while_taking_a_slot_are_a_database_error(db, monkeypatch)
     monkeypatch.setattr(throttle, "_unbump", unbump)
     with pytest.raises(DatabaseError, match="the database went away"):
         attempt.start()
+
+
+def test_a_slot_that_cannot_be_taken_gives_the_attempts_counts_back(db, monkeypatch):
+    attempt = throttle.SignInAttempt(Client().request().wsgi_request, email=ADMIN)
+    LoginCounter.objects.create(key=attempt.email_key, count=5, expires_at=time.time() + 60)
+    real_bump = throttle._bump
+
+    def bump(lifetimes):
+        if attempt.slot_key in lifetimes:
+            raise DatabaseError("the database went away")
+        return real_bump(lifetimes)
+
+    monkeypatch.setattr(throttle, "_bump", bump)
+    with pytest.raises(DatabaseError):
+        attempt.start()
+    assert LoginCounter.objects.get(key=attempt.pair_key).count == 0
+    assert LoginCounter.objects.get(key=attempt.client_key).count == 0
+
+
+def test_an_ipv4_client_seen_through_ipv6_counts_as_itself(settings):
+    def client_key(address: str) -> str:
+        request = Client(REMOTE_ADDR=address).request().wsgi_request
+        return throttle.SignInAttempt(request, email=ADMIN).client_key
+
+    assert client_key("::ffff:198.51.100.7") == client_key("198.51.100.7")
+    assert client_key("::ffff:198.51.100.8") != client_key("198.51.100.7")
