@@ -516,14 +516,14 @@ class AccountsSettings:
     @property
     def refresh_waiters(self) -> int:
         """How many threads of this process may wait for refreshes at once: half of them."""
-        return max(1, getattr(settings, "SERVER_THREADS", 1) // 2)
+        return _half_the_threads()
 
     @property
     def login_concurrency(self) -> int:
         """AUTH_LOGIN_CONCURRENCY, or half this process's threads (SERVER_THREADS), at least 1."""
         if self.login_concurrency_raw > 0:
             return self.login_concurrency_raw
-        return max(1, getattr(settings, "SERVER_THREADS", 1) // 2)
+        return _half_the_threads()
 
     @property
     def trusted_proxies(self) -> tuple[IPv4Network | IPv6Network, ...]:
@@ -551,3 +551,8 @@ class AccountsSettings:
 
 
 conf = AccountsSettings()
+
+
+def _half_the_threads() -> int:
+    """Half this process's threads (SERVER_THREADS, from gunicorn.conf.py), at least 1."""
+    return max(1, getattr(settings, "SERVER_THREADS", 1) // 2)
