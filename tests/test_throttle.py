@@ -852,7 +852,8 @@ def test_a_lockout_with_less_than_a_second_left_is_refused_without_waiting(
     assert stopped_clock.slept == []
 
 
-def test_counters_lost_while_taking_a_slot_are_a_database_error(db, monkeypatch):
+def an_attempt_whose_slot_cannot_be_taken(monkeypatch) -> throttle.SignInAttempt:
+    """An attempt with five failures counted, whose slot's write raises DatabaseError."""
     attempt = throttle.SignInAttempt(Client().request().wsgi_request, email=ADMIN)
     LoginCounter.objects.create(key=attempt.email_key, count=5, expires_at=time.time() + 60)
     real_bump = throttle._bump
@@ -862,26 +863,23 @@ def test_counters_lost_while_taking_a_slot_are_a_database_error(db, monkeypatch)
             raise DatabaseError("the database went away")
         return real_bump(lifetimes)
 
+    monkeypatch.setattr(throttle, "_bump", bump)
+    return attempt
+
+
+def test_counters_lost_while_taking_a_slot_are_a_database_error(db, monkeypatch):
+    attempt = an_attempt_whose_slot_cannot_be_taken(monkeypatch)
+
     def unbump(counts):
         raise DatabaseError("still away")
 
-    monkeypatch.setattr(throttle, "_bump", bump)
     monkeypatch.setattr(throttle, "_unbump", unbump)
     with pytest.raises(DatabaseError, match="the database went away"):
         attempt.start()
 
 
 def test_a_slot_that_cannot_be_taken_gives_the_attempts_counts_back(db, monkeypatch):
-    attempt = throttle.SignInAttempt(Client().request().wsgi_request, email=ADMIN)
-    LoginCounter.objects.create(key=attempt.email_key, count=5, expires_at=time.time() + 60)
-    real_bump = throttle._bump
-
-    def bump(lifetimes):
-        if attempt.slot_key in lifetimes:
-            raise DatabaseError("the database went away")
-        return real_bump(lifetimes)
-
-    monkeypatch.setattr(throttle, "_bump", bump)
+    attempt = an_attempt_whose_slot_cannot_be_taken(monkeypatch)
     with pytest.raises(DatabaseError):
         attempt.start()
     assert LoginCounter.objects.get(key=attempt.pair_key).count == 0
