@@ -333,16 +333,7 @@ class TokenState:
         replaced = record.access_hash
         for _ in range(MAX_CHAIN):
             try:
-                with _waiting(deadline):
-                    found = refresh.outcome(
-                        token,
-                        binding=record.binding,
-                        round_=round_,
-                        keep_for=record.keep_outcome_for(),
-                        deadline=deadline,
-                        replaced_access=replaced,
-                        claims=self._claims,
-                    )
+                found = self._outcome(token, round_, replaced, deadline)
             except RefreshPending:
                 raise
             except BackendError as exc:
@@ -366,6 +357,29 @@ class TokenState:
         self._adopt(list(gathered.values()), found.profile, round_=next_round)
         self._made_newest = found.own
         return self.tokens
+
+    def _outcome(
+        self, token: str, round_: int, replaced: str | None, deadline: float | None
+    ) -> refresh.Outcome:
+        """One round's outcome: looked up (or started) at once; waited for, within the
+        deadline, only if it is still running and this process has a waiting slot free."""
+        record = self.record
+        ask = functools.partial(
+            refresh.outcome,
+            token,
+            binding=record.binding,
+            round_=round_,
+            keep_for=record.keep_outcome_for(),
+            replaced_access=replaced,
+            claims=self._claims,
+        )
+        if deadline is None:
+            return ask(deadline=None)
+        try:
+            return ask(deadline=None)  # known already: no slot taken
+        except RefreshPending:
+            with _refresh_waiters.hold(limit=conf.refresh_waiters):
+                return ask(deadline=deadline)
 
     def _wait_deadline(self) -> float:
         # One budget per request, however many waits it takes.
@@ -554,13 +568,6 @@ class TokenState:
         if self.record.refresh_expires_at is not None:
             # The session lives exactly as long as its refresh token.
             session.set_expiry(max(1, int(self.record.refresh_expires_at - time.time())))
-
-
-def _waiting(deadline: float | None):
-    """A slot among this process's requests waiting for refreshes, if this one may wait."""
-    if deadline is None:
-        return contextlib.nullcontext()
-    return _refresh_waiters.hold(limit=conf.refresh_waiters)
 
 
 def _stored_session(session: SessionBase) -> dict:

@@ -843,3 +843,26 @@ def test_half_a_processs_threads_may_wait_for_refreshes_the_rest_answer_at_once(
     assert any("refresh waits of this process are waiting" in m for m in caplog.messages)
     assert SESSION_KEY in client.session
     gate.wait_entered()  # the refresh itself was started before the view, and goes on
+
+
+
+def test_an_outcome_already_known_is_collected_without_a_waiting_slot(
+    rf, db, locmem_cache, backend, settle, settings, monkeypatch
+):
+    """The bound is on waiting: a refresh that has answered is taken at once, however
+    many requests of the process wait for slower ones."""
+    from accounts.slots import Slots
+
+    settings.SERVER_THREADS = 2
+    monkeypatch.setattr(state_module, "_refresh_waiters", Slots("refresh waits", "half", wait=0))
+    fakes.stub_refresh(backend, refresh="refresh-2")
+    fakes.stub_me(backend)
+    state = TokenState.of(fakes.direct_request(rf))
+    binding = state.load().binding
+    refresh.outcome("refresh-1", binding=binding, keep_for=600, deadline=time.monotonic() + 5)
+    wait(settle, timeout=5)
+
+    with state_module._refresh_waiters.hold(limit=1):  # another request, waiting long
+        tokens = state.renew()
+
+    assert tokens.refresh == "refresh-2"
