@@ -10,6 +10,7 @@ import re
 
 import pytest
 from playwright.sync_api import Error as PlaywrightError
+from playwright.sync_api import expect
 
 from authapi.demo import DEMO_USERS
 from tests.browser import chromium, sign_in
@@ -77,7 +78,8 @@ def test_admin_signs_in_sees_dashboard_opens_admin_and_signs_out(page, storage_m
     page.screenshot(path=tmp_path / "dashboard.png")
 
     page.get_by_role("link", name="Admin", exact=True).click()
-    assert page.get_by_role("heading", name="Sign-in health").is_visible()
+    # The click starts a navigation; wait for the page, not just its address.
+    expect(page.get_by_role("heading", name="Sign-in health")).to_be_visible()
 
     page.get_by_role("button", name="Sign out").click()
     page.wait_for_url(re.compile(r"/$"))

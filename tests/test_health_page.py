@@ -319,8 +319,10 @@ def make_traffic(base_url: str) -> None:
     assert wrong.status_code == 200  # the form again, with the error
     browser = sign_in_as(base_url, ADMIN_USER)
     wait_until_access_expired(browser)
-    # Four tabs at once with the expired pair: one refresh call, the others served its result.
-    answers = burst([f"{base_url}/dashboard/"] * 4, browser)
+    # Four tabs at once with the expired pair, each calling the backend through the proxy
+    # (a page that needs no token would not wait): one refresh call, the others served
+    # its result.
+    answers = burst([f"{base_url}/api/users/me"] * 4, browser)
     assert [getattr(a, "status_code", repr(a)) for a in answers] == [200] * 4
     for _ in range(2):  # the late tab: moved on to the new pair without another call
         assert browser.get(f"{base_url}/dashboard/", timeout=30).status_code == 200
