@@ -90,12 +90,12 @@ def _plain(path: str) -> bool:
     *inner, last = path.split("/")
     if any(not segment for segment in inner):
         return False
-    return not any(segment.split(";", 1)[0] in DOT_SEGMENTS for segment in (*inner, last))
+    return not any(segment.partition(";")[0] in DOT_SEGMENTS for segment in (*inner, last))
 
 
 def forwarded_query(request: HttpRequest) -> str:
     """Return the request's query string as it goes to the backend: as sent, made wire-safe."""
-    raw = request.META.get("QUERY_STRING", "")
+    raw = request.META.get("QUERY_STRING")
     if not raw:
         return ""
     try:
@@ -130,7 +130,7 @@ def read_body(request: HttpRequest) -> bytes:
     declared = meta.get("CONTENT_LENGTH")
     if declared or "chunked" not in meta.get("HTTP_TRANSFER_ENCODING", "").lower():
         if declared and (not declared.isdigit() or int(declared) > limit):
-            raise RequestDataTooBig("Content-Length over the proxy's limit")
+            raise RequestDataTooBig  # a Content-Length over the limit; api_proxy answers 413
         return request.body
     if not meta.get("wsgi.input_terminated"):
         raise LengthRequired
@@ -142,7 +142,7 @@ def read_body(request: HttpRequest) -> bytes:
         chunks.append(chunk)
         size += len(chunk)
     if size > limit:
-        raise RequestDataTooBig("chunked body over the proxy's limit")
+        raise RequestDataTooBig  # a chunked body over the limit; api_proxy answers 413
     return b"".join(chunks)
 
 
@@ -163,7 +163,7 @@ def relayed(answer: BackendAnswer) -> HttpResponse:
             response[name] = value
     response["Content-Security-Policy"] = SANDBOX_POLICY
     response["X-Content-Type-Options"] = "nosniff"
-    if not served_inline(content_type.split(";", 1)[0].strip().lower()):
+    if not served_inline(content_type.partition(";")[0].strip().lower()):
         # Opened as a page, the backend's HTML or script would run as this origin.
         response["Content-Disposition"] = "attachment"
     return response

@@ -569,6 +569,17 @@ class TestReadBody:
             read_body(chunked_request(stream))
         assert stream.delivered == 101
 
+    def test_an_endless_chunked_body_in_small_pieces_is_read_one_byte_past_the_limit(self):
+        """Each read asks only for what is left up to the limit, however much came before."""
+        from django.core.exceptions import RequestDataTooBig
+
+        from accounts.proxy import read_body
+
+        stream = PiecewiseStream(b"x" * 1_000_000, piece=30)
+        with pytest.raises(RequestDataTooBig):
+            read_body(chunked_request(stream))
+        assert stream.delivered == 101
+
     def test_a_content_length_at_the_limit_is_read(self):
         from django.test import RequestFactory
 
