@@ -90,20 +90,6 @@ def test_redis_url_switches_the_cache_and_database_url_the_database():
     assert loaded["roles"] == ["admin", "auditor"]
 
 
-def test_readme_settings_table_matches_accounts_conf():
-    """Each auth setting is defined once (accounts/conf.py); the README table shows just those."""
-    from accounts.conf import SETTINGS
-
-    readme = (ROOT / "README.md").read_text()
-    table = readme.split("<!-- settings-table:start -->")[1].split("<!-- settings-table:end -->")[0]
-    rows = [
-        [cell.strip() for cell in line.strip().strip("|").split("|")]
-        for line in table.strip().splitlines()[2:]
-    ]
-    documented = [(name.strip("`"), default.strip("`"), meaning) for name, default, meaning in rows]
-    assert documented == [(s.name, s.shown_default, s.help) for s in SETTINGS]
-
-
 def test_env_example_names_every_auth_setting():
     from accounts.conf import SETTINGS
 
