@@ -3,8 +3,8 @@
 `SETTINGS` is the one list. `config/settings/base.py` fills each from the
 environment (`Setting.from_env`); `conf.<attr>` reads `django.conf.settings`
 when used, falling back to the default, so `override_settings` and pytest's
-`settings` fixture just work. `tests/test_settings.py` checks that the
-README's settings table names exactly these, with these defaults.
+`settings` fixture just work. The settings reference, docs/settings.md, is
+generated from this list (scripts/mkdocs_hooks.py; tests/test_docs.py builds it).
 """
 
 from dataclasses import dataclass
@@ -37,7 +37,7 @@ class Setting:
 
     @property
     def shown_default(self) -> str:
-        """The default as the README's table writes it."""
+        """The default as the settings reference (docs/settings.md) writes it."""
         if self.default is None:
             return "unset"
         if isinstance(self.default, bool):
@@ -99,7 +99,7 @@ SETTINGS = (
         "seconds a refresh token from JSON lives when it is no JWT with `exp`",
         "body_refresh_lifetime",
     ),
-    # The backend's shape, declared (accounts/shape.py; README, "Pointing it at your backend").
+    # The backend's shape, declared (accounts/shape.py; docs/backends.md).
     # Empty: follow AUTH_BACKEND_TOKEN_TRANSPORT and the cookie and field names above.
     Setting(
         "AUTH_ACCESS_TOKEN_FROM",

@@ -32,7 +32,7 @@ class LoginForm(forms.Form):
     error_messages = {
         "invalid_login": _("Invalid email or password"),
         # Shown only after the right password (the backend has already said
-        # so); README "What the web app does" says why it is not hidden.
+        # so); docs/app.md ("Signing in") says why it is not hidden.
         "access_refused": _(
             "This account does not have access. Sign in with another account, or ask the "
             "site's administrator to give this one access."

@@ -8,8 +8,8 @@ counts to files in PROMETHEUS_MULTIPROC_DIR (gunicorn.conf.py makes one), and
 a scrape of any worker adds them all up (prometheus-client's multiprocess
 mode); under `runserver` and in tests, one process keeps them in memory.
 
-The metrics, each with one line of meaning, are listed in README.md
-("Operating it"); their definitions are below.
+The metrics, each with one line of meaning, are listed in docs/operations.md
+("Metrics"); their definitions are below.
 """
 
 import hmac

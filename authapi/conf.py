@@ -130,7 +130,7 @@ class ApiSettings:
     def expose_stats(self) -> bool:
         return settings.AUTHAPI_EXPOSE_STATS
 
-    # --- backend shapes (README, "The reference API's shapes") ---------------
+    # --- backend shapes (docs/settings.md, "Its shapes") ---------------------
 
     @property
     def access_cookie(self) -> str:
@@ -258,7 +258,7 @@ class ApiSettings:
 
     @property
     def me_roles(self) -> str:
-        """How `/users/me` spells the roles (README, "The reference API's shapes")."""
+        """How `/users/me` spells the roles (docs/settings.md, "Its shapes")."""
         return _choice("AUTHAPI_ME_ROLES", ME_ROLES)
 
     @property

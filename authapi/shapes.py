@@ -1,4 +1,4 @@
-"""How the reference API spells its answers (README, "The reference API's shapes").
+"""How the reference API spells its answers (docs/settings.md, "Its shapes").
 
 Roles in `/users/me` and in the access token (AUTHAPI_ME_ROLES,
 AUTHAPI_ROLE_CASE), and token fields at dotted paths of a JSON answer

@@ -1,4 +1,4 @@
-"""The reference auth API's endpoints, answering JSON only (the contract is in README.md).
+"""The reference auth API's endpoints, answering JSON only (contract: docs/reference-api.md).
 
 Errors take the NestJS shape `{"statusCode", "message", "error"}` so the app
 is tested against what such a backend really sends.

@@ -1,4 +1,4 @@
-"""The reference API's backend shapes (AUTHAPI_* switches; README, "The reference API's shapes").
+"""The reference API's backend shapes (AUTHAPI_* switches; docs/settings.md, "Its shapes").
 
 Each switch turns the reference API into another common NestJS backend, so the
 app can be tested against it: cookie names of the backend's choice, a refresh

@@ -2,7 +2,7 @@
 HTTP (issues 11 and 20).
 
 For each shape the reference API runs as its own process with that shape's
-AUTHAPI_* switches (README, "The reference API's shapes"), and two apps run
+AUTHAPI_* switches (docs/settings.md, "Its shapes"), and two apps run
 under gunicorn against it with the settings that shape needs, and nothing
 else (no AUTH_CLIENT_CLASS): one per AUTH_TOKEN_STORAGE (`cookies`,
 `session`). A `requests` session plays the browser. Each test runs its

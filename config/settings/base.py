@@ -221,8 +221,8 @@ API_BASEURL = API_BASEURL.rstrip("/")  # noqa: F821 - set by the loop above
 # each worker to the count it runs. Per-process bounds derive from it (AUTH_LOGIN_CONCURRENCY).
 SERVER_THREADS = env.int("GUNICORN_THREADS", default=4)
 
-# The demo's role-gated pages, as the backend spells the roles (README, "Pointing it
-# at your backend"); AUTH_ROLES_CASE_INSENSITIVE applies here too.
+# The demo's role-gated pages, as the backend spells the roles (docs/backends.md);
+# AUTH_ROLES_CASE_INSENSITIVE applies here too.
 DEMO_ADMIN_ROLES = env.list("DEMO_ADMIN_ROLES", default=["admin"])
 DEMO_EVALUATION_ROLES = env.list("DEMO_EVALUATION_ROLES", default=["evaluator", "admin"])
 
@@ -243,7 +243,7 @@ AUTHAPI_TRUSTED_PROXIES = env.list("AUTHAPI_TRUSTED_PROXIES", default=["127.0.0.
 AUTHAPI_REFRESH_DELAY = env.float("AUTHAPI_REFRESH_DELAY", default=0.0)
 AUTHAPI_LOGIN_DELAY = env.float("AUTHAPI_LOGIN_DELAY", default=0.0)
 AUTHAPI_EXPOSE_STATS = env.bool("AUTHAPI_EXPOSE_STATS", default=False)
-# The backend shapes the reference API can take (README, "The reference API's shapes").
+# The backend shapes the reference API can take (docs/settings.md, "Its shapes").
 AUTHAPI_ACCESS_COOKIE = env("AUTHAPI_ACCESS_COOKIE", default="access_token")
 AUTHAPI_REFRESH_COOKIE = env("AUTHAPI_REFRESH_COOKIE", default="refresh_token")
 AUTHAPI_ROTATE_REFRESH = env.bool("AUTHAPI_ROTATE_REFRESH", default=True)
