@@ -89,8 +89,8 @@ def _shape_errors() -> list[Error]:
         return [
             Error(
                 str(exc),
-                hint='README, "Pointing it at your backend"; `manage.py authcheck` prints '
-                "the values for yours.",
+                hint="docs/backends.md says what each shape setting means; `manage.py authcheck` "
+                "prints the values for yours.",
                 id="accounts.E011",
             )
         ]
