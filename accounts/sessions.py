@@ -74,11 +74,8 @@ class SessionStore(DatabaseSessionStore):
         now = timezone.now()
         if now - self.last_seen < timedelta(seconds=conf.session_touch_interval):
             return
-        connection = connections[router.db_for_write(self.model)]
-        params = [connection.ops.adapt_datetimefield_value(now), self.session_key]
         try:
-            with connection.cursor() as cursor:
-                cursor.execute(_touch_statement(connection.alias), params)
+            self.model.objects.filter(session_key=self.session_key).update(last_seen=now)
         except DatabaseError:
             return  # only the sessions page's "last seen" is late
         self.last_seen = now
@@ -170,25 +167,24 @@ class _JoinedQuery:
                 connection.ops.get_db_converters(col) + col.get_db_converters(connection),
                 col,
             )
-            for index, col in enumerate(field.get_col("u") for field in self.fields)
+            for index, col in enumerate(field.cached_col for field in self.fields)
         ]
-        self.converters = [c for c in self.converters if c[1]]
         meta = Session._meta
-        last_seen = meta.get_field("last_seen").get_col("s")
+        last_seen = meta.get_field("last_seen").cached_col
         self.last_seen_converters = (
             connection.ops.get_db_converters(last_seen) + last_seen.get_db_converters(connection),
             last_seen,
         )
+        sessions, users = quote(meta.db_table), quote(user_model._meta.db_table)
 
         def column(name: str) -> str:
-            return "s." + quote(meta.get_field(name).column)
+            return f"{sessions}.{quote(meta.get_field(name).column)}"
 
-        user_columns = ", ".join(f"u.{quote(field.column)}" for field in self.fields)
+        user_columns = ", ".join(f"{users}.{quote(field.column)}" for field in self.fields)
         self.sql = (
             f"SELECT {column('session_data')}, {column('last_seen')}, {user_columns} "  # noqa: S608 - quoted names only
-            f"FROM {quote(meta.db_table)} s "
-            f"LEFT JOIN {quote(user_model._meta.db_table)} u "
-            f"ON u.{quote(user_model._meta.pk.column)} = {column('user')} "
+            f"FROM {sessions} LEFT JOIN {users} "
+            f"ON {users}.{quote(user_model._meta.pk.column)} = {column('user')} "
             f"WHERE {column('session_key')} = %s AND {column('expire_date')} > %s"
         )
 
@@ -230,14 +226,3 @@ def _update_statement(alias: str) -> str:
         f"UPDATE {quote(meta.db_table)} SET {assignments} "  # noqa: S608 - quoted names only
         f"WHERE {column('session_key')} = %s"
     )
-
-
-@cache
-def _touch_statement(alias: str) -> str:
-    from .models import Session
-
-    quote = connections[alias].ops.quote_name
-    meta = Session._meta
-    last_seen = quote(meta.get_field("last_seen").column)
-    key = quote(meta.get_field("session_key").column)
-    return f"UPDATE {quote(meta.db_table)} SET {last_seen} = %s WHERE {key} = %s"  # noqa: S608

@@ -271,8 +271,8 @@ def test_clearsessions_removes_expired_rows_and_with_them_the_browsers_list():
 
 @pytest.fixture
 def fresh_statements():
-    """Build the join and the UPDATEs anew, as each new worker process does (they are cached)."""
-    built = (sessions._joined_query, sessions._update_statement, sessions._touch_statement)
+    """Build the join and the UPDATE anew, as each new worker process does (they are cached)."""
+    built = (sessions._joined_query, sessions._update_statement)
     for cached in built:
         cached.cache_clear()
     yield
@@ -359,7 +359,13 @@ def test_a_touch_the_database_refuses_is_tried_again_next_time(settings, monkeyp
     Session.objects.filter(pk=key).update(last_seen=long_ago)
     store = SessionStore(session_key=key)
     store.load()
-    monkeypatch.setattr(sessions, "_touch_statement", lambda alias: "UPDATE no_such_table SET x=1")
+    from django.db import OperationalError
+    from django.db.models import QuerySet
+
+    def refused(queryset, **values):
+        raise OperationalError("database is locked")
+
+    monkeypatch.setattr(QuerySet, "update", refused)
     store.touch()  # no error: only the sessions page's "last seen" is late
     assert store.last_seen == long_ago
     monkeypatch.undo()
@@ -376,3 +382,69 @@ def test_a_row_never_seen_counts_as_seen_long_ago_and_is_touched_at_once(setting
     assert store.last_seen == sessions.NEVER
     store.touch()
     assert timezone.now() - Session.objects.get(pk=key).last_seen < timedelta(seconds=5)
+
+
+def test_last_seen_exactly_the_interval_ago_is_written(settings, monkeypatch):
+    settings.AUTH_SESSION_TOUCH_INTERVAL = 60
+    key = saved({"n": 1})
+    store = SessionStore(session_key=key)
+    store.load()
+    now = store.last_seen + timedelta(seconds=60)
+    monkeypatch.setattr(sessions.timezone, "now", lambda: now)
+    store.touch()
+    assert Session.objects.get(pk=key).last_seen == now
+
+
+def test_a_touched_store_knows_when_it_was_last_seen(settings):
+    settings.AUTH_SESSION_TOUCH_INTERVAL = 60
+    key = saved({"n": 1})
+    Session.objects.filter(pk=key).update(last_seen=timezone.now() - timedelta(seconds=61))
+    store = SessionStore(session_key=key)
+    store.load()
+    store.touch()
+    assert store.last_seen == Session.objects.get(pk=key).last_seen
+
+
+def test_fields_with_conversions_of_their_own_load_through_the_join_as_through_the_orm(
+    fresh_statements, monkeypatch
+):
+    """A user model's own field types (an encrypted field; DurationField on SQLite) convert
+    what the database returns with the column and the connection: the join converts the
+    session's and the user's columns exactly as a queryset does, and hands the model's
+    `from_db` the same field names."""
+    user = User.objects.create_user("ünï", email="u@example.com", first_name="Zoë")
+    key = saved({SESSION_KEY: str(user.pk)})
+
+    def own_conversion(field):
+        def get_db_converters(connection):
+            def convert(value, expression, conn):
+                if value is None:
+                    return value
+                mark = f"{expression.target.name}|{connection.alias}|{conn.alias}"
+                if field.name == "last_seen":  # still a time: the store compares it with times
+                    return value + timedelta(microseconds=len(mark))
+                return f"{value}|{mark}"
+
+            return [convert]
+
+        return get_db_converters
+
+    for field in (User._meta.get_field("first_name"), Session._meta.get_field("last_seen")):
+        monkeypatch.setattr(field, "get_db_converters", own_conversion(field))
+    seen = []
+    orm_from_db = User.from_db.__func__
+
+    def from_db(cls, db, field_names, values):
+        seen.append(list(field_names))
+        return orm_from_db(cls, db, field_names, values)
+
+    monkeypatch.setattr(User, "from_db", classmethod(from_db))
+
+    store = SessionStore(session_key=key)
+    store.load()
+    expected = User.objects.get(pk=user.pk)
+
+    assert store.prefetched_user.first_name == "Zoë|first_name|default|default"
+    assert store.prefetched_user.first_name == expected.first_name
+    assert store.last_seen == Session.objects.get(pk=key).last_seen
+    assert seen[0] == seen[1] == [field.attname for field in User._meta.concrete_fields]
