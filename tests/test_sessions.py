@@ -448,3 +448,44 @@ def test_fields_with_conversions_of_their_own_load_through_the_join_as_through_t
     assert store.prefetched_user.first_name == expected.first_name
     assert store.last_seen == Session.objects.get(pk=key).last_seen
     assert seen[0] == seen[1] == [field.attname for field in User._meta.concrete_fields]
+
+
+def test_the_sign_in_moment_is_the_same_instant_whatever_the_sites_time_zone(settings):
+    from datetime import UTC, datetime
+
+    settings.TIME_ZONE = "America/New_York"
+    entry = {"at": 1_700_000_000, "device": "Firefox", "address": "::1", "sid": "s"}
+    moment = datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
+    key = saved({sessions.SIGN_IN_KEY: entry})  # created
+    assert Session.objects.get(pk=key).signed_in_at == moment
+    store = SessionStore(session_key=key)
+    store.load()
+    store[sessions.SIGN_IN_KEY] = {**entry, "at": 1_700_000_060}
+    store.save()  # updated
+    assert Session.objects.get(pk=key).signed_in_at == moment + timedelta(seconds=60)
+
+
+class RecordingRouter:
+    """A database router that only watches: which models, which instances it is asked about."""
+
+    def __init__(self):
+        self.reads, self.writes = [], []
+
+    def db_for_read(self, model, **hints):
+        self.reads.append(model)
+
+    def db_for_write(self, model, **hints):
+        self.writes.append((model, getattr(hints.get("instance"), "pk", None)))
+
+
+def test_a_database_router_is_asked_where_sessions_are_read_and_saved(settings):
+    """Sessions may live in a database of their own (Django's docs route them so)."""
+    key = saved({"n": 1})
+    router = RecordingRouter()
+    settings.DATABASE_ROUTERS = [router]
+    store = SessionStore(session_key=key)
+    store.load()
+    store["n"] = 2
+    store.save()
+    assert Session in router.reads
+    assert (Session, key) in router.writes
