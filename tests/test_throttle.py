@@ -893,3 +893,20 @@ def test_an_ipv4_client_seen_through_ipv6_counts_as_itself(settings):
 
     assert client_key("::ffff:198.51.100.7") == client_key("198.51.100.7")
     assert client_key("::ffff:198.51.100.8") != client_key("198.51.100.7")
+
+
+def test_an_attempt_waiting_for_a_slot_only_looks_until_one_is_free(client, db, api, stopped_clock):
+    """The holders' counter is read while the attempt waits, not written at every look:
+    a crowd guessing one email would otherwise keep its row locked the whole second."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    TestEmailConcurrency().fill_slots()
+    table = LoginCounter._meta.db_table
+    with CaptureQueriesContext(connection) as queries:
+        response = right(client)
+    assert response.status_code == 429
+    assert len(stopped_clock.slept) > 10
+    upserts = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("INSERT")]
+    upserts = [sql for sql in upserts if table in sql]
+    assert len(upserts) == 2, "one for the attempt's own counts, one to try the slot"
