@@ -33,6 +33,7 @@ from jwt.exceptions import InvalidJTIError, InvalidSubjectError
 from . import metrics
 from .conf import conf
 from .models import Session
+from .reasons import Reason
 from .responses import json_error, json_view
 
 logger = logging.getLogger(__name__)
@@ -183,7 +184,7 @@ def logout(request: HttpRequest) -> JsonResponse:
         cache.delete(replay_key)  # nothing was ended: the backend may send it again
         raise
     if ended:
-        metrics.sign_out("backchannel", ended)
+        metrics.sign_out(Reason.BACKCHANNEL, ended)
     logger.info(
         "Back-channel sign-out of backend user %s%s: %s session(s) ended",
         claims.user_id[:128],

@@ -7,7 +7,7 @@ from contextvars import ContextVar
 from django.contrib.auth.backends import BaseBackend
 from django.http import HttpRequest
 
-from . import cookies
+from . import cookies, revocations
 from .client import Tokens, get_client
 from .conf import conf
 from .exceptions import (
@@ -51,10 +51,10 @@ def roles_allowed(roles) -> bool:
 
 
 def _revoke(tokens: Tokens) -> None:
-    # Best effort: the tokens were never handed to the browser, so a failure
-    # here leaves nothing usable behind except at the backend until expiry.
-    with contextlib.suppress(BackendError):
-        get_client().logout(tokens)
+    # The tokens were never handed to the browser and no session records them,
+    # so there is nothing to queue under: a failure leaves them usable only at
+    # the backend, until they expire.
+    revocations.Revoker().revoke(tokens, record=None)
 
 
 class AuthApiBackend(BaseBackend):

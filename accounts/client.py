@@ -37,8 +37,10 @@ from .exceptions import (
     InvalidCredentials,
     ShapeMismatch,
     Throttled,
+    TokensRefused,
 )
 from .models import UserProfile
+from .reasons import Reason
 from .shape import (
     BEARER,
     COOKIE,
@@ -136,9 +138,6 @@ class TokenSource(Protocol):
     def tokens_for_call(self) -> Tokens: ...
 
     def renew_after_rejection(self) -> Tokens: ...
-
-    def end(self, reason: str) -> None:
-        """End the sign-in and raise SessionEnded."""
 
 
 class _NoCookies(DefaultCookiePolicy):
@@ -454,11 +453,11 @@ class AuthApiClient:
         """Return the profile the access token belongs to (rejected: renew and replay once).
 
         :raises AccessTokenRejected: with plain Tokens, the backend refused them.
-        :raises SessionEnded: with a TokenSource, the backend refused it for good.
+        :raises TokensRefused: with a TokenSource, the backend refused it for good.
         """
         answer = self.request("GET", conf.me_path, auth=auth, endpoint="me")
         if answer.status == 403 and not isinstance(auth, Tokens):
-            auth.end("refused")
+            raise TokensRefused(Reason.REFUSED)
         if answer.status == 403 or self.rejected(answer, conf.me_path):
             raise AccessTokenRejected(_rejection(answer))
         self._expect_success(answer, conf.me_path, allowed=(200,))
@@ -525,7 +524,9 @@ class AuthApiClient:
         """Make an authenticated call; when `rejected`, renew the tokens once and replay it.
 
         A request wrapper and a 401 interceptor in one place. A
-        plain `Tokens` is sent as is and its 401 returned to the caller.
+        plain `Tokens` is sent as is and its 401 returned to the caller; a
+        `TokenSource` refused again after its renewal raises `TokensRefused`
+        (the caller ends the session: this client ends nothing).
         With `exact` (the `/api/` proxy), `path` and a string `params` go out
         byte for byte (`_ExactSession`). `endpoint` labels its metrics.
         """
@@ -553,7 +554,7 @@ class AuthApiClient:
         )
         answer = call(tokens=auth.renew_after_rejection())
         if self.rejected(answer, path_judged):
-            auth.end("rejected_twice")
+            raise TokensRefused(Reason.REJECTED_TWICE)
         return answer
 
     def logout(self, tokens: Tokens) -> list[BackendCookie]:

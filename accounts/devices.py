@@ -24,9 +24,8 @@ from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
 from . import metrics, revocations
-from .client import get_client
-from .exceptions import BackendError
 from .models import Session
+from .reasons import Reason
 from .record import SESSION_KEY as RECORD_KEY
 from .record import TokenRecord
 from .sessions import SIGN_IN_KEY
@@ -164,34 +163,19 @@ def end_many(session_keys: Iterable[str], *, revoke: bool = True) -> int:
     not one per session.
     """
     ended = 0
-    failure: BackendError | None = None
+    revoker = revocations.Revoker()
     for session_key in session_keys:
         store = Session.get_session_store_class()(session_key=session_key)
         data = store.load()
         if store.session_key is None:
             continue  # gone or expired already
-        if revoke:
-            failure = _revoke(data, failure)
+        tokens = unseal(data.get(VAULT_KEY))
+        # None: signed in another way, or before the pair was kept in the session.
+        if revoke and tokens is not None:
+            record = TokenRecord.from_session_value(data.get(RECORD_KEY))
+            revoker.revoke(tokens, record=record)
         store.delete(session_key)
-        metrics.sign_out("ended_elsewhere")
+        metrics.sign_out(Reason.ENDED_ELSEWHERE)
         ended += 1
         logger.info("Session of user %s ended from elsewhere", data.get("_auth_user_id", "?"))
     return ended
-
-
-def _revoke(data: dict, failure: BackendError | None) -> BackendError | None:
-    """Revoke a session's sealed pair (or queue it); return the backend's failure, if any."""
-    tokens = unseal(data.get(VAULT_KEY))
-    if tokens is None:
-        return failure  # signed in another way, or before the pair was kept in the session
-    if failure is None:
-        try:
-            get_client().logout(tokens)
-            return None
-        except BackendError as exc:
-            logger.warning("Ending a session could not revoke its tokens at the backend: %s", exc)
-            failure = exc
-    revocations.queue(
-        tokens, record=TokenRecord.from_session_value(data.get(RECORD_KEY)), error=failure
-    )
-    return failure

@@ -2,26 +2,41 @@
 
 - `SessionEnded`: the sign-in is over (refused refresh, foreign cookies, lost
   role…). Raised only after `accounts.signout.end_session` has run.
+- `TokensRefused`: the backend refuses the sign-in's tokens for good; whoever
+  catches it ends the session (the HTTP client never does).
 - `BackendError`: the backend failed *transiently* or answered nonsense. Never
   a reason to sign anyone out: serve what can be served, 503 for the rest.
 - `InvalidCredentials`, `AccessRefused`, `CookieTooLarge`: answers to a
   sign-in attempt.
 
-The two families share no base class but `Exception`, so an `except
+The families share no base class but `Exception`, so an `except
 BackendError` can never swallow the end of a session, whatever the order of
 the clauses. Messages carry the method, path and status, never a token.
 """
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .reasons import Reason
+
 
 class SessionEnded(Exception):
-    """The user is signed out now; `reason` says why, for logs and the page.
+    """The user is signed out now; `reason` (accounts/reasons.py) says why."""
 
-    Reasons: refused, unknown_outcome, foreign_cookies, no_tokens, lost_role,
-    other_user, rejected_twice.
+    def __init__(self, reason: "Reason", message: str = ""):
+        super().__init__(message or reason)
+        self.reason = reason
+
+
+class TokensRefused(Exception):
+    """The backend refuses this sign-in's tokens for good: a call refused again after
+    this request's refresh, or `/users/me` forbidden. The client raises it and ends
+    nothing; the request layer ends the session for `reason` (`TokenState` for its
+    own calls, `TokenRefreshMiddleware.process_exception` for a view's).
     """
 
-    def __init__(self, reason: str, message: str = ""):
-        super().__init__(message or reason)
+    def __init__(self, reason: "Reason"):
+        super().__init__(reason)
         self.reason = reason
 
 

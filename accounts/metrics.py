@@ -33,6 +33,7 @@ from prometheus_client.core import GaugeMetricFamily
 from . import timeline
 from .conf import conf
 from .forwarded import client_ip
+from .reasons import Reason
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ def sign_in(outcome: str) -> None:
     _count(SIGN_INS, "sign_in", outcome)
 
 
-def sign_out(reason: str, n: int = 1) -> None:
+def sign_out(reason: Reason, n: int = 1) -> None:
     _count(SIGN_OUTS, "sign_out", reason, n)
 
 

@@ -13,8 +13,9 @@ from django.utils.functional import SimpleLazyObject
 from . import metrics
 from .backends import offering
 from .conf import conf
-from .exceptions import BackendError, SessionEnded, Throttled
+from .exceptions import BackendError, SessionEnded, Throttled, TokensRefused
 from .responses import json_error, wants_json
+from .signout import end_session
 from .state import TokenState
 
 logger = logging.getLogger(__name__)
@@ -114,6 +115,10 @@ class TokenRefreshMiddleware:
         state.revalidate_if_due()
 
     def process_exception(self, request: HttpRequest, exception: Exception):
+        if isinstance(exception, TokensRefused):
+            # A view's backend call: the client only says so; the session ends here.
+            end_session(request, exception.reason)
+            return self.signed_out_response(request) or redirect_to_login(request.get_full_path())
         if isinstance(exception, SessionEnded):
             return self.signed_out_response(request) or redirect_to_login(request.get_full_path())
         if isinstance(exception, Throttled):

@@ -117,6 +117,35 @@ def queue(tokens: Tokens, *, record: TokenRecord | None, error: BackendError) ->
     return True
 
 
+REVOKED, QUEUED, NOT_REVOKED = "revoked", "queued", "not_revoked"
+
+
+class Revoker:
+    """The one revoke-or-queue of every sign-out: the sign-out button, a session ended
+    from the sessions page, a sign-in refused after the backend issued its tokens.
+
+    `/auth/logout` first; a pair the backend did not receive is queued (`queue`).
+    Once the backend has failed, the following pairs of the same `Revoker` are
+    queued without calling it again: a backend that hangs costs one timeout,
+    not one per session.
+    """
+
+    def __init__(self) -> None:
+        self.failure: BackendError | None = None
+
+    def revoke(self, tokens: Tokens, *, record: TokenRecord | None) -> str:
+        """Revoke `tokens`; return REVOKED, QUEUED, or NOT_REVOKED (nothing could keep it:
+        no record to queue it under, the token expired, or the database failed)."""
+        if self.failure is None:
+            try:
+                get_client().logout(tokens)
+                return REVOKED
+            except BackendError as exc:
+                logger.warning("Could not revoke the tokens at the backend: %s", exc)
+                self.failure = exc
+        return QUEUED if queue(tokens, record=record, error=self.failure) else NOT_REVOKED
+
+
 def backoff(attempts: int) -> float:
     """Return the seconds to wait after `attempts` failed attempts (30 s, doubling, capped)."""
     doubled = FIRST_RETRY * 2 ** min(max(attempts, 1) - 1, 30)

@@ -30,8 +30,9 @@ from . import cookies, metrics, refresh, shape, vault
 from .client import Tokens, get_client, usable_token
 from .conf import conf
 from .cookies import BackendCookie
-from .exceptions import BackendError, RefreshPending, SessionEnded
+from .exceptions import BackendError, RefreshPending, SessionEnded, TokensRefused
 from .models import User, UserProfile
+from .reasons import Reason
 from .record import (
     COOKIES,
     SESSION,
@@ -171,7 +172,7 @@ class TokenState:
         self._record_changed = False
         self._outgoing = []
 
-    def end(self, reason: str) -> None:
+    def end(self, reason: Reason) -> None:
         """End the session for `reason` and raise SessionEnded."""
         end_session(self.request, reason)
         raise SessionEnded(reason)
@@ -186,12 +187,12 @@ class TokenState:
         """
         record = self.load()
         if record is None:
-            self.end("no_record")
+            self.end(Reason.NO_RECORD)
         incoming = self.incoming
         if not incoming.access and not incoming.refresh:
-            self.end("no_tokens")
+            self.end(Reason.NO_TOKENS)
         if not incoming.refresh:
-            self.end("half_pair")
+            self.end(Reason.HALF_PAIR)
         if hash_matches(incoming.refresh, record.refresh_hash):
             if incoming.access and hash_matches(incoming.access, record.access_hash):
                 return
@@ -199,11 +200,11 @@ class TokenState:
             # backend that keeps its refresh token, another tab may have renewed
             # the access token already; else a missing one is refreshed.
             if not self._catch_up_same_refresh(record) and incoming.access:
-                self.end("foreign_cookies")
+                self.end(Reason.FOREIGN_COOKIES)
             return
         if self._catch_up_late_tab(record) or self._adopt_newer_cookies(record):
             return
-        self.end("foreign_cookies")
+        self.end(Reason.FOREIGN_COOKIES)
 
     def _presented_replaced(self, found: refresh.Outcome) -> bool:
         """Return whether the incoming access cookie is the one that refresh replaced (or none)."""
@@ -350,8 +351,8 @@ class TokenState:
                 token, round_ = next_token, next_round
                 replaced = token_hash(newer.access) if newer.access else None
                 continue
-            reason = {refresh.REFUSED: "refused", refresh.FOREIGN: "foreign_cookies"}
-            self.end(reason.get(found.state, "unknown_outcome"))
+            reason = {refresh.REFUSED: Reason.REFUSED, refresh.FOREIGN: Reason.FOREIGN_COOKIES}
+            self.end(reason.get(found.state, Reason.UNKNOWN_OUTCOME))
         else:
             raise RefreshPending("too many refreshes in a row; try again")
         self._adopt(list(gathered.values()), found.profile, round_=next_round)
@@ -412,7 +413,7 @@ class TokenState:
         """The user after a refresh: from `/users/me`, or with AUTH_ROLES_FROM=token, the
         mirrored user with the roles the new access token carries (no backend call)."""
         if conf.roles_from != "token":
-            return get_client().me(self)
+            return self._read_user()
         user = self.request.user
         return UserProfile(
             id=self.record.user_id,
@@ -432,7 +433,7 @@ class TokenState:
         if self.refresh_pending:
             return  # the refresh re-reads the user when it lands; no wait for it here
         try:
-            profile = get_client().me(self)
+            profile = self._read_user()
         except BackendError as exc:
             shape.report(exc)
             logger.warning("User not re-read (%s); trying again in %ss", exc, REVALIDATE_RETRY)
@@ -441,14 +442,21 @@ class TokenState:
             return
         self.apply_profile(profile)
 
+    def _read_user(self) -> UserProfile:
+        """`/users/me` with this state's tokens; the backend refusing them ends the session."""
+        try:
+            return get_client().me(self)
+        except TokensRefused as exc:
+            self.end(exc.reason)
+
     def apply_profile(self, profile: UserProfile) -> None:
         """Update the user from a fresh profile; end the session if it is not theirs any more."""
         from .backends import roles_allowed
 
         if profile.id != self.record.user_id:
-            self.end("other_user")
+            self.end(Reason.OTHER_USER)
         if not roles_allowed(profile.roles):
-            self.end("lost_role")
+            self.end(Reason.LOST_ROLE)
         self.request.user = User.objects.sync_from_profile(profile, current=self.request.user)
         self._set_record(replace(self.record, validated_at=time.time()))
 
@@ -466,9 +474,9 @@ class TokenState:
     def renew_after_rejection(self) -> Tokens:
         """The backend said 401: renew once per request; a second time ends the session."""
         if self.renewed:
-            self.end("rejected_twice")
+            self.end(Reason.REJECTED_TWICE)
         if self.load() is None:
-            self.end("no_record")
+            self.end(Reason.NO_RECORD)
         return self.renew()
 
     # --- the response ---------------------------------------------------------

@@ -43,6 +43,7 @@ from django.core.cache.backends.redis import RedisCache
 from django.core.signals import request_finished
 
 from .pacing import AtMostEvery
+from .reasons import Reason
 
 logger = logging.getLogger(__name__)
 
@@ -70,22 +71,7 @@ KNOWN: dict[str, tuple[str, ...]] = {
         "backend_unusable",
         "token_too_large",
     ),
-    "sign_out": (
-        "user",
-        "refused",
-        "rejected_twice",
-        "foreign_cookies",
-        "half_pair",
-        "other_user",
-        "no_record",
-        "lost_role",
-        "unknown_outcome",
-        "revocation_queued",
-        "revocation_lost",
-        "no_tokens",
-        "backchannel",
-        "ended_elsewhere",
-    ),
+    "sign_out": tuple(Reason),  # accounts/reasons.py
     "throttle": ("allowed", "refused"),
     "reuse_suspect": ("suspect",),
     LATENCY: ENDPOINTS,

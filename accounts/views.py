@@ -23,7 +23,6 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from . import cookies, metrics, revocations, shape, throttle
-from .client import get_client
 from .conf import conf
 from .exceptions import (
     BackendError,
@@ -34,8 +33,8 @@ from .exceptions import (
     Throttled,
 )
 from .forms import LoginForm
+from .reasons import Reason
 from .responses import json_error, json_view, wants_json
-from .signout import MESSAGES as SIGN_OUT_MESSAGES
 from .signout import end_session
 from .state import TokenState
 
@@ -246,17 +245,14 @@ class LogoutView(SafeNextMixin, auth_views.LogoutView):
         return response
 
     @staticmethod
-    def _revoke(state: TokenState) -> str:
+    def _revoke(state: TokenState) -> Reason:
         """Revoke the pair at the backend, or queue it; return the sign-out's reason."""
         tokens = state.incoming
         if tokens.access or tokens.refresh:
-            try:
-                get_client().logout(tokens)
-            except BackendError as exc:
-                logger.warning("Sign-out could not revoke the tokens at the backend: %s", exc)
-                if revocations.queue(tokens, record=state.load(), error=exc):
-                    return "revocation_queued"
-        return "user"
+            outcome = revocations.Revoker().revoke(tokens, record=state.load())
+            if outcome == revocations.QUEUED:
+                return Reason.REVOCATION_QUEUED
+        return Reason.USER
 
     def _sign_out_without_database(self, request: HttpRequest, error: DatabaseError):
         """End the browser's side when the session cannot be read; revoke what it holds.
@@ -272,26 +268,32 @@ class LogoutView(SafeNextMixin, auth_views.LogoutView):
         # cookie and writes nothing, instead of failing again on the way out.
         request.session = import_string(settings.SESSION_ENGINE).SessionStore()
         tokens = TokenState.of(request).from_cookies
-        reason = "user"
+        reason = Reason.USER
         if tokens.access or tokens.refresh:
-            try:
-                get_client().logout(tokens)
-            except BackendError as exc:
-                logger.error("Sign-out without the database: the backend was not told: %s", exc)
-                reason = "revocation_lost"
+            # No record to queue under (and no database to queue in): revoked or lost.
+            revoker = revocations.Revoker()
+            if revoker.revoke(tokens, record=None) != revocations.REVOKED:
+                logger.error(
+                    "Sign-out without the database: the backend was not told: %s", revoker.failure
+                )
+                reason = Reason.REVOCATION_LOST
         metrics.sign_out(reason)
-        messages.add_message(request, messages.INFO, SIGN_OUT_MESSAGES[reason], fail_silently=True)
+        messages.add_message(request, messages.INFO, reason.message, fail_silently=True)
         response = self._json(reason) if wants_json(request) else redirect(self.get_success_url())
         cookies.delete(response, conf.token_cookies)
         return response
 
     @staticmethod
-    def _json(reason: str) -> JsonResponse:
+    def _json(reason: Reason) -> JsonResponse:
         return JsonResponse(
             {
                 "ok": True,
-                "revocation": "done" if reason == "user" else "queued",
-                "message": str(SIGN_OUT_MESSAGES[reason]),
+                # "lost": neither the database nor the backend answered (the message says
+                # what the user can do about it)
+                "revocation": {Reason.USER: "done", Reason.REVOCATION_QUEUED: "queued"}.get(
+                    reason, "lost"
+                ),
+                "message": str(reason.message),
             }
         )
 

@@ -318,14 +318,11 @@ def direct_request(
 
 
 class Source:
-    """A client TokenSource holding `tokens`, renewing to `renewed`, recording what it was asked.
-
-    `end(reason)` raises SessionEnded, as accounts.state.TokenState does.
-    """
+    """A client TokenSource holding `tokens`, renewing to `renewed`, counting its renewals."""
 
     def __init__(self, tokens, renewed=None):
         self.tokens, self.renewed = tokens, renewed
-        self.renewals, self.ended = 0, []
+        self.renewals = 0
 
     def tokens_for_call(self):
         return self.tokens
@@ -334,12 +331,6 @@ class Source:
         self.renewals += 1
         self.tokens = self.renewed
         return self.tokens
-
-    def end(self, reason: str) -> None:
-        from accounts.exceptions import SessionEnded
-
-        self.ended.append(reason)
-        raise SessionEnded(reason)
 
 
 def spy_on(monkeypatch, session) -> list[dict]:

@@ -21,9 +21,10 @@ from accounts.conf import conf
 from accounts.exceptions import (
     BackendProtocolError,
     InvalidCredentials,
-    SessionEnded,
     ShapeMismatch,
+    TokensRefused,
 )
+from accounts.reasons import Reason
 from accounts.roles import resolve_roles, user_has_role
 from accounts.shape import MISSING, Place, UnreadableRoles, role_names
 from tests import fakes
@@ -522,12 +523,12 @@ class TestGuestAnswers:
         assert profile.email == fakes.PROFILES["admin"]["email"]
         assert source.renewals == 1
 
-    def test_twice_ends_the_session(self, backend):
+    def test_twice_is_refused_for_good(self, backend):
         fakes.stub_me(backend, json=self.GUEST)
         source = fakes.Source(Tokens(access="old"), renewed=Tokens(access="new"))
-        with pytest.raises(SessionEnded):
+        with pytest.raises(TokensRefused) as info:
             AuthApiClient().me(source)
-        assert source.ended == ["rejected_twice"]
+        assert info.value.reason == Reason.REJECTED_TWICE
 
     def test_at_sign_in_it_names_how_the_token_went_out(self, backend, settings):
         settings.AUTH_ACCESS_TOKEN_FROM = "json:token"

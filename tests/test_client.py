@@ -21,9 +21,10 @@ from accounts.exceptions import (
     BackendProtocolError,
     BackendUnavailable,
     InvalidCredentials,
-    SessionEnded,
     Throttled,
+    TokensRefused,
 )
+from accounts.reasons import Reason
 from tests import fakes
 from tests.servers import reserve_port
 
@@ -333,29 +334,29 @@ class TestMe:
         fakes.stub_me(backend, "admin")
         source = fakes.Source(Tokens(access="old"), renewed=Tokens(access="new"))
         assert client.me(source).email == "admin@example.com"
-        assert source.renewals == 1 and source.ended == []
+        assert source.renewals == 1
         assert [fakes.sent_cookie(c, "access_token") for c in backend.calls] == ["old", "new"]
 
-    def test_a_token_source_refused_with_403_ends_the_session(self, backend, client):
+    def test_a_token_source_refused_with_403_is_refused_for_good(self, backend, client):
         fakes.stub_me(backend, status=403)
         source = fakes.Source(Tokens(access="acc"))
-        with pytest.raises(SessionEnded):
+        with pytest.raises(TokensRefused) as info:
             client.me(source)
-        assert (source.ended, source.renewals) == (["refused"], 0)
+        assert (info.value.reason, source.renewals) == (Reason.REFUSED, 0)
 
-    def test_a_second_401_ends_the_session(self, backend, client):
+    def test_a_second_401_is_refused_for_good(self, backend, client):
         fakes.stub_me(backend, status=401)
         source = fakes.Source(Tokens(access="old"), renewed=Tokens(access="new"))
-        with pytest.raises(SessionEnded):
+        with pytest.raises(TokensRefused) as info:
             client.me(source)
-        assert (source.ended, source.renewals) == (["rejected_twice"], 1)
+        assert (info.value.reason, source.renewals) == (Reason.REJECTED_TWICE, 1)
 
     def test_other_statuses_are_protocol_errors_whoever_asks(self, backend, client):
         fakes.stub_me(backend, status=404)
         source = fakes.Source(Tokens(access="acc"))
         with pytest.raises(BackendProtocolError, match="^GET /users/me answered 404: is AUTH_ME_"):
             client.me(source)
-        assert source.ended == []
+        assert source.renewals == 0  # not a rejection: nothing renewed, nothing refused
 
     @pytest.mark.parametrize(
         ("body", "problem"),

@@ -21,9 +21,11 @@ from accounts.exceptions import (
     RefreshPending,
     SessionEnded,
     Throttled,
+    TokensRefused,
 )
 from accounts.middleware import TokenRefreshMiddleware
 from accounts.models import User
+from accounts.reasons import Reason
 from accounts.record import token_hash
 from tests import fakes
 from tests.fakes import assert_signed_out, calls_to, edit_record, record_of
@@ -91,6 +93,22 @@ class TestProcessView:
         response = middleware.process_view(signed_in_request(scripted()), None, (), {})
         assert response.status_code == 401
         assert json.loads(response.content) == SIGNED_OUT
+
+    def test_tokens_a_view_had_refused_end_the_session_here(self, signed_in_request, caplog):
+        """The client only raises; the middleware ends the session and answers for it."""
+        request = signed_in_request(scripted())
+        refused = TokensRefused(Reason.REJECTED_TWICE)
+        response = TokenRefreshMiddleware(lambda r: None).process_exception(request, refused)
+        assert (response.status_code, json.loads(response.content)) == (401, SIGNED_OUT)
+        assert SESSION_KEY not in request.session
+        assert "Session of backend user 1 ended: rejected_twice" in caplog.messages
+
+    def test_tokens_a_page_had_refused_send_it_to_sign_in(self, signed_in_request):
+        request = signed_in_request(page())
+        refused = TokensRefused(Reason.REFUSED)
+        response = TokenRefreshMiddleware(lambda r: None).process_exception(request, refused)
+        assert response["Location"] == "/accounts/login/?next=/dashboard/%3Ftab%3D2"
+        assert SESSION_KEY not in request.session
 
     def test_ends_and_pages_go_on_as_anonymous(self, signed_in_request):
         assert (

@@ -23,6 +23,7 @@ from accounts.client import Tokens
 from accounts.cookies import BackendCookie
 from accounts.exceptions import BackendUnavailable, RefreshPending, SessionEnded
 from accounts.models import UserProfile
+from accounts.reasons import Reason
 from accounts.record import SESSION_KEY as RECORD_KEY
 from accounts.record import TokenRecord, token_hash
 from accounts.state import TokenState
@@ -713,6 +714,20 @@ class TestDirectly:
             state.load()
             state.revalidate_if_due()
             assert len(me.calls) == reads
+
+    def test_a_revalidation_the_backend_forbids_ends_the_session_as_refused(
+        self, make, backend, settings
+    ):
+        """The client raises TokensRefused; the state ends the session for that reason."""
+        settings.AUTH_REVALIDATE_INTERVAL = 300
+        fakes.stub_me(backend, status=403)
+        request = make(record=replace(issued(), validated_at=time.time() - 301))
+        state = TokenState(request)
+        state.load()
+        with pytest.raises(SessionEnded) as info:
+            state.revalidate_if_due()
+        assert info.value.reason == Reason.REFUSED
+        assert SESSION_KEY not in request.session
 
     def test_tokens_for_a_call_without_a_record_are_the_incoming_ones(self, make, backend):
         state = TokenState(make(record="none"))
