@@ -1,9 +1,11 @@
 """What the sign-in and refresh path is doing, for operators: Prometheus metrics.
 
-Each event is counted twice over: in Prometheus metrics (`/metrics`, only
-with AUTH_METRICS, answering only AUTH_METRICS_ALLOWED_IPS or the bearer
-AUTH_METRICS_TOKEN) and in the per-minute timeline the admin's health page
-draws (accounts/timeline.py, always). Under gunicorn every worker writes its
+The functions below are the one place an event is recorded, and each records
+it on both sides: in Prometheus metrics (`/metrics`, only with AUTH_METRICS,
+answering only AUTH_METRICS_ALLOWED_IPS or the bearer AUTH_METRICS_TOKEN) and
+in the per-minute timeline the admin's health page draws
+(accounts/timeline.py, always), with the same labels and the same latency
+buckets (accounts/events.py). Under gunicorn every worker writes its
 counts to files in PROMETHEUS_MULTIPROC_DIR (gunicorn.conf.py makes one), and
 a scrape of any worker adds them all up (prometheus-client's multiprocess
 mode); under `runserver` and in tests, one process keeps them in memory.
@@ -32,19 +34,17 @@ from prometheus_client.core import GaugeMetricFamily
 
 from . import timeline
 from .conf import conf
+from .events import LATENCY, LATENCY_BUCKETS, REFRESH_WAIT
 from .forwarded import client_ip
 from .reasons import Reason
 
 logger = logging.getLogger(__name__)
 
-# Seconds: from a cached answer to a backend stalled past every wait.
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120)
-
 REFRESH_CALLS = Counter("auth_refresh_calls", "Calls to the backend's refresh", ["outcome"])
 REFRESH_SERVED = Counter(
     "auth_refresh_served", "Requests served a refresh's result without calling", ["how"]
 )
-REFRESH_WAIT = Histogram(
+REFRESH_WAIT_SECONDS = Histogram(
     "auth_refresh_wait_seconds", "Time a request waited for a refresh", buckets=LATENCY_BUCKETS
 )
 REUSE_SUSPECT = Counter(
@@ -81,8 +81,8 @@ def refresh_served(how: str, waited: float) -> None:
 
 def refresh_wait(seconds: float) -> None:
     """A request waited `seconds` for a refresh (its own call's or another's)."""
-    if conf.metrics and seconds > 0:
-        _safely(REFRESH_WAIT.observe, seconds)
+    if seconds > 0:
+        _observe(REFRESH_WAIT_SECONDS, REFRESH_WAIT, "all", seconds)
 
 
 def reuse_suspect() -> None:
@@ -96,8 +96,7 @@ def backend_call(endpoint: str, status: int | str, seconds: float) -> None:
     """One call to the backend: its endpoint, the answer's status (or "error"), its latency."""
     if conf.metrics:
         _safely(BACKEND_CALLS.labels(endpoint=endpoint, status=str(status)).inc)
-        _safely(BACKEND_SECONDS.labels(endpoint=endpoint).observe, seconds)
-    _safely(timeline.latency, endpoint, seconds)
+    _observe(BACKEND_SECONDS.labels(endpoint=endpoint), LATENCY, endpoint, seconds)
 
 
 def sign_in(outcome: str) -> None:
@@ -113,14 +112,19 @@ def throttle(decision: str) -> None:
 
 
 def proxy(status: int) -> None:
-    if conf.metrics:
-        _safely(PROXY.labels(status=str(status)).inc)
+    _count(PROXY, "proxy", str(status))
 
 
 def _count(metric: Counter, series: str, label: str, n: int = 1) -> None:
     if conf.metrics:
         _safely(metric.labels(label).inc, n)
     _safely(timeline.count, series, label, n)
+
+
+def _observe(histogram, series: str, label: str, seconds: float) -> None:
+    if conf.metrics:
+        _safely(histogram.observe, seconds)
+    _safely(timeline.observe, series, label, seconds)
 
 
 def _safely(function, *args) -> None:
@@ -181,7 +185,7 @@ class _InProcess:
         for metric in (
             REFRESH_CALLS,
             REFRESH_SERVED,
-            REFRESH_WAIT,
+            REFRESH_WAIT_SECONDS,
             REUSE_SUSPECT,
             BACKEND_CALLS,
             BACKEND_SECONDS,

@@ -1,33 +1,40 @@
 """The sign-in path's last hour, per minute, shared by every worker: the health page's data.
 
-`count(series, label)` and `latency(endpoint, seconds)` (called by
-accounts/metrics.py) add to a buffer in this process, a dict under a lock:
-they cost a dictionary update and never raise. The buffer goes to the shared
-Django cache (Redis in production, the database cache otherwise, so every
-worker of every server adds to the same numbers) on the first call after
-FLUSH_INTERVAL seconds, at the end of every request that left something in it
-(`request_finished`: the write happens after the response has gone, and a
-worker that goes quiet has nothing left behind), and on `flush()`.
+`count(series, label)` and `observe(series, label, seconds)` (called by
+accounts/metrics.py, with each event it gives Prometheus) add to a buffer in
+this process, a dict under a lock: they cost a dictionary update and never
+raise. The buffer goes to the shared Django cache (Redis in production, the
+database cache otherwise, so every worker of every server adds to the same
+numbers) on the first call after FLUSH_INTERVAL seconds, at the end of every
+request that left something in it (`request_finished`: the write happens
+after the response has gone, and a worker that goes quiet has nothing left
+behind), and on `flush()`.
 
 Keys, one per minute bucket, kept for KEEP seconds:
 
-    accounts:timeline:<unix minute>:<series>:<label>              events
-    accounts:timeline:<unix minute>:latency:<endpoint>:<bucket>   calls that took that long
+    accounts:timeline:<unix minute>:<series>:<label>           events
+    accounts:timeline:<unix minute>:<series>:<label>:<bucket>  events that took that long
+
+A bucket is named by its upper bound as `/metrics` writes `le` ("0.25",
+"120.0", "+Inf"), for the histograms of accounts/events.py (HISTOGRAMS):
+backend calls by endpoint (`latency`) and requests' waits for a refresh
+(`refresh_wait`).
 
 A count is increased with `cache.incr` (created with `cache.add`, and added to
 if someone else created it first). Redis increments atomically; Django's
 database cache reads and writes, so two processes flushing the same key in the
 same instant may lose one of the two deltas, and its `incr` resets the
 expiry, which is why the key is touched again afterwards. Latencies are counts
-in fixed buckets (LATENCY_EDGES) so p50 and p95 can be computed across every
-worker; `percentile()` interpolates inside a bucket the way Prometheus'
-`histogram_quantile` does.
+in Prometheus' own buckets (accounts/events.py, LATENCY_BUCKETS) so p50 and
+p95 can be computed across every worker, as `histogram_quantile` computes them
+(`events.quantile`).
 
-Labels are a small vocabulary (KNOWN). One outside it (a new sign-out reason)
-is registered once in a slot (`accounts:timeline:labels:<series>:<i>`, taken
-with an atomic `cache.add`) so `read()` knows to look for it; past
-MAX_LABELS, it is counted as "other". A cache that fails costs the numbers of
-that flush and one log line a minute, never a request.
+Labels are a small vocabulary (KNOWN, accounts/events.py's). One outside it
+(a new sign-out reason, a proxy status) is registered once in a slot
+(`accounts:timeline:labels:<series>:<i>`, taken with an atomic `cache.add`)
+so `read()` knows to look for it; past MAX_LABELS, it is counted as "other".
+A cache that fails costs the numbers of that flush and one log line a
+minute, never a request.
 """
 
 import logging
@@ -42,8 +49,9 @@ from django.core.cache.backends.locmem import LocMemCache
 from django.core.cache.backends.redis import RedisCache
 from django.core.signals import request_finished
 
+from . import events
+from .events import LATENCY
 from .pacing import AtMostEvery
-from .reasons import Reason
 
 logger = logging.getLogger(__name__)
 
@@ -55,27 +63,8 @@ MAX_LABELS = 32  # labels outside KNOWN, per series
 REGISTRY_CHECK = 600  # seconds before a process checks its registered label again
 GET_MANY_CHUNK = 500  # keys per get_many: the database cache reads them with one IN (...)
 
-# Seconds. The last bucket holds everything slower than the last edge.
-LATENCY_EDGES = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-LATENCY = "latency"
-ENDPOINTS = ("login", "refresh", "logout", "me", "proxy", "health")
-KNOWN: dict[str, tuple[str, ...]] = {
-    "refresh": ("ok", "refused", "transient", "unknown"),
-    "refresh_served": ("shared", "waited"),
-    "sign_in": (
-        "ok",
-        "wrong_password",
-        "no_allowed_role",
-        "throttled",
-        "backend_down",
-        "backend_unusable",
-        "token_too_large",
-    ),
-    "sign_out": tuple(Reason),  # accounts/reasons.py
-    "throttle": ("allowed", "refused"),
-    "reuse_suspect": ("suspect",),
-    LATENCY: ENDPOINTS,
-}
+KNOWN: dict[str, tuple[str, ...]] = {**events.COUNTERS, **events.HISTOGRAMS}
+BUCKETS = tuple(events.bucket_name(i) for i in range(len(events.LATENCY_BUCKETS) + 1))
 OTHER = "other"
 # Names go into cache keys: short, and nothing a cache backend would refuse.
 _NAME = re.compile(r"^[a-z0-9_.-]{1,40}$")
@@ -88,38 +77,12 @@ def minute_of(timestamp: float) -> int:
     return int(timestamp // 60)
 
 
-def bucket_of(seconds: float) -> int:
-    """Return the index of the latency bucket `seconds` falls in."""
-    for index, edge in enumerate(LATENCY_EDGES):
-        if seconds <= edge:
-            return index
-    return len(LATENCY_EDGES)
-
-
-def percentile(buckets: list[int] | tuple[int, ...], q: float) -> float | None:
-    """Return the `q` quantile (0..1) in seconds of latency bucket counts, None without any."""
-    total = sum(buckets)
-    if total <= 0:
-        return None
-    rank = q * total
-    seen = 0
-    for index, n in enumerate(buckets):
-        if n and seen + n >= rank:
-            if index >= len(LATENCY_EDGES):  # slower than the last edge: say the edge
-                return LATENCY_EDGES[-1]
-            lower = LATENCY_EDGES[index - 1] if index else 0.0
-            upper = LATENCY_EDGES[index]
-            return lower + (upper - lower) * (rank - seen) / n
-        seen += n
-    return LATENCY_EDGES[-1]
-
-
 def count_key(minute: int, series: str, label: str) -> str:
     return f"{PREFIX}:{minute}:{series}:{label}"
 
 
-def latency_key(minute: int, endpoint: str, bucket: int) -> str:
-    return f"{PREFIX}:{minute}:{LATENCY}:{endpoint}:{bucket}"
+def histogram_key(minute: int, series: str, label: str, bucket: str) -> str:
+    return f"{PREFIX}:{minute}:{series}:{label}:{bucket}"
 
 
 def _slot_key(series: str, index: int) -> str:
@@ -129,7 +92,7 @@ def _slot_key(series: str, index: int) -> str:
 class TimelineBuffer:
     """One process's counts not yet in the shared cache.
 
-    The module keeps one (`count`, `latency`, `flush` use it); tests make two
+    The module keeps one (`count`, `observe`, `flush` use it); tests make two
     to stand for two processes. `clock` gives the time that picks the minute.
     """
 
@@ -149,12 +112,12 @@ class TimelineBuffer:
         series, label = _name(series), _name(label)
         self._add(count_key(minute_of(self.clock()), series, label), series, label, n)
 
-    def latency(self, endpoint: str, seconds: float) -> None:
+    def observe(self, series: str, label: str, seconds: float) -> None:
         if not isinstance(seconds, int | float) or math.isnan(seconds):
             return
-        endpoint = _name(endpoint)
-        key = latency_key(minute_of(self.clock()), endpoint, bucket_of(max(seconds, 0.0)))
-        self._add(key, LATENCY, endpoint, 1)
+        series, label = _name(series), _name(label)
+        bucket = BUCKETS[events.bucket_of(max(seconds, 0.0))]
+        self._add(histogram_key(minute_of(self.clock()), series, label, bucket), series, label, 1)
 
     def _add(self, key: str, series: str, label: str, n: int) -> None:
         now = time.monotonic()
@@ -249,11 +212,16 @@ def _incr_keeps_expiry() -> bool:
 
 @dataclass(frozen=True)
 class Timeline:
-    """What `read()` found: per-minute counts and latency buckets, oldest minute first."""
+    """What `read()` found: per-minute counts and latency buckets, oldest minute first.
+
+    The latency methods read backend calls by endpoint unless told another
+    histogram (`series=events.REFRESH_WAIT`, label "all").
+    """
 
     minutes: tuple[int, ...]
     counts: dict[str, dict[str, tuple[int, ...]]]  # series -> label -> one count per minute
-    latencies: dict[str, tuple[tuple[int, ...], ...]]  # endpoint -> bucket counts per minute
+    # series -> label -> one row of counts per minute, one count per bucket (BUCKETS)
+    histograms: dict[str, dict[str, tuple[tuple[int, ...], ...]]]
     available: bool = True  # False: the cache could not be read
 
     def series(self, name: str) -> dict[str, tuple[int, ...]]:
@@ -264,21 +232,29 @@ class Timeline:
         rows = self.counts.get(name, {})
         return sum(sum(row) for key, row in rows.items() if label is None or key == label)
 
-    def endpoints(self) -> list[str]:
-        """Return the endpoints called in the window."""
-        return [e for e, rows in self.latencies.items() if any(any(row) for row in rows)]
+    def endpoints(self, series: str = LATENCY) -> list[str]:
+        """Return the endpoints (labels of `series`) observed in the window."""
+        rows = self.histograms.get(series, {})
+        return [label for label, row in rows.items() if any(any(counts) for counts in row)]
 
-    def calls(self, endpoint: str) -> tuple[int, ...]:
-        return tuple(sum(row) for row in self.latencies.get(endpoint, ()))
+    def buckets(self, endpoint: str, series: str = LATENCY) -> tuple[tuple[int, ...], ...]:
+        """Return `endpoint`'s bucket counts (BUCKETS) for each minute."""
+        return self.histograms.get(series, {}).get(endpoint, ())
 
-    def percentiles(self, endpoint: str, q: float) -> tuple[float | None, ...]:
+    def calls(self, endpoint: str, series: str = LATENCY) -> tuple[int, ...]:
+        return tuple(sum(row) for row in self.buckets(endpoint, series))
+
+    def percentiles(
+        self, endpoint: str, q: float, series: str = LATENCY
+    ) -> tuple[float | None, ...]:
         """Return the `q` quantile of `endpoint`'s latency for each minute (None: no call)."""
-        return tuple(percentile(row, q) for row in self.latencies.get(endpoint, ()))
+        return tuple(events.quantile(row, q) for row in self.buckets(endpoint, series))
 
-    def window_percentile(self, endpoint: str, q: float) -> float | None:
+    def window_percentile(self, endpoint: str, q: float, series: str = LATENCY) -> float | None:
         """Return the `q` quantile of `endpoint`'s latency over the whole window."""
-        rows = self.latencies.get(endpoint, ())
-        return percentile([sum(column) for column in zip(*rows, strict=True)], q) if rows else None
+        rows = self.buckets(endpoint, series)
+        total = [sum(column) for column in zip(*rows, strict=True)]
+        return events.quantile(total, q) if rows else None
 
 
 def read(minutes: int = WINDOW, *, now: float | None = None) -> Timeline:
@@ -295,16 +271,16 @@ def read(minutes: int = WINDOW, *, now: float | None = None) -> Timeline:
         keys = []
         for minute in span:
             for series, names in labels.items():
-                if series == LATENCY:
-                    for endpoint in names:
-                        keys += [latency_key(minute, endpoint, b) for b in _BUCKETS]
-                else:
-                    keys += [count_key(minute, series, label) for label in names]
+                for label in names:
+                    if series in events.HISTOGRAMS:
+                        keys += [histogram_key(minute, series, label, b) for b in BUCKETS]
+                    else:
+                        keys.append(count_key(minute, series, label))
         found = _get_many(keys)
     except Exception:  # noqa: BLE001 - the page says so rather than failing
         if _warn.due():
             logger.warning("The health timeline could not be read from the cache", exc_info=True)
-        return Timeline(minutes=span, counts={}, latencies={}, available=False)
+        return Timeline(minutes=span, counts={}, histograms={}, available=False)
 
     def number(key: str) -> int:
         value = found.get(key, 0)
@@ -313,16 +289,19 @@ def read(minutes: int = WINDOW, *, now: float | None = None) -> Timeline:
     counts = {
         series: {label: tuple(number(count_key(m, series, label)) for m in span) for label in names}
         for series, names in labels.items()
-        if series != LATENCY
+        if series not in events.HISTOGRAMS
     }
-    latencies = {
-        endpoint: tuple(tuple(number(latency_key(m, endpoint, b)) for b in _BUCKETS) for m in span)
-        for endpoint in labels[LATENCY]
+    histograms = {
+        series: {
+            label: tuple(
+                tuple(number(histogram_key(m, series, label, b)) for b in BUCKETS) for m in span
+            )
+            for label in names
+        }
+        for series, names in labels.items()
+        if series in events.HISTOGRAMS
     }
-    return Timeline(minutes=span, counts=counts, latencies=latencies)
-
-
-_BUCKETS = range(len(LATENCY_EDGES) + 1)
+    return Timeline(minutes=span, counts=counts, histograms=histograms)
 
 
 def _labels() -> dict[str, list[str]]:
@@ -359,10 +338,10 @@ def count(series: str, label: str, n: int = 1) -> None:
             logger.warning("The health timeline could not count an event", exc_info=True)
 
 
-def latency(endpoint: str, seconds: float) -> None:
-    """Record one backend call to `endpoint` that took `seconds`; never raises."""
+def observe(series: str, label: str, seconds: float) -> None:
+    """Put one event of `label` that took `seconds` in its bucket of `series`; never raises."""
     try:
-        _buffer.latency(endpoint, seconds)
+        _buffer.observe(series, label, seconds)
     except Exception:  # noqa: BLE001
         if _warn.due():
             logger.warning("The health timeline could not record a latency", exc_info=True)

@@ -15,6 +15,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
+from accounts.events import REFRESH_WAIT
 from accounts.timeline import KNOWN, Timeline
 
 WIDTH, HEIGHT = 640, 180
@@ -155,7 +156,7 @@ def latency_chart(
             run = []
     total = _total(calls)
     summary = (
-        f"{total:g} calls; p50 {milliseconds(_last(p50))}, p95 {milliseconds(_last(p95))} "
+        f"{total:g} {calls.label}; p50 {milliseconds(_last(p50))}, p95 {milliseconds(_last(p95))} "
         "in the latest minute with calls"
         if total
         else "No calls in the last hour"
@@ -174,7 +175,11 @@ def latency_chart(
 
 
 def health_charts(timeline: Timeline) -> list[Chart]:
-    """Return the page's charts: refreshes, sign-ins, sign-outs, throttle, latency per endpoint."""
+    """Return the page's charts: refreshes, sign-ins, sign-outs, throttle, proxy, latencies.
+
+    Latencies: of the backend, per endpoint called, and of requests' waits for
+    a refresh, when any waited.
+    """
     minutes = timeline.minutes
     zeros = (0,) * len(minutes)
 
@@ -218,7 +223,25 @@ def health_charts(timeline: Timeline) -> list[Chart]:
             bars=lines("throttle", always=KNOWN["throttle"]),
             nothing="No sign-in attempts reached the throttle in the last hour",
         ),
+        bar_chart(
+            id="proxy",
+            title="Proxy answers per minute, by status",
+            minutes=minutes,
+            bars=lines("proxy"),
+            nothing="No calls through the /api/ proxy in the last hour",
+        ),
     ]
+    if timeline.endpoints(REFRESH_WAIT):
+        charts.append(
+            latency_chart(
+                id="refresh-wait",
+                title="Waits for a refresh",
+                minutes=minutes,
+                calls=Line("waits", timeline.calls("all", REFRESH_WAIT), "s7"),
+                p50=Line("p50", timeline.percentiles("all", 0.5, REFRESH_WAIT), "s4"),
+                p95=Line("p95", timeline.percentiles("all", 0.95, REFRESH_WAIT), "s1"),
+            )
+        )
     for endpoint in timeline.endpoints():
         charts.append(
             latency_chart(

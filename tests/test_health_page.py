@@ -120,10 +120,14 @@ def seed(now: float) -> None:
     one.count("throttle", "allowed", 3)
     two.count("throttle", "refused")
     for _ in range(10):
-        one.latency("refresh", 0.02)
-    two.latency("refresh", 0.3)
+        one.observe("latency", "refresh", 0.02)
+    two.observe("latency", "refresh", 0.3)
     for _ in range(3):
-        two.latency("login", 0.05)
+        two.observe("latency", "login", 0.05)
+    one.count("proxy", "200", 4)
+    two.count("proxy", "503")
+    one.observe("refresh_wait", "all", 0.2)
+    two.observe("refresh_wait", "all", 0.4)
     for buffer in (one, two, earlier):
         buffer.flush()
 
@@ -158,6 +162,10 @@ def test_the_page_draws_the_seeded_hour_and_its_tables_say_the_same(admin):
     assert table(html, "sign-ins-table")[this] == {"ok": "2", "wrong password": "1"}
     assert table(html, "sign-outs-table")[this] == {"user": "1", "backchannel": "2"}
     assert table(html, "throttle-table")[this] == {"allowed": "3", "refused": "1"}
+    assert table(html, "proxy-table")[this] == {"200": "4", "503": "1"}
+    waits = table(html, "refresh-wait-table")[this]
+    assert waits["waits"] == "2"
+    assert re.fullmatch(r"\d+ ms", waits["p50"]) and 100 < int(waits["p50"][:-3]) <= 500
     assert len(bars(chart_svg(html, "sign-ins"))) == 2
 
     latency = table(html, "latency-refresh-table")[this]
@@ -176,7 +184,15 @@ def test_every_chart_is_an_accessible_image_with_its_title(admin):
     html = admin.get("/dashboard/admin/").content.decode()
 
     ids = re.findall(r'<section class="chart-block" id="chart-([a-z0-9-]+)"', html)
-    assert {"refreshes", "sign-ins", "sign-outs", "throttle", "latency-refresh"} <= set(ids)
+    assert {
+        "refreshes",
+        "sign-ins",
+        "sign-outs",
+        "throttle",
+        "proxy",
+        "latency-refresh",
+        "refresh-wait",
+    } <= set(ids)
     for id in ids:
         svg = chart_svg(html, id)
         assert svg.get("role") == "img"
@@ -218,9 +234,7 @@ def test_now_shows_the_active_sessions_and_the_backend(admin, backend):
     assert Tables(html).tables["signed-in-users"][1][0] == "Ada Admin"
 
 
-def test_a_401_from_the_health_path_reads_as_reachable_not_ok(
-    client, db, fresh_timeline, backend
-):
+def test_a_401_from_the_health_path_reads_as_reachable_not_ok(client, db, fresh_timeline, backend):
     fakes.sign_in_client(client, "admin", access=fakes.access_jwt())
     backend.get(f"{fakes.BASE}/users/me", status=401)
 
@@ -263,7 +277,9 @@ def test_an_hour_without_events_draws_empty_charts_without_tables(admin):
     assert not bars(chart_svg(html, "refreshes"))
     assert "No refreshes in the last hour." in html
     assert "No sign-outs in the last hour." in html
+    assert "No calls through the /api/ proxy in the last hour." in html
     assert "refreshes-table" not in html
+    assert 'id="chart-refresh-wait"' not in html  # drawn once a request waited
 
 
 def test_an_evaluator_gets_403_and_nobody_signed_in_goes_to_sign_in(client, db, fresh_timeline):

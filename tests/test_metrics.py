@@ -4,6 +4,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from accounts.reasons import Reason
 from authapi.demo import DEMO_USERS
 from tests import fakes
 from tests.flows import burst, post_login, sign_in_as, wait_until_access_expired
@@ -122,7 +123,7 @@ def test_a_burst_sharing_an_expired_token_is_one_refresh_call_and_49_served(serv
     assert grew("auth_refresh_served_total") == BURST - 1
     # Each request that waited for the refresh is timed. One that reaches the app after
     # the session has moved on to the new pair is caught up at once instead
-    # (accounts/state.py, `_catch_up_late_tab`): served, no wait. On a slow machine
+    # (accounts/checking.py, `_catch_up_late_tab`): served, no wait. On a slow machine
     # a few of the burst do; most still wait.
     waits = grew("auth_refresh_wait_seconds_count")
     assert BURST // 2 <= waits <= BURST, waits
@@ -165,3 +166,148 @@ def test_a_late_tab_moved_on_by_a_kept_refresh_counts_as_served(
     assert late.cookies["refresh_token"].value == "refresh-2"
     assert metrics.REFRESH_SERVED.labels("shared")._value.get() == before + 1
     assert len(fakes.calls_to(backend, "/auth/refresh")) == 1
+
+
+# --- one source: every event on both sides, in the same buckets -----------------------
+
+
+@pytest.fixture
+def both_sides(client, db, locmem_cache, settings, monkeypatch):
+    """Metrics on, an empty timeline; returns a reader of what each side holds now."""
+    from accounts import timeline
+    from accounts.pacing import AtMostEvery
+    from accounts.timeline import TimelineBuffer
+
+    settings.AUTH_METRICS = True
+    monkeypatch.setattr(timeline, "_buffer", TimelineBuffer(interval=3600))
+    monkeypatch.setattr(timeline, "_warn", AtMostEvery(60))
+    return lambda: (samples(client.get("/metrics").content.decode()), timeline.read())
+
+
+def bucket_grown(before: dict, after: dict, name: str, **labels: str) -> str:
+    """Return the `le` of the one bucket a single observation went to (its own, not cumulative)."""
+    grew = sorted(
+        (float(ls["le"]), ls["le"])
+        for (n, key), v in after.items()
+        if n == name and set(labels.items()) <= set(key)
+        for ls in [dict(key)]
+        if v - before.get((n, key), 0) == 1
+    )
+    return grew[0][1]  # cumulative buckets: the smallest that grew holds it
+
+
+@pytest.mark.parametrize("seconds", [0.004, 0.005, 0.3, 4.0, 45.0, 150.0])
+def test_a_latency_is_in_the_same_bucket_on_metrics_and_on_the_health_page(both_sides, seconds):
+    from accounts import events, metrics
+
+    prometheus_before, _ = both_sides()
+
+    metrics.backend_call("refresh", 200, seconds)
+
+    prometheus, found = both_sides()
+    le = bucket_grown(
+        prometheus_before, prometheus, "auth_backend_request_seconds_bucket", endpoint="refresh"
+    )
+    row = found.buckets("refresh")[-1]
+    assert sum(row) == 1
+    assert events.bucket_name(row.index(1)) == le
+    # The health page's quantile of that one call is histogram_quantile's of the same bucket.
+    index = events.bucket_of(seconds)
+    upper = events.LATENCY_BUCKETS[min(index, len(events.LATENCY_BUCKETS) - 1)]
+    assert found.window_percentile("refresh", 1.0) == pytest.approx(upper)
+
+
+def test_a_wait_for_a_refresh_is_in_the_same_bucket_on_both_sides(both_sides):
+    from accounts import events, metrics
+
+    prometheus_before, _ = both_sides()
+
+    metrics.refresh_served("waited", 0.3)
+
+    prometheus, found = both_sides()
+    le = bucket_grown(prometheus_before, prometheus, "auth_refresh_wait_seconds_bucket")
+    row = found.buckets("all", "refresh_wait")[-1]
+    assert (le, sum(row)) == ("0.5", 1)
+    assert events.bucket_name(row.index(1)) == le
+
+
+def test_the_histograms_and_the_timeline_have_one_set_of_buckets(both_sides):
+    from accounts import events, metrics, timeline
+
+    metrics.backend_call("me", 200, 0.01)
+    prometheus, _ = both_sides()
+
+    les = [
+        dict(key)["le"]
+        for (n, key) in prometheus
+        if n == "auth_backend_request_seconds_bucket" and ("endpoint", "me") in key
+    ]
+    assert les == list(timeline.BUCKETS)
+    assert les[-2:] == ["120.0", "+Inf"]  # reaches AUTH_REFRESH_TIMEOUT
+    waits = [dict(key)["le"] for (n, key) in prometheus if n == "auth_refresh_wait_seconds_bucket"]
+    assert waits == les
+    assert [float(le) for le in les[:-1]] == list(events.LATENCY_BUCKETS)
+
+
+@pytest.mark.parametrize(
+    ("record", "metric", "labels", "series", "label"),
+    [
+        (
+            lambda m: m.refresh_call("ok"),
+            "auth_refresh_calls_total",
+            {"outcome": "ok"},
+            "refresh",
+            "ok",
+        ),
+        (
+            lambda m: m.refresh_served("shared", 0.0),
+            "auth_refresh_served_total",
+            {"how": "shared"},
+            "refresh_served",
+            "shared",
+        ),
+        (
+            lambda m: m.reuse_suspect(),
+            "auth_refresh_reuse_suspect_total",
+            {},
+            "reuse_suspect",
+            "suspect",
+        ),
+        (
+            lambda m: m.sign_in("backend_down"),
+            "auth_sign_ins_total",
+            {"outcome": "backend_down"},
+            "sign_in",
+            "backend_down",
+        ),
+        (
+            lambda m: m.sign_out(Reason.NO_TOKENS),
+            "auth_sign_outs_total",
+            {"reason": "no_tokens"},
+            "sign_out",
+            "no_tokens",
+        ),
+        (
+            lambda m: m.throttle("refused"),
+            "auth_sign_in_throttle_total",
+            {"decision": "refused"},
+            "throttle",
+            "refused",
+        ),
+        (lambda m: m.proxy(502), "auth_proxy_requests_total", {"status": "502"}, "proxy", "502"),
+    ],
+    ids=["refresh", "served", "reuse", "sign_in", "sign_out", "throttle", "proxy"],
+)
+def test_every_event_is_counted_on_metrics_and_on_the_health_page_alike(
+    both_sides, record, metric, labels, series, label
+):
+    from accounts import metrics
+
+    prometheus_before, _ = both_sides()
+
+    record(metrics)
+
+    prometheus, found = both_sides()
+    assert total(prometheus, metric, **labels) - total(prometheus_before, metric, **labels) == 1
+    assert found.total(series, label) == 1
+    assert found.total(series) == 1  # under that label, not "other"

@@ -11,7 +11,7 @@ from django.core.signals import request_finished
 from django.db import connection
 from django.utils import timezone
 
-from accounts import timeline
+from accounts import events, timeline
 from accounts.pacing import AtMostEvery
 from accounts.timeline import TimelineBuffer
 
@@ -90,7 +90,7 @@ def test_the_end_of_a_request_flushes_what_the_process_has(db):
     key = timeline.count_key(timeline.minute_of(time.time()), "throttle", "refused")
     timeline.count("throttle", "refused")  # a process's first call writes at once
     timeline.count("throttle", "refused")
-    timeline.latency("login", 0.02)
+    timeline.observe("latency", "login", 0.02)
     assert cache.get(key) == 1
 
     request_finished.send(sender=None)
@@ -147,12 +147,13 @@ def test_buckets_expire_after_two_hours(db, settings):
 def test_percentiles_come_from_the_buckets_of_every_process():
     one, two = process(), process()
     for _ in range(45):
-        one.latency("refresh", 0.02)  # (0.01, 0.025]
+        one.observe("latency", "refresh", 0.02)  # (0.01, 0.025]
     for _ in range(45):
-        two.latency("refresh", 0.02)
+        two.observe("latency", "refresh", 0.02)
     for _ in range(10):
-        two.latency("refresh", 3.0)  # (2.5, 5]
-    one.latency("me", 45.0)  # beyond the last edge
+        two.observe("latency", "refresh", 3.0)  # (2.5, 5]
+    one.observe("latency", "me", 45.0)  # (30, 120]: the health page saw only "over 30 s"
+    one.observe("latency", "logout", 150.0)  # beyond the last bound
     one.flush()
     two.flush()
 
@@ -165,19 +166,40 @@ def test_percentiles_come_from_the_buckets_of_every_process():
     assert 2.5 < p95 <= 5.0
     assert found.window_percentile("refresh", 0.95) == p95
     assert found.percentiles("refresh", 0.5)[0] is None  # a minute without calls
-    assert found.window_percentile("me", 0.5) == timeline.LATENCY_EDGES[-1]
-    assert set(found.endpoints()) == {"refresh", "me"}
+    assert found.window_percentile("me", 0.5) == pytest.approx(75.0)  # inside (30, 120]
+    assert found.window_percentile("logout", 0.5) == 120.0  # past the last bound: that bound
+    assert set(found.endpoints()) == {"refresh", "me", "logout"}
+
+
+def test_a_latency_lands_in_the_bucket_named_as_metrics_names_it():
+    buffer = process()
+    buffer.observe("latency", "refresh", 0.3)  # (0.25, 0.5]
+    buffer.observe("latency", "refresh", 0.5)  # an upper bound belongs to its bucket
+    buffer.observe("latency", "login", 200.0)
+    buffer.observe("refresh_wait", "all", 0.004)
+    buffer.flush()
+    minute = timeline.minute_of(NOW)
+
+    assert cache.get(timeline.histogram_key(minute, "latency", "refresh", "0.5")) == 2
+    assert cache.get(timeline.histogram_key(minute, "latency", "login", "+Inf")) == 1
+    assert cache.get(timeline.histogram_key(minute, "refresh_wait", "all", "0.005")) == 1
+    found = timeline.read(now=NOW)
+    assert found.buckets("refresh")[-1][events.LATENCY_BUCKETS.index(0.5)] == 2
+    assert found.calls("all", "refresh_wait")[-1] == 1
+    assert found.endpoints("refresh_wait") == ["all"]
+    assert found.endpoints() == ["login", "refresh"]  # the backend's only, vocabulary order
 
 
 def test_percentile_interpolates_inside_a_bucket():
-    buckets = [0] * (len(timeline.LATENCY_EDGES) + 1)
+    buckets = [0] * (len(events.LATENCY_BUCKETS) + 1)
     buckets[1] = 10  # ten calls in (0.005, 0.01]
-    assert timeline.percentile(buckets, 0.5) == pytest.approx(0.0075)
-    assert timeline.percentile(buckets, 1.0) == pytest.approx(0.01)
-    assert timeline.percentile([0] * len(buckets), 0.5) is None
-    assert timeline.bucket_of(0.005) == 0
-    assert timeline.bucket_of(0.0051) == 1
-    assert timeline.bucket_of(31) == len(timeline.LATENCY_EDGES)
+    assert events.quantile(buckets, 0.5) == pytest.approx(0.0075)
+    assert events.quantile(buckets, 1.0) == pytest.approx(0.01)
+    assert events.quantile([0] * len(buckets), 0.5) is None
+    assert events.bucket_of(0.005) == 0
+    assert events.bucket_of(0.0051) == 1
+    assert events.bucket_of(31) == events.LATENCY_BUCKETS.index(120.0)
+    assert events.bucket_of(121) == len(events.LATENCY_BUCKETS)
 
 
 def test_a_label_outside_the_vocabulary_is_found_and_past_the_limit_counted_as_other(
@@ -210,8 +232,8 @@ def test_a_broken_cache_never_raises_and_logs_once_a_minute(db, settings, caplog
     for _ in range(3):
         timeline.count("refresh", "ok")
         timeline.count("sign_out", "a_new_reason")
-        timeline.latency("refresh", 0.1)
-        timeline.latency("refresh", float("nan"))
+        timeline.observe("latency", "refresh", 0.1)
+        timeline.observe("latency", "refresh", float("nan"))
         timeline.flush()
         request_finished.send(sender=None)
     found = timeline.read()
@@ -229,7 +251,7 @@ def test_counting_costs_no_cache_call_between_flushes(settings):
     buffer._last_flush = time.monotonic()  # just flushed
     for _ in range(1000):
         buffer.count("refresh", "ok")  # would log if it touched the broken cache
-        buffer.latency("refresh", 0.01)
+        buffer.observe("latency", "refresh", 0.01)
     assert buffer._pending[timeline.count_key(timeline.minute_of(NOW), "refresh", "ok")] == 1000
 
 
