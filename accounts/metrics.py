@@ -5,7 +5,8 @@ it on both sides: in Prometheus metrics (`/metrics`, only with AUTH_METRICS,
 answering only AUTH_METRICS_ALLOWED_IPS or the bearer AUTH_METRICS_TOKEN) and
 in the per-minute timeline the admin's health page draws
 (accounts/timeline.py, always), with the same labels and the same latency
-buckets (accounts/events.py). Under gunicorn every worker writes its
+buckets (accounts/events.py). `active_sessions()` is the one count of who is
+signed in, for the `auth_sessions` gauge and the health page. Under gunicorn every worker writes its
 counts to files in PROMETHEUS_MULTIPROC_DIR (gunicorn.conf.py makes one), and
 a scrape of any worker adds them all up (prometheus-client's multiprocess
 mode); under `runserver` and in tests, one process keeps them in memory.
@@ -19,6 +20,7 @@ import logging
 import os
 
 from django.db import DatabaseError
+from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
@@ -36,9 +38,11 @@ from . import timeline
 from .conf import conf
 from .events import LATENCY, LATENCY_BUCKETS, REFRESH_WAIT
 from .forwarded import client_ip
+from .pacing import AtMostEvery
 from .reasons import Reason
 
 logger = logging.getLogger(__name__)
+_warn = AtMostEvery(60)
 
 REFRESH_CALLS = Counter("auth_refresh_calls", "Calls to the backend's refresh", ["outcome"])
 REFRESH_SERVED = Counter(
@@ -134,32 +138,47 @@ def _safely(function, *args) -> None:
         logger.exception("A metric could not be recorded")
 
 
-# --- /metrics ---------------------------------------------------------------------
+# --- who is signed in ---------------------------------------------------------------
+
+
+def active_sessions() -> dict[str, int] | None:
+    """Return unexpired signed-in sessions by token storage ("" when unknown); None if unread.
+
+    The one count: the `auth_sessions` gauge and the health page both show it.
+    """
+    from .models import Session  # when used: importing this module needs no models
+
+    try:
+        rows = (
+            Session.objects.filter(expire_date__gt=timezone.now(), user__isnull=False)
+            .values_list("token_storage")
+            .annotate(n=Count("pk"))
+            .order_by("token_storage")
+        )
+        return {storage: n for storage, n in rows}
+    except DatabaseError:
+        if _warn.due():
+            logger.warning("The signed-in sessions could not be counted", exc_info=True)
+        return None
 
 
 class SessionsCollector:
-    """`auth_sessions{storage}`: unexpired signed-in sessions, read at each scrape."""
+    """`auth_sessions{storage}`: `active_sessions()` at each scrape ("other": unknown)."""
 
     def collect(self):
-        from .models import Session
-
+        counts = active_sessions()
+        if counts is None:
+            return
         gauge = GaugeMetricFamily(
             "auth_sessions", "Signed-in sessions, by where their tokens are", labels=["storage"]
         )
-        try:
-            rows = (
-                Session.objects.filter(expire_date__gt=timezone.now(), user__isnull=False)
-                .values_list("token_storage")
-                .order_by()
-            )
-            counts: dict[str, int] = {}
-            for (storage,) in rows.iterator():
-                counts[storage or "other"] = counts.get(storage or "other", 0) + 1
-        except DatabaseError:
-            return
+        counts = {storage or "other": n for storage, n in counts.items()}
         for storage in ("cookies", "session", *sorted(set(counts) - {"cookies", "session"})):
             gauge.add_metric([storage], counts.get(storage, 0))
         yield gauge
+
+
+# --- /metrics ---------------------------------------------------------------------
 
 
 @never_cache

@@ -9,7 +9,6 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
-from django.db import DatabaseError
 from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
@@ -17,11 +16,10 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from accounts import shape, timeline
+from accounts import metrics, shape, timeline
 from accounts.client import get_client
 from accounts.conf import conf
 from accounts.exceptions import BackendError, SessionEnded
-from accounts.models import Session
 from accounts.responses import json_view
 from accounts.roles import role_required
 from accounts.state import TokenState
@@ -112,21 +110,6 @@ def ping_backend() -> BackendHealth:
     return BackendHealth(ok=True, status=status, seconds=time.monotonic() - started)
 
 
-def active_sessions() -> dict[str, int] | None:
-    """Return unexpired signed-in sessions by token storage ("" when unknown); None if unread."""
-    try:
-        rows = (
-            Session.objects.filter(expire_date__gt=timezone.now(), user__isnull=False)
-            .values_list("token_storage")
-            .annotate(n=Count("pk"))
-            .order_by("token_storage")
-        )
-        return {storage: n for storage, n in rows}
-    except DatabaseError:
-        logger.warning("Health page: the sessions could not be counted", exc_info=True)
-        return None
-
-
 def _shape_mismatch() -> dict | None:
     """The last backend answer that did not fit the settings (accounts/shape.py), if any."""
     found = shape.reported()
@@ -142,7 +125,8 @@ def admin_page(request: HttpRequest) -> HttpResponse:
 
     The charts are SVG drawn on the server (dashboard/charts.py) from the
     per-minute timeline every worker writes (accounts/timeline.py), each with
-    a table of the same numbers.
+    a table of the same numbers. The sessions count is the `auth_sessions`
+    gauge's (`metrics.active_sessions`).
     """
     unexpired = Q(sessions__expire_date__gt=timezone.now())
     signed_in_users = (
@@ -151,7 +135,7 @@ def admin_page(request: HttpRequest) -> HttpResponse:
         .filter(session_count__gt=0)
         .order_by("last_name", "first_name", "email", "pk")
     )
-    sessions = active_sessions()
+    sessions = metrics.active_sessions()
     recorded = timeline.read()
     context = {
         "signed_in_users": signed_in_users,

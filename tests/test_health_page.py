@@ -234,6 +234,40 @@ def test_now_shows_the_active_sessions_and_the_backend(admin, backend):
     assert Tables(html).tables["signed-in-users"][1][0] == "Ada Admin"
 
 
+def test_the_page_and_the_auth_sessions_gauge_count_the_same_rows(admin, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from tests.test_metrics import samples
+
+    settings.AUTH_METRICS = True
+    evaluator, later = fakes.make_user("evaluator"), timezone.now() + timedelta(hours=1)
+    for key, user, storage, expires in [
+        ("s" * 32, evaluator, "session", later),
+        ("u" * 32, evaluator, "", later),  # signed in another way
+        ("x" * 32, evaluator, "cookies", timezone.now() - timedelta(seconds=1)),  # expired
+        ("a" * 32, None, "cookies", later),  # nobody signed in
+    ]:
+        Session.objects.create(
+            session_key=key, session_data="", expire_date=expires, user=user, token_storage=storage
+        )
+
+    html = admin.get("/dashboard/admin/").content.decode()
+    gauge = {
+        dict(labels)["storage"]: value
+        for (name, labels), value in samples(admin.get("/metrics").content.decode()).items()
+        if name == "auth_sessions"
+    }
+
+    assert gauge == {"cookies": 1, "session": 1, "other": 1}  # the admin's, and two above
+    sessions = re.search(r'<dd id="active-sessions">(.*?)</dd>', html, re.S)[1]
+    assert sessions == (
+        "3 (1 with tokens in the browser's cookies, 1 with tokens in the session, "
+        "1 with tokens in an unknown place)"
+    )
+
+
 def test_a_401_from_the_health_path_reads_as_reachable_not_ok(client, db, fresh_timeline, backend):
     fakes.sign_in_client(client, "admin", access=fakes.access_jwt())
     backend.get(f"{fakes.BASE}/users/me", status=401)
