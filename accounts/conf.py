@@ -295,7 +295,10 @@ SETTINGS = (
         "backend_connect_timeout",
     ),
     Setting(
-        "AUTH_HEALTH_TIMEOUT", 2.0, "seconds `/healthz` waits for the backend", "health_timeout"
+        "AUTH_HEALTH_TIMEOUT",
+        2.0,
+        "seconds the backend probe waits (`/healthz`, the health page)",
+        "health_timeout",
     ),
     Setting("AUTH_BACKEND_POOL_SIZE", 20, "pooled connections to the backend", "pool_size"),
     Setting(

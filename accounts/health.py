@@ -1,6 +1,12 @@
-"""`/healthz`: readiness of each part the app needs, by name: database, cache, backend."""
+"""`/healthz`: readiness of each part the app needs, by name: database, cache, backend.
+
+`backend_health()` is the one probe of the auth backend: `/healthz` and the
+admin's health page (dashboard/views.py) both call it and read its result.
+"""
 
 import logging
+import time
+from dataclasses import dataclass
 
 from django.db import DatabaseError, connection
 from django.http import HttpRequest, JsonResponse
@@ -26,14 +32,42 @@ def database_health() -> str:
     return OK
 
 
-def backend_health() -> str:
-    """Return "ok" if the auth backend answers below 500 within AUTH_HEALTH_TIMEOUT."""
+@dataclass(frozen=True)
+class BackendHealth:
+    """One call to the backend's health path (AUTH_HEALTH_PATH): what came back, how fast."""
+
+    state: str  # OK: an answer below 500; UNAVAILABLE otherwise
+    http_status: int | None  # the answer's status; None when nothing usable came back
+    seconds: float
+    failure: str = ""  # what failed ("GET /users/me answered 503"), for the page and the log
+
+    @property
+    def ok(self) -> bool:
+        return self.state == OK
+
+    @property
+    def milliseconds(self) -> int:
+        return round(self.seconds * 1000)
+
+
+def backend_health() -> BackendHealth:
+    """Call the backend's health path once, within AUTH_HEALTH_TIMEOUT; never raise.
+
+    Any answer below 500 counts as up (a 401 proves the service answers, not
+    that sign-in works); a 5xx, a 429, a timeout or no connection as down.
+    """
+    started = time.monotonic()
     try:
-        get_client().ping()
+        status = get_client().ping()
     except BackendError as exc:
-        logger.warning("Health check: auth backend unavailable: %s", exc)
-        return UNAVAILABLE
-    return OK
+        failure = str(exc) or type(exc).__name__
+    except Exception as exc:  # noqa: BLE001 - a probe reports a failure, it does not raise one
+        logger.exception("Health check: the backend probe itself failed")
+        failure = type(exc).__name__
+    else:
+        return BackendHealth(OK, status, time.monotonic() - started)
+    logger.warning("Health check: auth backend unavailable: %s", failure)
+    return BackendHealth(UNAVAILABLE, None, time.monotonic() - started, failure)
 
 
 @never_cache
@@ -44,7 +78,11 @@ def healthz(request: HttpRequest) -> JsonResponse:
     The cache is the shared one (Redis): down, it makes the answer 503 even
     though the database cache serves the app meanwhile (accounts/cache.py).
     """
-    checks = {"database": database_health(), "cache": cache_health(), "backend": backend_health()}
+    checks = {
+        "database": database_health(),
+        "cache": cache_health(),
+        "backend": backend_health().state,
+    }
     healthy = all(state == OK for state in checks.values())
     return JsonResponse(
         {"status": OK if healthy else UNAVAILABLE, **checks}, status=200 if healthy else 503

@@ -1,8 +1,6 @@
 """The pages: public home, the dashboard and the role-gated pages (the admin's: auth health)."""
 
 import logging
-import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from django.conf import settings
@@ -16,7 +14,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from accounts import metrics, shape, timeline
+from accounts import health, metrics, shape, timeline
 from accounts.client import get_client
 from accounts.conf import conf
 from accounts.exceptions import BackendError, SessionEnded
@@ -86,30 +84,6 @@ def profile(request: HttpRequest) -> JsonResponse:
     )
 
 
-@dataclass(frozen=True)
-class BackendHealth:
-    """The backend's health path as this page saw it: answered or not, and how fast."""
-
-    ok: bool
-    status: int | None
-    seconds: float
-
-    @property
-    def milliseconds(self) -> int:
-        return round(self.seconds * 1000)
-
-
-def ping_backend() -> BackendHealth:
-    """Call the backend's health path once (AUTH_HEALTH_TIMEOUT); never raise."""
-    started = time.monotonic()
-    try:
-        status = get_client().ping()
-    except Exception as exc:  # noqa: BLE001 - a page about the backend must survive its failure
-        logger.warning("Health page: the auth backend did not answer: %s", type(exc).__name__)
-        return BackendHealth(ok=False, status=None, seconds=time.monotonic() - started)
-    return BackendHealth(ok=True, status=status, seconds=time.monotonic() - started)
-
-
 def _shape_mismatch() -> dict | None:
     """The last backend answer that did not fit the settings (accounts/shape.py), if any."""
     found = shape.reported()
@@ -126,7 +100,8 @@ def admin_page(request: HttpRequest) -> HttpResponse:
     The charts are SVG drawn on the server (dashboard/charts.py) from the
     per-minute timeline every worker writes (accounts/timeline.py), each with
     a table of the same numbers. The sessions count is the `auth_sessions`
-    gauge's (`metrics.active_sessions`).
+    gauge's (`metrics.active_sessions`), the backend's state `/healthz`'s
+    (`health.backend_health`).
     """
     unexpired = Q(sessions__expire_date__gt=timezone.now())
     signed_in_users = (
@@ -143,7 +118,7 @@ def admin_page(request: HttpRequest) -> HttpResponse:
         "sessions_by_storage": sorted(
             ((storage or "unknown", n) for storage, n in (sessions or {}).items()),
         ),
-        "backend": ping_backend(),
+        "backend": health.backend_health(),
         "shape_mismatch": _shape_mismatch(),
         "timeline_available": recorded.available,
         "charts": health_charts(recorded),

@@ -289,7 +289,7 @@ def test_a_backend_that_is_down_leaves_the_page_saying_so(client, db, fresh_time
 
     assert response.status_code == 200
     health = re.search(r'<dd id="backend-health">(.*?)</dd>', response.content.decode(), re.S)[1]
-    assert ">down</span>" in health
+    assert re.search(r">down</span> \(GET /users/me: ConnectionError; after \d+ ms\)", health)
 
 
 def test_a_cache_that_cannot_be_read_leaves_the_page_saying_so(admin, monkeypatch):
