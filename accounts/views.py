@@ -331,12 +331,14 @@ def refresh(request: HttpRequest) -> JsonResponse:
     )
 
 
-def csrf_failure(request: HttpRequest, reason: str = ""):
+def csrf_failure(request: HttpRequest, reason: str):
     """CSRF refusals: JSON for scripts; for people, a page with a way back.
 
     A sign-in form left open past its CSRF cookie's life (or one whose
     cookie the browser dropped) is the usual cause: the page offers the
-    sign-in form again, keeping a safe `next`.
+    sign-in form again, keeping a safe `next`. Django's `reason` is for the
+    log, where CsrfViewMiddleware has written it already; neither answer
+    shows it.
     """
     if wants_json(request):
         return json_error(403, "csrf", "CSRF verification failed; reload the page and try again.")
@@ -345,5 +347,5 @@ def csrf_failure(request: HttpRequest, reason: str = ""):
     if not next_url and request.path != login:
         next_url = safe_next(request, request.get_full_path())
     back = f"{login}?{urlencode({'next': next_url})}" if next_url else login
-    context = {"back": back, "signed_in": request.user.is_authenticated, "reason": reason}
+    context = {"back": back, "signed_in": request.user.is_authenticated}
     return TemplateResponse(request, "403_csrf.html", context, status=403)

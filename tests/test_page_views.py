@@ -368,6 +368,40 @@ class TestSignOutWithoutDatabaseInDetail:
         assert response.status_code == 302
         assert "refresh_token=refresh-1" in logout.calls[0].request.headers["Cookie"]
 
+    @pytest.mark.parametrize(
+        ("backend_answers", "revocation", "reason"),
+        [(True, "done", Reason.USER), (False, "lost", Reason.REVOCATION_LOST)],
+    )
+    def test_a_script_is_told_whether_the_backend_was(
+        self, as_user, backend, database_down, backend_answers, revocation, reason
+    ):
+        client = as_user("admin")
+        if backend_answers:
+            fakes.stub_logout(backend)
+        else:
+            backend.post(f"{fakes.BASE}/auth/logout", body=fakes.connection_refused())
+        database_down()
+        response = client.post(LOGOUT, HTTP_ACCEPT="application/json")
+        assert response.status_code == 200
+        assert response.json() == {
+            "ok": True,
+            "revocation": revocation,
+            "message": str(reason.message),
+        }
+
+    def test_a_site_without_the_messages_middleware_still_signs_out(
+        self, as_user, backend, database_down, settings
+    ):
+        settings.MIDDLEWARE = [
+            name for name in settings.MIDDLEWARE if not name.endswith(".MessageMiddleware")
+        ]
+        client = as_user("admin")
+        fakes.stub_logout(backend)
+        database_down()
+        response = client.post(LOGOUT)
+        assert response.status_code == 302
+        assert response.cookies["access_token"].value == ""
+
 
 class TestEndSession:
     """accounts/signout.py `end_session`, called directly: the one place a session ends."""
