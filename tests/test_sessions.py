@@ -1,24 +1,44 @@
-"""accounts.sessions: Django's database store, the session and its user read in one statement."""
+"""The session stores SESSION_ENGINE may name, each test against each of them.
+
+accounts.sessions (the ORM's `select_related` and `update()`) and
+accounts.sessions_raw (the same store with hand-written SQL): Django's
+database store, the session and its user read in one statement.
+"""
 
 from datetime import timedelta
+from importlib import import_module
 
 import pytest
+from django.conf import settings as django_settings
 from django.contrib.auth import SESSION_KEY, get_user_model
 from django.contrib.sessions.backends.base import UpdateError
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts import sessions
 from accounts.backends import AuthApiBackend, offering
-from accounts.checks import TOKEN_MIDDLEWARE, check_middleware_order
+from accounts.checks import TOKEN_MIDDLEWARE, check_middleware_order, check_session_engine
 from accounts.models import Session
-from accounts.sessions import SessionStore
 from tests import fakes
 
 pytestmark = pytest.mark.django_db
 
 User = get_user_model()
+
+ENGINES = ["accounts.sessions", "accounts.sessions_raw"]
+
+
+@pytest.fixture(autouse=True, params=ENGINES)
+def engine(request, settings):
+    """Run the test with SESSION_ENGINE naming this store (the middleware reads it too)."""
+    settings.SESSION_ENGINE = request.param
+    return import_module(request.param)
+
+
+def SessionStore(session_key=None):  # noqa: N802 - stands for the engine's class
+    """Return a store of the engine under test."""
+    return import_module(django_settings.SESSION_ENGINE).SessionStore(session_key)
 
 
 def saved(data: dict) -> str:
@@ -53,8 +73,9 @@ def test_tampered_data_reads_as_empty():
     assert SessionStore(session_key=key).load() == {}
 
 
-def test_it_is_the_configured_engine(settings):
-    assert settings.SESSION_ENGINE == "accounts.sessions"
+def test_the_engine_keeps_its_sessions_where_the_sessions_features_read_them():
+    assert import_module(django_settings.SESSION_ENGINE).SessionStore.get_model_class() is Session
+    assert check_session_engine() == []  # accounts.E016
 
 
 # One query for the session and its user (accounts/sessions.py, accounts/middleware.py).
@@ -160,12 +181,17 @@ def test_saving_a_session_deleted_meanwhile_is_an_update_error():
     assert not Session.objects.filter(pk=key).exists()
 
 
-def test_a_database_error_while_saving_is_an_update_error(monkeypatch):
+def test_a_database_error_while_saving_is_an_update_error():
     key = saved({"who": "someone"})
     store = SessionStore(session_key=key)
     store.load()
-    monkeypatch.setattr(sessions, "_update_statement", lambda alias: "UPDATE no_such_table SET x=1")
-    with pytest.raises(UpdateError):
+
+    def refuse_updates(execute, sql, params, many, context):
+        if sql.startswith("UPDATE"):
+            raise DatabaseError("could not serialize access")
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(refuse_updates), pytest.raises(UpdateError):
         store.save()
 
 
@@ -270,9 +296,13 @@ def test_clearsessions_removes_expired_rows_and_with_them_the_browsers_list():
 
 
 @pytest.fixture
-def fresh_statements():
-    """Build the join and the UPDATE anew, as each new worker process does (they are cached)."""
-    built = (sessions._joined_query, sessions._update_statement)
+def fresh_statements(engine):
+    """Build the join and the UPDATE anew, as each new worker process does (they are cached).
+
+    accounts.sessions_raw caches its statements; the ORM compiles each query anew.
+    """
+    names = ("_joined_query", "_update_statement")
+    built = [getattr(engine, name) for name in names if hasattr(engine, name)]
     for cached in built:
         cached.cache_clear()
     yield
