@@ -910,3 +910,46 @@ def test_an_attempt_waiting_for_a_slot_only_looks_until_one_is_free(client, db, 
     upserts = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("INSERT")]
     upserts = [sql for sql in upserts if table in sql]
     assert len(upserts) == 2, "one for the attempt's own counts, one to try the slot"
+
+
+def test_polls_that_divide_the_slot_wait_exactly_wait_all_of_it(
+    client, db, api, stopped_clock, monkeypatch
+):
+    """The last look is at the deadline itself, not one poll before it."""
+    monkeypatch.setattr(throttle, "SLOT_WAIT", 1.0)
+    monkeypatch.setattr(throttle, "SLOT_POLL", 0.125)  # exact in binary: no rounding at the end
+    TestEmailConcurrency().fill_slots()
+    assert right(client).status_code == 429
+    assert stopped_clock.slept == [0.125] * 8
+
+
+def test_polls_that_divide_the_settle_wait_exactly_wait_all_of_it(
+    client, db, api, stopped_clock, monkeypatch
+):
+    monkeypatch.setattr(throttle, "SETTLE_WAIT", 1.0)
+    monkeypatch.setattr(throttle, "SLOT_POLL", 0.125)
+    a_pair_with_attempts_in_flight(5)
+    assert right(client).status_code == 429
+    assert stopped_clock.slept == [0.125] * 8
+
+
+class ClockAtAMoment(StoppedClock):
+    """A wall clock standing at `moment - 1` until the first sleep, at `moment` after it."""
+
+    def __init__(self, moment: float):
+        super().__init__()
+        self.moment = moment
+
+    def time(self) -> float:
+        return self.moment if self.slept else self.moment - 1
+
+
+def test_a_slot_whose_lifetime_ends_at_a_look_is_free_as_the_counter_says(
+    client, db, api, monkeypatch
+):
+    """The look and the counter's own upsert agree on when a slot has expired (`<=`)."""
+    key = TestEmailConcurrency().fill_slots()
+    moment = time.time() + 30
+    LoginCounter.objects.filter(key=key).update(expires_at=moment)
+    monkeypatch.setattr(throttle, "time", ClockAtAMoment(moment))
+    assert right(client).status_code == 302
