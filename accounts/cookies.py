@@ -116,6 +116,13 @@ def parse_set_cookies(headers: Iterable[str]) -> list[BackendCookie]:
     return cookies
 
 
+def merge(first: list[BackendCookie], later: list[BackendCookie]) -> list[BackendCookie]:
+    """Later cookies win by name (a chained refresh may renew only the access token)."""
+    merged = {c.name: c for c in first}
+    merged.update({c.name: c for c in later})
+    return list(merged.values())
+
+
 def _relayable(cookie: BackendCookie) -> bool:
     protected = {settings.SESSION_COOKIE_NAME, settings.CSRF_COOKIE_NAME}
     if cookie.name in protected or cookie.name not in conf.token_cookies:

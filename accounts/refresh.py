@@ -71,7 +71,7 @@ class Outcome:
     `own` is true when the caller's own call made it, just now (taken from the
     call's future, not read from the cache). `replaced_access` is set on an
     outcome read from the cache, where a late tab's access token is checked
-    against it (accounts/state.py).
+    against it (accounts/checking.py).
     """
 
     state: str

@@ -134,7 +134,7 @@ def sign_in_client(
 ):
     """Sign a Django test client in as a PROFILES user, as a real sign-in would.
 
-    The session gets the TokenRecord of the pair (what accounts/state.py checks
+    The session gets the TokenRecord of the pair (what accounts/checking.py checks
     every request against) and the pair sealed (accounts/vault.py); in cookie
     `storage`, unless `cookies` is False, the browser gets the two token
     cookies. `access=None` records a pair without an access token.

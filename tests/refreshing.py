@@ -1,6 +1,6 @@
 """Refreshes a test has done before its request: the request then collects at once.
 
-Before a view the middleware only starts a refresh (accounts/state.py,
+Before a view the middleware only starts a refresh (accounts/renewal.py,
 `refresh_if_due`); a view that calls no backend is served without waiting,
 and its response carries the new pair only if the refresh has finished by
 then. A test about what that response carries makes the outcome ready first.

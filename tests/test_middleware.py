@@ -14,7 +14,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import RequestFactory
 from django.urls import resolve
 
-from accounts import refresh, state
+from accounts import refresh, renewal
 from accounts.exceptions import (
     BackendProtocolError,
     BackendUnavailable,
@@ -440,7 +440,7 @@ class TestBrowserRefresh:
 
     def test_returns_the_new_expiry_and_cookies(self, signed_in, backend):
         client = signed_in(access=fakes.access_jwt())
-        edit_record(client, renewed_at=time.time() - state.BROWSER_REFRESH_MIN_AGE - 1)
+        edit_record(client, renewed_at=time.time() - renewal.BROWSER_REFRESH_MIN_AGE - 1)
         new = fakes.access_jwt(ttl=900)
         fakes.stub_refresh(backend, access=new)
         fakes.stub_me(backend)
@@ -455,7 +455,7 @@ class TestBrowserRefresh:
         """However often a script asks, a pair far from expiry is renewed once in
         BROWSER_REFRESH_MIN_AGE: the backend's token table and the cache stay small."""
         client = signed_in(access=fakes.access_jwt())
-        edit_record(client, renewed_at=time.time() - state.BROWSER_REFRESH_MIN_AGE - 1)
+        edit_record(client, renewed_at=time.time() - renewal.BROWSER_REFRESH_MIN_AGE - 1)
         fakes.stub_refresh(backend, access=fakes.access_jwt(ttl=900))
         fakes.stub_me(backend)
         answers = [client.post("/accounts/refresh/") for _ in range(100)]
@@ -486,7 +486,7 @@ class TestBrowserRefresh:
     )
     def test_failures_are_json(self, signed_in, backend, answer, status, body):
         client = signed_in(access=fakes.access_jwt())
-        edit_record(client, renewed_at=time.time() - state.BROWSER_REFRESH_MIN_AGE - 1)
+        edit_record(client, renewed_at=time.time() - renewal.BROWSER_REFRESH_MIN_AGE - 1)
         backend.post(f"{fakes.BASE}/auth/refresh", **answer)
         response = client.post("/accounts/refresh/")
         assert response.status_code == status
@@ -558,7 +558,7 @@ class TestNoTokenLeaks:
         fakes.stub_logout(backend)
         client.post("/accounts/logout/")
 
-        assert any("refresh" in r.name or "state" in r.name for r in caplog.records)
+        assert any("refresh" in r.name or "renewal" in r.name for r in caplog.records)
         for record in caplog.records:
             shown = " ".join(
                 [record.getMessage(), repr(record.args), str(record.exc_info)]

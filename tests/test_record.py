@@ -144,7 +144,7 @@ class TestIssueAndRenew:
 
     def test_a_new_refresh_token_without_its_cookie_keeps_the_old_expiry(self):
         """A successor lives at least as long as the token it replaced (the session's
-        expiry follows it, accounts/state.py `_save_record`)."""
+        expiry follows it, accounts/delivery.py `_save_record`)."""
         first = replace(record(), refresh_expires_at=5.0)
         renewed = first.renewed(access="acc-2", refresh="refresh-2", cookies=[])
         assert renewed.refresh_expires_at == 5.0

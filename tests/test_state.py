@@ -5,6 +5,7 @@ RequestFactory request with a real session where a branch is easier to reach.
 """
 
 import functools
+import threading
 import time
 import types
 from concurrent.futures import wait
@@ -17,8 +18,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.http import HttpResponse
 from django.test import Client
 
-from accounts import refresh, vault
-from accounts import state as state_module
+from accounts import checking, delivery, refresh, renewal, vault
 from accounts.client import Tokens
 from accounts.cookies import BackendCookie
 from accounts.exceptions import BackendUnavailable, RefreshPending, SessionEnded
@@ -375,7 +375,7 @@ class TestLateTab:
     def test_a_tab_more_rounds_behind_than_the_chain_limit_is_foreign(self, signed_in, backend):
         old = fakes.access_jwt()
         client = signed_in(access=old)
-        self.refreshed(client, backend, rounds=state_module.MAX_CHAIN + 1)
+        self.refreshed(client, backend, rounds=checking.MAX_CHAIN + 1)
         client.cookies["access_token"], client.cookies["refresh_token"] = old, "refresh-1"
         assert_signed_out(client, client.get("/dashboard/"))
 
@@ -655,8 +655,6 @@ class TestDirectly:
     ):
         """The pair this request's own call just made is the newest there is; a pair
         collected from the cache may have been moved past by another request."""
-        from accounts import state as state_module
-
         fakes.stub_refresh(backend)
         fakes.stub_me(backend)
         request = make(cookies={"refresh_token": "refresh-1"})  # refreshes before the view
@@ -666,9 +664,9 @@ class TestDirectly:
             deadline = time.monotonic() + 3
             refresh.outcome("refresh-1", binding=binding, keep_for=600, deadline=deadline)
         reads = []
-        stored_record = state_module._stored_session
+        stored_record = delivery._stored_session
         monkeypatch.setattr(
-            state_module, "_stored_session", lambda s: reads.append(s) or stored_record(s)
+            delivery, "_stored_session", lambda s: reads.append(s) or stored_record(s)
         )
 
         state.check()
@@ -695,7 +693,7 @@ class TestDirectly:
             TokenState.of(request).renew_after_rejection()
         assert info.value.reason == "no_record"
         state = TokenState(make())
-        state.renewed = True
+        state.renewal.renewed = True
         with pytest.raises(SessionEnded) as info:
             state.renew_after_rejection()
         assert info.value.reason == "rejected_twice"
@@ -703,11 +701,9 @@ class TestDirectly:
     def test_the_user_is_read_again_the_moment_the_interval_has_passed(
         self, make, backend, settings, monkeypatch
     ):
-        from accounts import state as state_module
-
         settings.AUTH_REVALIDATE_INTERVAL = 300
         clock = types.SimpleNamespace(time=lambda: 1000.0, monotonic=time.monotonic)
-        monkeypatch.setattr(state_module, "time", clock)
+        monkeypatch.setattr(renewal, "time", clock)
         me = fakes.stub_me(backend)
         for validated_at, reads in ((700.1, 0), (700.0, 1)):
             state = TokenState(make(record=replace(issued(), validated_at=validated_at)))
@@ -796,7 +792,7 @@ class TestDirectly:
 
         assert seen["binding"] == record.binding
         assert seen["keep_for"] == record.keep_outcome_for() > 0
-        assert seen["claims"] is state._claims
+        assert seen["claims"] is state.renewal._claims
         stored = locmem_cache.get(refresh.entry_key(token_hash("refresh-1")))
         assert stored["binding"] == record.binding
 
@@ -821,7 +817,7 @@ class TestDirectly:
         state = TokenState.of(make())
         with pytest.raises(RefreshPending, match="^too many refreshes in a row; try again$"):
             state.renew()
-        assert len(calls_to(backend, "/auth/refresh")) == state_module.MAX_CHAIN
+        assert len(calls_to(backend, "/auth/refresh")) == checking.MAX_CHAIN
 
     def test_a_spent_token_of_another_session_ends_this_one_as_foreign(
         self, make, backend, caplog, monkeypatch
@@ -844,13 +840,13 @@ def test_half_a_processs_threads_may_wait_for_refreshes_the_rest_answer_at_once(
 
     settings.SERVER_THREADS = 2  # one of them may wait
     settings.AUTH_REFRESH_WAIT = 30.0  # were it to wait, the gate's limit would end it: 200
-    monkeypatch.setattr(state_module, "_refresh_waiters", Slots("refresh waits", "half", wait=0))
+    monkeypatch.setattr(renewal, "_refresh_waiters", Slots("refresh waits", "half", wait=0))
     client = signed_in(access=fakes.access_jwt(ttl=-10))
     gate = gates(limit=3)
     fakes.stub_held_refresh(backend, gate)
     fakes.stub_me(backend)
 
-    with state_module._refresh_waiters.hold(limit=1):  # another request, waiting long
+    with renewal._refresh_waiters.hold(limit=1):  # another request, waiting long
         response = client.get(NEEDS_TOKEN)
 
     assert response.status_code == 503
@@ -859,6 +855,38 @@ def test_half_a_processs_threads_may_wait_for_refreshes_the_rest_answer_at_once(
     assert SESSION_KEY in client.session
     gate.wait_entered()  # the refresh itself was started before the view, and goes on
 
+
+def test_a_tab_over_the_bound_queues_while_the_other_waiters_are_young(
+    signed_in, backend, gates, settings
+):
+    """On a busy host a quick refresh can take over a second: a request beyond the bound
+    waits for a slot while the waiters holding them have waited under 2 s, not 503."""
+    settings.SERVER_THREADS = 2  # one of them may wait
+    client = signed_in(access=fakes.access_jwt(ttl=-10))
+    gate = gates()
+    fakes.stub_held_refresh(backend, gate)
+    fakes.stub_me(backend)
+    holding, release = threading.Event(), threading.Event()
+
+    def another_tab():  # waiting for the same refresh, since just now
+        with renewal._refresh_waiters.hold(limit=1):
+            holding.set()
+            release.wait(10)
+
+    other = threading.Thread(target=another_tab)
+    other.start()
+    assert holding.wait(5)
+    # The refresh lands 1.4 s on: the other tab lets go of its slot, this one takes it.
+    landing = threading.Timer(1.4, lambda: (gate.open(), release.set()))
+    landing.start()
+    try:
+        response = client.get(NEEDS_TOKEN)
+    finally:
+        landing.cancel()
+        release.set()
+        other.join()
+
+    assert response.status_code == 200
 
 
 def test_an_outcome_already_known_is_collected_without_a_waiting_slot(
@@ -869,7 +897,7 @@ def test_an_outcome_already_known_is_collected_without_a_waiting_slot(
     from accounts.slots import Slots
 
     settings.SERVER_THREADS = 2
-    monkeypatch.setattr(state_module, "_refresh_waiters", Slots("refresh waits", "half", wait=0))
+    monkeypatch.setattr(renewal, "_refresh_waiters", Slots("refresh waits", "half", wait=0))
     fakes.stub_refresh(backend, refresh="refresh-2")
     fakes.stub_me(backend)
     state = TokenState.of(fakes.direct_request(rf))
@@ -877,7 +905,7 @@ def test_an_outcome_already_known_is_collected_without_a_waiting_slot(
     refresh.outcome("refresh-1", binding=binding, keep_for=600, deadline=time.monotonic() + 5)
     wait(settle, timeout=5)
 
-    with state_module._refresh_waiters.hold(limit=1):  # another request, waiting long
+    with renewal._refresh_waiters.hold(limit=1):  # another request, waiting long
         tokens = state.renew()
 
     assert tokens.refresh == "refresh-2"

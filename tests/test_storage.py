@@ -178,7 +178,7 @@ class TestSwitchingModes:
         record = state.load()
         state.record = replace(record, access_expires_at=time.time() - 5)
 
-        by_name = {c.name: c for c in state._pair_cookies()}
+        by_name = {c.name: c for c in state.delivery._pair_cookies()}
 
         assert by_name["access_token"].max_age == 1
 
@@ -304,9 +304,9 @@ class TestCookieSizeGuard:
         fakes.stub_refresh(backend, access=huge, refresh="refresh-2")
         fakes.stub_me(backend)
 
-        with caplog.at_level(logging.WARNING, logger="accounts.state"):
+        with caplog.at_level(logging.WARNING, logger="accounts.delivery"):
             response = client.get("/api/users/me")  # waits for the new pair
-            said = [r.getMessage() for r in caplog.records if r.name == "accounts.state"]
+            said = [r.getMessage() for r in caplog.records if r.name == "accounts.delivery"]
             again = client.get("/dashboard/")
 
         assert response.status_code == 200
@@ -321,7 +321,7 @@ class TestCookieSizeGuard:
         ]
         assert again.status_code == 200  # no cookies, still signed in
         assert refresh_calls(backend) == ["refresh-1"]
-        later = [r for r in caplog.records if r.name == "accounts.state"]
+        later = [r for r in caplog.records if r.name == "accounts.delivery"]
         assert len(later) == 1, "said once for the session, not at every request"
 
 
