@@ -162,10 +162,9 @@ class LoginView(SafeNextMixin, auth_views.LoginView):
         return response
 
     def _service_error(self, status: int, title: str, detail: str) -> TemplateResponse:
-        # Nothing was set: no session change, no cookies. The form keeps the email.
-        form = self.form_class(
-            request=self.request, initial={"email": self.request.POST.get("email", "")[:254]}
-        )
+        # Nothing was set: no session change, no cookies. The form keeps the email; it is
+        # only shown again, never validated, so it needs no request.
+        form = self.form_class(initial={"email": self.request.POST.get("email", "")[:254]})
         context = self.get_context_data(form=form, service_error={"title": title, "detail": detail})
         return self.render_to_response(context, status=status)
 
