@@ -23,10 +23,11 @@ import psycopg
 import pytest
 import redis
 import requests
-from django.contrib.sessions.backends.db import SessionStore
+from django.conf import settings as django_settings
 from django.core.cache import caches
 from django.db import OperationalError
 from django.test import Client, RequestFactory
+from django.utils.module_loading import import_string
 
 from accounts import cache as shared_cache
 from accounts import outage, refresh
@@ -446,7 +447,10 @@ def test_a_session_store_that_cannot_reach_the_database_gives_503_not_500(
     def unreachable(self):
         raise OperationalError("could not connect to server: Connection refused")
 
-    monkeypatch.setattr(SessionStore, "load", unreachable)
+    # The store SESSION_ENGINE names, whose own load() reads the row.
+    monkeypatch.setattr(
+        import_string(f"{django_settings.SESSION_ENGINE}.SessionStore"), "load", unreachable
+    )
     page = client.get("/dashboard/")
     assert page.status_code == 503
     assert "Service temporarily unavailable" in page.content.decode()
