@@ -11,7 +11,10 @@ median and p99 latency, and where the proxy's time goes (bench/proxy_breakdown.p
 calls, with roles from /users/me and from the access token (AUTH_ROLES_FROM=me
 and =token; `--only refresh-cpu`); (f) the warm path of (b) with AUTH_METRICS
 on vs off: throughput ratio, and the metrics-on server's /metrics checked after
-its rounds. Every measurement but (a) runs in both token storage modes
+its rounds; (g) a warm dashboard with each session store SESSION_ENGINE may
+name (accounts.sessions, the ORM's; accounts.sessions_raw, hand-written SQL):
+requests/s, app CPU and queries per request (`--only sessions`). Every
+measurement but (a) runs in both token storage modes
 (AUTH_TOKEN_STORAGE=cookies and =session; `--token-storage` picks one), each
 bar applies to each mode. (d) and (e) are figures without a bar: SPEC §5
 retired "proxy ≤ 2 ms" and "refresh ≤ 2 ms of app CPU".
@@ -508,6 +511,203 @@ def proxy_table(d: dict, storage: str) -> str:
 """
 
 
+# (g) The session stores SESSION_ENGINE may name: the first is the default
+# (A), each other (B) is compared with it.
+SESSION_ENGINES = ("accounts.sessions", "accounts.sessions_raw")
+
+
+def spread(values: list[float]) -> float:
+    """Return (max - min) / median: how far one arm's own rounds disagree."""
+    return (max(values) - min(values)) / statistics.median(values)
+
+
+def session_stores(
+    work: Path,
+    api,
+    common: dict,
+    *,
+    storage: str,
+    engines: tuple[str, ...],
+    workers: int,
+    rounds: int,
+    load: dict,
+) -> dict:
+    """(g) A warm signed-in dashboard on one app server per SESSION_ENGINE, side by side.
+
+    The servers differ only in SESSION_ENGINE (the same workers, database,
+    cache and API); each browser signs in on its own. wrk against each in
+    turn for `rounds` rounds, the order reversed every other round (ABBA);
+    each run's app CPU is its server's workers' utime + stime from /proc
+    around it, over the requests wrk counted. Then, per engine, two runs of
+    bench/session_queries.py (ABBA) in a process with that server's
+    environment count the statements of one request and its CPU in-process.
+    Each engine's noise is the spread of its own rounds ((max - min) /
+    median); each other engine is compared with the first by the ratio of
+    medians and round by round.
+    """
+    with contextlib.ExitStack() as servers:
+        apps = {
+            engine: servers.enter_context(
+                running_app(
+                    work,
+                    api_url=api.url,
+                    workers=workers,
+                    name=f"g-{storage}-{engine}",
+                    database="g",
+                    SESSION_ENGINE=engine,
+                    **common,
+                )
+            )
+            for engine in engines
+        }
+        pids = {
+            engine: worker_pids(app.process.pid, at_least=workers) for engine, app in apps.items()
+        }
+        cookies = {
+            engine: cookie_header(sign_in_mode(app.url, storage)) for engine, app in apps.items()
+        }
+        targets = {engine: f"{app.url}/dashboard/" for engine, app in apps.items()}
+
+        def cpu_seconds(engine: str) -> float:
+            return sum(sum(process_cpu_seconds(pid)) for pid in pids[engine])
+
+        for engine in engines:  # warm-up
+            wrk(targets[engine], cookies[engine], **{**load, "seconds": 2})
+        runs: dict[str, list] = {engine: [] for engine in engines}
+        calls = dict.fromkeys(engines, 0)
+        for index in range(rounds):
+            for engine in engines if index % 2 == 0 else reversed(engines):
+                before, stats = cpu_seconds(engine), backend_calls(api.stats())
+                run = wrk(targets[engine], cookies[engine], **load)
+                spent = cpu_seconds(engine) - before
+                calls[engine] += backend_calls(api.stats()) - stats
+                if run["non_2xx"]:
+                    raise RuntimeError(f"(g) {storage}, {engine}: {run['non_2xx']} non-2xx answers")
+                runs[engine].append({**run, "cpu_ms": 1000 * spent / max(1, run["requests"])})
+        in_process: dict[str, list] = {engine: [] for engine in engines}
+        for index in range(2):
+            for engine in engines if index % 2 == 0 else reversed(engines):
+                env = app_environment(
+                    work,
+                    api.url,
+                    {**common, "SESSION_ENGINE": engine},
+                    name=f"g-{storage}-{engine}",
+                )
+                out = subprocess.run(
+                    [sys.executable, str(ROOT / "bench" / "session_queries.py")]
+                    + ["--cookie", cookies[engine]],
+                    env=env,
+                    cwd=ROOT,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                found = json.loads(out.stdout)
+                if found["engine"] != engine or found["statuses"] != [200]:
+                    raise RuntimeError(f"(g) {storage}, {engine}: in-process run {found}")
+                in_process[engine].append(found)
+    figures = {}
+    for engine in engines:
+        rps = [r["rps"] for r in runs[engine]]
+        cpu = [r["cpu_ms"] for r in runs[engine]]
+        figures[engine] = {
+            "rps": statistics.median(rps),
+            "cpu_ms": statistics.median(cpu),
+            "rps_noise": spread(rps),
+            "cpu_noise": spread(cpu),
+            "rounds": runs[engine],
+            "backend_calls": calls[engine],
+            "queries_per_request": in_process[engine][-1]["queries_per_request"],
+            "statements_per_request": in_process[engine][-1]["statements_per_request"],
+            "in_process_cpu_ms": statistics.median(r["cpu_ms"] for r in in_process[engine]),
+            "in_process_runs": [r["cpu_ms"] for r in in_process[engine]],
+        }
+    first = engines[0]
+    for engine in engines[1:]:
+        mine, base = figures[engine], figures[first]
+        mine["over_first"] = {
+            "rps": mine["rps"] / base["rps"],
+            "cpu_ms": mine["cpu_ms"] / base["cpu_ms"],
+            "in_process_cpu_ms": mine["in_process_cpu_ms"] / base["in_process_cpu_ms"],
+            "rps_per_round": [
+                m["rps"] / b["rps"] for m, b in zip(runs[engine], runs[first], strict=True)
+            ],
+            "cpu_ms_per_round": [
+                m["cpu_ms"] / b["cpu_ms"] for m, b in zip(runs[engine], runs[first], strict=True)
+            ],
+        }
+    return {
+        "engines": list(engines),
+        "rounds": rounds,
+        "workers": workers,
+        "connections": load["connections"],
+        "by_engine": figures,
+    }
+
+
+def session_stores_table(g: dict, storage: str) -> str:
+    """(g) of one storage mode: a column per SESSION_ENGINE."""
+    engines = g["engines"]
+    first = engines[0]
+    figures = g["by_engine"]
+
+    def row(measure: str, cell) -> str:
+        return f"| {measure} | " + " | ".join(cell(figures[e], e) for e in engines) + " |"
+
+    def ratio(key: str):
+        def cell(f: dict, engine: str) -> str:
+            if engine == first:
+                return "1 (A)"
+            over = f["over_first"]
+            rounds = over.get(f"{key}_per_round")
+            each = f" (per round: {', '.join(f'{x:.3f}' for x in rounds)})" if rounds else ""
+            return f"**{over[key]:.3f}**{each}"
+
+        return cell
+
+    def statements(f: dict, engine: str) -> str:
+        return "; ".join(f"{n:g} × {k}" for k, n in f["statements_per_request"].items())
+
+    return "\n".join(
+        [
+            "",
+            f"| (g) {storage} mode: warm dashboard per SESSION_ENGINE, wrk -c{g['connections']}, "
+            f"{g['rounds']} ABBA rounds, {g['workers']} sync workers each | "
+            + " | ".join(f"`{e}`" for e in engines)
+            + " |",
+            "|---|" + "---|" * len(engines),
+            row("requests/s (median of the rounds)", lambda f, e: f"{f['rps']:.0f}"),
+            row("requests/s over A's", ratio("rps")),
+            row(
+                "app CPU per request (workers' /proc, median of the rounds)",
+                lambda f, e: f"{f['cpu_ms']:.2f} ms",
+            ),
+            row("app CPU per request over A's", ratio("cpu_ms")),
+            row(
+                "noise: spread of the arm's own rounds, requests/s / CPU",
+                lambda f, e: f"{f['rps_noise']:.1%} / {f['cpu_noise']:.1%}",
+            ),
+            row(
+                "in one process, CPU per request (fastest 90%, two ABBA runs)",
+                lambda f, e: (
+                    f"{f['in_process_cpu_ms']:.3f} ms "
+                    f"({', '.join(f'{x:.3f}' for x in f['in_process_runs'])})"
+                ),
+            ),
+            row("in one process, CPU over A's", ratio("in_process_cpu_ms")),
+            row("queries per request", lambda f, e: f"{f['queries_per_request']:g}"),
+            row("the statements of one request", statements),
+            row("backend calls in the rounds", lambda f, e: str(f["backend_calls"])),
+            "",
+        ]
+    )
+
+
+def load_average() -> str:
+    """Return the machine's load average (1, 5, 15 minutes): how busy it was around a run."""
+    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def machine() -> dict:
     cpu = "unknown"
     with contextlib.suppress(OSError):
@@ -657,6 +857,10 @@ SUMMARY_ROWS = (  # (measure, bar): the rows of summary_table
     ("(e) a refresh's own app CPU, me / token", "none: retired (SPEC §5)"),
     ("(e) backend calls per refresh (refresh + /users/me), me / token", ""),
     ("(f) warm path, metrics on / off", "≥ 0.97"),
+    ("(g) warm dashboard by SESSION_ENGINE, req/s (over A)", "none: figures to decide by"),
+    ("(g) app CPU per request by SESSION_ENGINE (over A)", ""),
+    ("(g) noise: the spread of each engine's own rounds, req/s / CPU; …", ""),
+    ("(g) queries per request by SESSION_ENGINE", ""),
 )
 
 
@@ -667,6 +871,14 @@ def summary_column(results: dict, mode: str) -> list[str]:
     b, c = m["b_dashboard_with_middleware"], m["c_fifty_with_one_expired_token"]
     d, e = m["d_proxy_vs_direct"], m["e_refresh_cpu"]
     f = m["f_dashboard_metrics_on"]
+    g = m["g_session_stores"]
+    by_engine = [g["by_engine"][engine] for engine in g["engines"]]
+
+    def over_first(key: str, unit: str, digits: int) -> str:
+        cells = [f"{by_engine[0][key]:.{digits}f}{unit}"]
+        cells += [f"{e[key]:.{digits}f}{unit} ({e['over_first'][key]:.3f})" for e in by_engine[1:]]
+        return " / ".join(cells)
+
     return [
         f"{results['a_dashboard_without_middleware']['rps']:.0f} req/s",
         f"{b['rps']:.0f} req/s, {b['backend_calls']} backend calls {ok['(b) 0 backend calls']}",
@@ -687,6 +899,10 @@ def summary_column(results: dict, mode: str) -> list[str]:
         ),
         f"{f['rps']:.0f} / {b['rps']:.0f} req/s = {m['f_over_b']:.3f}, "
         f"{f['backend_calls']} backend calls {ok['(f) metrics on / off ≥ 0.97']}",
+        over_first("rps", "", 0),
+        over_first("cpu_ms", " ms", 2),
+        "; ".join(f"{e['rps_noise']:.1%} / {e['cpu_noise']:.1%}" for e in by_engine),
+        " / ".join(f"{e['queries_per_request']:g}" for e in by_engine),
     ]
 
 
@@ -723,7 +939,14 @@ def main() -> int:
         help="AUTH_TOKEN_STORAGE of the app servers: each mode in turn (both) or one",
     )
     parser.add_argument(
-        "--only", choices=("refresh-cpu", "proxy"), help="run only this measurement: (e) or (d)"
+        "--only",
+        choices=("refresh-cpu", "proxy", "sessions"),
+        help="run only this measurement: (e), (d) or (g)",
+    )
+    parser.add_argument(
+        "--session-engines",
+        default=",".join(SESSION_ENGINES),
+        help="(g): the SESSION_ENGINEs to compare, comma-separated, the first the baseline",
     )
     parser.add_argument("--proxy-rounds", type=int, default=4, help="ABBA rounds of (d)")
     parser.add_argument("--proxy-seconds", type=float, default=5, help="length of a (d) round")
@@ -748,7 +971,7 @@ def main() -> int:
         ),
     ):
         work = Path(tmp)
-        for name in ("api", "api-short"):
+        for name in ("api", "api-short", "api-sessions"):
             (work / name).mkdir()
         results["storage"] = label
         common = {
@@ -776,6 +999,27 @@ def main() -> int:
             (out / "refresh_cpu.json").write_text(json.dumps(found, indent=2))
             return 0  # no bar: figures only (E_RETIRED); a failed sanity check raises
         proxy_args = {"rounds": args.proxy_rounds, "seconds": args.proxy_seconds}
+        load = {"seconds": args.seconds, "connections": args.connections, "threads": 2}
+        session_args = {
+            "engines": tuple(args.session_engines.split(",")),
+            "workers": args.workers,
+            "rounds": args.rounds,
+            "load": load,
+        }
+        if args.only == "sessions":
+            print(f"bench (g) only: {label}, {machine()['cpu']}, {load_average()}", flush=True)
+            found = {}
+            with running_authapi(work / "api") as api:
+                for mode in modes:
+                    found[mode] = session_stores(
+                        work, api, mode_env[mode], storage=mode, **session_args
+                    )
+                    print(session_stores_table(found[mode], mode), flush=True)
+            print(f"after: {load_average()}")
+            out = ROOT / "bench" / "results"
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "sessions.json").write_text(json.dumps(found, indent=2))
+            return 0  # no bar: figures to decide by
         if args.only == "proxy":
             print(f"bench (d) only: {label}, {machine()['cpu']}", flush=True)
             found = {}
@@ -865,7 +1109,6 @@ def main() -> int:
                 arms[f"b-{mode}"], arms[f"f-{mode}"] = on[mode], metered[mode]
                 cookies[f"b-{mode}"] = cookie_header(browsers[mode])
                 cookies[f"f-{mode}"] = cookie_header(metered_browsers[mode])
-            load = {"seconds": args.seconds, "connections": args.connections, "threads": 2}
             measured = dashboard_throughput(api, arms, cookies, rounds=args.rounds, load=load)
             results["a_dashboard_without_middleware"] = measured["a"]
             for mode in modes:
@@ -912,6 +1155,14 @@ def main() -> int:
                         short_api, app_c, storage=mode
                     )
 
+        # (g) the session stores, one server per SESSION_ENGINE, side by side.
+        with running_authapi(work / "api-sessions") as api:
+            for mode in modes:
+                print(f"bench: (g) in {mode} mode", flush=True)
+                per_mode[mode]["g_session_stores"] = session_stores(
+                    work, api, mode_env[mode], storage=mode, **session_args
+                )
+
         # (e) the app's own CPU and backend calls per refresh, one sync worker per
         # AUTH_ROLES_FROM, side by side.
         for mode in modes:
@@ -926,10 +1177,12 @@ def main() -> int:
         print(f"\n### AUTH_TOKEN_STORAGE={mode}")
         print(proxy_table(per_mode[mode]["d_proxy_vs_direct"], mode))
         print(refresh_cpu_table(per_mode[mode]["e_refresh_cpu"], mode))
+        print(session_stores_table(per_mode[mode]["g_session_stores"], mode))
     m = results["machine"]
     print(
         f"\n### Summary\n\nMachine: {m['cpu']}, {m['cores']} cores, Python {m['python']}; "
-        f"{label}; gunicorn, {args.workers} sync workers per server.\n"
+        f"{label}; gunicorn, {args.workers} sync workers per server; {load_average()} "
+        "at the end.\n"
     )
     print(summary_table(results, modes))
     if len(modes) == 2:
