@@ -77,7 +77,9 @@ class SessionStore(DatabaseSessionStore):
             )
         except self.model.DoesNotExist:
             # As Django's stores do: a key with no live session is not reused,
-            # so the next save creates a new one (no session fixation).
+            # so the next save creates a new one (no session fixation). The
+            # setter is SessionBase's own, private: every store of Django's
+            # sets it so (test_an_expired_session_reads_as_empty_and_gets_no_key).
             self._session_key = None
             return {}
         self.prefetched_user = row.user

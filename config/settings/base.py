@@ -158,7 +158,9 @@ else:
 # Sessions live in the database, with or without Redis. Not cached_db: a
 # session flushed while Redis is down would come back from Redis once it
 # answers again (a signed-out user signed in again, an older token record).
-# accounts.sessions is Django's database store with a leaner read.
+# accounts.sessions is Django's database store reading the session and its
+# user in one query (the ORM's select_related); accounts.sessions_raw is the
+# same store with its two statements written by hand (docs/settings.md).
 SESSION_ENGINE = env("SESSION_ENGINE", default="accounts.sessions")
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
