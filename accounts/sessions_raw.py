@@ -4,9 +4,13 @@ accounts/sessions.py with its two statements written by hand instead of
 built by the ORM: the read is one parameterised join whose rows are
 converted as a queryset would (`get_db_converters`, `Model.from_db`), the
 save of an existing session one UPDATE over a column list. It saves the ORM
-compiling each query; bench/README.md ("Session stores") measures whether
-that is worth it. Everything else (the row's columns, `touch`, creating,
-expiry, cycling the key) is accounts/sessions.py's store.
+compiling the query on every request: 0.8-1.7 ms of app CPU per warm
+signed-in page in `make bench` (g) (bench/README.md, "(g) Session stores"),
+which is why it is kept, opt-in. The price: those converters, `from_db` and
+the column lists are Django's internals and this module's to keep in step
+with the model; tests/test_sessions.py runs every test against both stores.
+Everything else (the row's columns, `touch`, creating, expiry, cycling the
+key) is accounts/sessions.py's store.
 """
 
 from functools import cache
@@ -20,10 +24,16 @@ from . import sessions
 
 
 class SessionStore(sessions.SessionStore):
+    """accounts.sessions' store, reading and updating its row with hand-written SQL.
+
+    Same rows, same `prefetched_user` and `last_seen` after `load()`. A column
+    added to `accounts.Session` must be added to `_update_statement` too.
+    """
+
     def save(self, must_create=False):
         if must_create or self.session_key is None:
             return super().save(must_create=must_create)
-        instance = self.create_model_instance(self._get_session())
+        instance = self.create_model_instance(dict(self.items()))
         connection = connections[router.db_for_write(self.model, instance=instance)]
         adapt = connection.ops.adapt_datetimefield_value
         params = [

@@ -171,6 +171,19 @@ def test_saving_an_existing_session_is_one_statement():
     assert SessionStore(session_key=key).load() == {SESSION_KEY: str(user.pk), "who": "€"}
 
 
+def test_saving_an_existing_session_writes_every_column_of_the_row():
+    """A column added to accounts.Session is saved by both stores (the raw one lists them)."""
+    key = saved({"who": "é"})
+    store = SessionStore(session_key=key)
+    store["who"] = "€"
+    with CaptureQueriesContext(connection) as queries:
+        store.save()
+    (update,) = [q["sql"] for q in queries.captured_queries]
+    assignments = update.split(" SET ", 1)[1].split(" WHERE ", 1)[0]
+    columns = [f.column for f in Session._meta.concrete_fields if not f.primary_key]
+    assert [c for c in columns if connection.ops.quote_name(c) not in assignments] == []
+
+
 def test_saving_a_session_deleted_meanwhile_is_an_update_error():
     key = saved({"who": "someone"})
     store = SessionStore(session_key=key)
