@@ -30,7 +30,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from jwt.exceptions import InvalidJTIError, InvalidSubjectError
 
-from . import metrics
+from . import signals
 from .conf import conf
 from .models import Session
 from .reasons import Reason
@@ -184,7 +184,7 @@ def logout(request: HttpRequest) -> JsonResponse:
         cache.delete(replay_key)  # nothing was ended: the backend may send it again
         raise
     if ended:
-        metrics.sign_out(Reason.BACKCHANNEL, ended)
+        signals.sign_out(Reason.BACKCHANNEL, ended)
     logger.info(
         "Back-channel sign-out of backend user %s%s: %s session(s) ended",
         claims.user_id[:128],

@@ -11,7 +11,7 @@ it moves a late tab on, sets the current pair and the cookies to send back.
 import logging
 from typing import TYPE_CHECKING
 
-from . import metrics, refresh
+from . import refresh, signals
 from .client import Tokens
 from .conf import conf
 from .cookies import BackendCookie
@@ -83,7 +83,7 @@ class PairCheck:
             return False
         self.state.tokens = Tokens(access=access, refresh=self.incoming.refresh)
         self.state.delivery.outgoing = [c for c in found.cookies if c.name == conf.access_cookie]
-        metrics.refresh_served("shared", 0.0)  # another request's refresh, kept
+        signals.refresh_served("shared", 0.0)  # another request's refresh, kept
         return True
 
     def _catch_up_late_tab(self, record: TokenRecord) -> bool:
@@ -105,7 +105,7 @@ class PairCheck:
                 logger.debug("An older pair of this session; sending it the current one")
                 self.state.tokens = Tokens(access=pair.access, refresh=token)
                 self.state.delivery.outgoing = list(gathered.values())
-                metrics.refresh_served("shared", 0.0)  # another request's refresh, kept
+                signals.refresh_served("shared", 0.0)  # another request's refresh, kept
                 return True
         return False
 

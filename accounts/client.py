@@ -27,7 +27,7 @@ from requests.structures import CaseInsensitiveDict
 from requests.utils import get_encoding_from_headers
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
-from . import clock, metrics, requestid
+from . import clock, requestid, signals
 from .conf import conf
 from .cookies import COOKIE_VALUE, BackendCookie, parse_set_cookies
 from .exceptions import (
@@ -712,7 +712,7 @@ class AuthApiClient:
             )
         finally:
             label = endpoint or _endpoint(path)
-            metrics.backend_call(label, status, time.monotonic() - started)
+            signals.backend_call(label, status, time.monotonic() - started)
 
     @staticmethod
     def _expect_success(answer: "BackendAnswer", path: str, allowed=(200, 201, 204)) -> None:

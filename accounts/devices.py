@@ -23,7 +23,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
-from . import metrics, revocations
+from . import revocations, signals
 from .models import Session
 from .reasons import Reason
 from .record import SESSION_KEY as RECORD_KEY
@@ -175,7 +175,7 @@ def end_many(session_keys: Iterable[str], *, revoke: bool = True) -> int:
             record = TokenRecord.from_session_value(data.get(RECORD_KEY))
             revoker.revoke(tokens, record=record)
         store.delete(session_key)
-        metrics.sign_out(Reason.ENDED_ELSEWHERE)
+        signals.sign_out(Reason.ENDED_ELSEWHERE)
         ended += 1
         logger.info("Session of user %s ended from elsewhere", data.get("_auth_user_id", "?"))
     return ended

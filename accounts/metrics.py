@@ -1,7 +1,8 @@
 """What the sign-in and refresh path is doing, for operators: Prometheus metrics.
 
-The functions below are the one place an event is recorded, and each records
-it on both sides: in Prometheus metrics (`/metrics`, only with AUTH_METRICS,
+The functions below are the one place an event is recorded (the core sends
+its events as signals, accounts/signals.py, and the receivers below call
+them), and each records it on both sides: in Prometheus metrics (`/metrics`, only with AUTH_METRICS,
 answering only AUTH_METRICS_ALLOWED_IPS or the bearer AUTH_METRICS_TOKEN) and
 in the per-minute timeline the admin's health page draws
 (accounts/timeline.py, always), with the same labels and the same latency
@@ -21,6 +22,7 @@ import os
 
 from django.db import DatabaseError
 from django.db.models import Count
+from django.dispatch import receiver
 from django.http import Http404, HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
@@ -34,7 +36,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
-from . import timeline
+from . import signals, timeline
 from .conf import conf
 from .events import LATENCY, LATENCY_BUCKETS, REFRESH_WAIT
 from .forwarded import client_ip
@@ -117,6 +119,55 @@ def throttle(decision: str) -> None:
 
 def proxy(status: int) -> None:
     _count(PROXY, "proxy", str(status))
+
+
+# --- the core's events (accounts/signals.py), each recorded by the function above ----
+# Each receiver looks its function up when called, so a test may replace one.
+
+
+@receiver(signals.refresh_call_ended)
+def _refresh_call_ended(sender, *, outcome, **kwargs):
+    refresh_call(outcome)
+
+
+@receiver(signals.refresh_result_served)
+def _refresh_result_served(sender, *, how, waited, **kwargs):
+    refresh_served(how, waited)
+
+
+@receiver(signals.refresh_waited)
+def _refresh_waited(sender, *, seconds, **kwargs):
+    refresh_wait(seconds)
+
+
+@receiver(signals.refresh_reuse_suspected)
+def _refresh_reuse_suspected(sender, **kwargs):
+    reuse_suspect()
+
+
+@receiver(signals.backend_called)
+def _backend_called(sender, *, endpoint, status, seconds, **kwargs):
+    backend_call(endpoint, status, seconds)
+
+
+@receiver(signals.sign_in_ended)
+def _sign_in_ended(sender, *, outcome, **kwargs):
+    sign_in(outcome)
+
+
+@receiver(signals.sessions_ended)
+def _sessions_ended(sender, *, reason, count, **kwargs):
+    sign_out(reason, count)
+
+
+@receiver(signals.throttle_decided)
+def _throttle_decided(sender, *, decision, **kwargs):
+    throttle(decision)
+
+
+@receiver(signals.proxy_answered)
+def _proxy_answered(sender, *, status, **kwargs):
+    proxy(status)
 
 
 def _count(metric: Counter, series: str, label: str, n: int = 1) -> None:

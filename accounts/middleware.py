@@ -10,7 +10,7 @@ from django.http import HttpRequest
 from django.shortcuts import render
 from django.utils.functional import SimpleLazyObject
 
-from . import metrics
+from . import signals
 from .backends import offering
 from .conf import conf
 from .exceptions import BackendError, SessionEnded, Throttled, TokensRefused
@@ -90,7 +90,7 @@ class TokenRefreshMiddleware:
         _touch(request)
         match = request.resolver_match
         if match is not None and match.view_name == "api-proxy":
-            metrics.proxy(response.status_code)  # whatever answered: the view or an error
+            signals.proxy(response.status_code)  # whatever answered: the view or an error
         return response
 
     def process_view(self, request: HttpRequest, view_func, view_args, view_kwargs):

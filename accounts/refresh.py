@@ -46,7 +46,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import close_old_connections
 
-from . import metrics, shape
+from . import shape, signals
 from .client import RefreshRefused, Tokens, get_client
 from .conf import conf
 from .cookies import BackendCookie
@@ -237,29 +237,29 @@ def _call_backend(refresh_token: str, key: str, entry: dict, keep_for: int) -> O
             # The claim was won twice (an entry the cache lost, a failover):
             # the token may be spent already, so it is not sent again.
             logger.error("A refresh token was about to be presented twice; not sent")
-            metrics.reuse_suspect()
+            signals.reuse_suspect()
             return _finished(key, entry, UNKNOWN, keep_for)
         try:
             cookies = get_client().refresh(refresh_token)
         except RefreshRefused:
             logger.info("The backend refused a refresh token")
-            metrics.refresh_call("refused")
+            signals.refresh_call("refused")
             return _finished(key, entry, REFUSED, keep_for)
         except BackendError as exc:
             shape.report(exc)
             if exc.maybe_processed:
                 logger.warning("Refresh outcome unknown (%s); its session will end", exc)
-                metrics.refresh_call("unknown")
+                signals.refresh_call("unknown")
                 return _finished(key, entry, UNKNOWN, keep_for)
             logger.warning("Refresh never reached the backend (%s); may be retried", exc)
-            metrics.refresh_call("transient")
+            signals.refresh_call("transient")
             cache.delete_many([key, presented])
             return None
         except Exception:
             logger.exception("Refresh call failed unexpectedly; its session will end")
-            metrics.refresh_call("unknown")
+            signals.refresh_call("unknown")
             return _finished(key, entry, UNKNOWN, keep_for)
-        metrics.refresh_call("ok")
+        signals.refresh_call("ok")
         new = Tokens().updated_by(cookies)
         done = {
             **entry,
@@ -423,7 +423,7 @@ def outcome(
         if state in (OK, REFUSED, UNKNOWN):
             # Another request's call answered this one: coalesced.
             waited = time.monotonic() - began
-            metrics.refresh_served("waited" if delay > 0.01 else "shared", waited)
+            signals.refresh_served("waited" if delay > 0.01 else "shared", waited)
             if state == OK:
                 return _collect(refresh_token, entry, binding)
             return Outcome(state=state)
@@ -458,7 +458,7 @@ def patience(entry: dict, deadline: float | None) -> float:
 def _waited(began: float, deadline: float | None) -> None:
     # Only a request that may wait counts: a background look never waits.
     if deadline is not None:
-        metrics.refresh_wait(time.monotonic() - began)
+        signals.refresh_wait(time.monotonic() - began)
 
 
 def _owner_died(key: str, entry: dict) -> bool:

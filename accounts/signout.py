@@ -15,7 +15,7 @@ from django.contrib import messages
 from django.contrib.auth import logout
 from django.http import HttpRequest
 
-from . import metrics
+from . import signals
 from .reasons import Reason
 
 logger = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ def end_session(request: HttpRequest, reason: Reason) -> None:
     user_id = getattr(getattr(request, "user", None), "backend_id", None)
     log = logger.warning if reason.suspicious else logger.info
     log("Session of backend user %s ended: %s", user_id, reason)
-    metrics.sign_out(reason)
+    signals.sign_out(reason)
     TokenState.of(request).forget()
     logout(request)
     if reason.message is not None:

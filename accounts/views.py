@@ -22,7 +22,7 @@ from django.utils.translation import ngettext
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from . import cookies, metrics, revocations, shape, throttle
+from . import cookies, revocations, shape, signals, throttle
 from .conf import conf
 from .exceptions import (
     BackendError,
@@ -103,17 +103,17 @@ class LoginView(SafeNextMixin, auth_views.LoginView):
         # Counted before the password is checked, settled after (accounts/throttle.py).
         self.attempt = throttle.SignInAttempt(request, email=request.POST.get("email", "")[:254])
         wait = self.attempt.start()
-        metrics.throttle("allowed" if wait is None else "refused")
+        signals.throttle("allowed" if wait is None else "refused")
         if wait is not None:
-            metrics.sign_in("throttled")
+            signals.sign_in("throttled")
             return self._throttled(wait)
         try:
             return super().post(request, *args, **kwargs)
         except Throttled as exc:
-            metrics.sign_in("throttled")
+            signals.sign_in("throttled")
             return self._throttled(exc.retry_after)
         except CookieTooLarge:
-            metrics.sign_in("token_too_large")
+            signals.sign_in("token_too_large")
             # The tokens were revoked and nothing was set; the log says which
             # cookie and how large (accounts/backends.py).
             return self._service_error(
@@ -125,7 +125,7 @@ class LoginView(SafeNextMixin, auth_views.LoginView):
                 ),
             )
         except BackendProtocolError as exc:
-            metrics.sign_in("backend_unusable")
+            signals.sign_in("backend_unusable")
             # The message names what did not fit and the setting that fixes it.
             logger.error("Sign-in failed: the backend's answer did not fit the settings: %s", exc)
             shape.report(exc)
@@ -138,7 +138,7 @@ class LoginView(SafeNextMixin, auth_views.LoginView):
                 ),
             )
         except BackendError as exc:
-            metrics.sign_in("backend_down")
+            signals.sign_in("backend_down")
             logger.warning("Sign-in service unavailable: %s", exc)
             response = self._service_error(
                 503,
@@ -190,7 +190,7 @@ class LoginView(SafeNextMixin, auth_views.LoginView):
         # login() runs here; the token middleware records the pair in the new
         # session and relays the cookies as the response goes out.
         self.attempt.succeeded()
-        metrics.sign_in("ok")
+        signals.sign_in("ok")
         response = super().form_valid(form)
         user = form.get_user()
         name = user.get_full_name() or user.email
@@ -200,10 +200,10 @@ class LoginView(SafeNextMixin, auth_views.LoginView):
     def form_invalid(self, form):
         # Wrong credentials and refused accounts count; a malformed form does not.
         if form.has_error("__all__", "invalid_login"):
-            metrics.sign_in("wrong_password")
+            signals.sign_in("wrong_password")
             self.attempt.failed()
         elif form.has_error("__all__", "access_refused"):
-            metrics.sign_in("no_allowed_role")
+            signals.sign_in("no_allowed_role")
             self.attempt.failed()
         return super().form_invalid(form)
 
@@ -276,7 +276,7 @@ class LogoutView(SafeNextMixin, auth_views.LogoutView):
                     "Sign-out without the database: the backend was not told: %s", revoker.failure
                 )
                 reason = Reason.REVOCATION_LOST
-        metrics.sign_out(reason)
+        signals.sign_out(reason)
         messages.add_message(request, messages.INFO, reason.message, fail_silently=True)
         response = self._json(reason) if wants_json(request) else redirect(self.get_success_url())
         cookies.delete(response, conf.token_cookies)

@@ -9,7 +9,7 @@ from accounts import events, timeline
 from accounts.reasons import Reason
 
 ROOT = Path(__file__).resolve().parent.parent
-# accounts/metrics.py's event functions that take a label, and the series it goes to.
+# accounts/signals.py's event functions that take a label, and the series it goes to.
 LABELLED = {
     "refresh_call": "refresh",
     "refresh_served": "refresh_served",
@@ -28,7 +28,8 @@ def literals(node: ast.expr) -> list[str]:
 
 
 def event_calls() -> list[tuple[str, str, str]]:
-    """Return (where, function, label) for each `metrics.<function>("label", …)` in the app."""
+    """Return (where, function, label) for each `signals.<function>("label", …)` in the app
+    (the core reports events through accounts/signals.py; metrics.py records them)."""
     found = []
     for path in sorted([*ROOT.glob("accounts/**/*.py"), *ROOT.glob("dashboard/**/*.py")]):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -36,7 +37,7 @@ def event_calls() -> list[tuple[str, str, str]]:
                 isinstance(node, ast.Call)
                 and isinstance(node.func, ast.Attribute)
                 and isinstance(node.func.value, ast.Name)
-                and node.func.value.id == "metrics"
+                and node.func.value.id == "signals"
                 and node.func.attr in LABELLED
                 and node.args
             ):

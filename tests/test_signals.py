@@ -1,0 +1,83 @@
+"""accounts/signals.py: the core reports its events as signals; metrics.py is one receiver,
+and a project may connect its own."""
+
+import logging
+
+from django.test import Client
+
+from accounts import signals
+from accounts.reasons import Reason
+from tests import fakes
+
+LOGIN = "/accounts/login/"
+ADMIN_FORM = {"email": "admin@example.com", "password": "admin-demo-pass"}
+
+
+def test_a_projects_receiver_hears_each_sign_in_and_sign_out(db, backend):
+    heard = []
+
+    def sign_in(sender, *, outcome, **kwargs):
+        heard.append(("sign_in", outcome))
+
+    def ended(sender, *, reason, count, **kwargs):
+        heard.append(("ended", reason, count))
+
+    signals.sign_in_ended.connect(sign_in)
+    signals.sessions_ended.connect(ended)
+    try:
+        backend.post(f"{fakes.BASE}/auth/login", status=401, json={"message": "Unauthorized"})
+        Client().post(LOGIN, ADMIN_FORM)
+        client = fakes.sign_in_client(Client(), "admin")
+        fakes.stub_logout(backend)
+        client.post("/accounts/logout/")
+    finally:
+        signals.sign_in_ended.disconnect(sign_in)
+        signals.sessions_ended.disconnect(ended)
+
+    assert heard == [("sign_in", "wrong_password"), ("ended", Reason.USER, 1)]
+
+
+def test_a_receiver_that_fails_costs_no_one_a_page_nor_the_metrics(
+    db, backend, monkeypatch, caplog
+):
+    from accounts import metrics
+
+    counted = []
+    monkeypatch.setattr(metrics, "sign_in", counted.append)
+
+    def broken(sender, **kwargs):
+        raise RuntimeError("an audit log that is down")
+
+    signals.sign_in_ended.connect(broken)
+    try:
+        backend.post(f"{fakes.BASE}/auth/login", status=401, json={"message": "Unauthorized"})
+        with caplog.at_level(logging.ERROR, logger="django.dispatch"):
+            response = Client().post(LOGIN, ADMIN_FORM)
+    finally:
+        signals.sign_in_ended.disconnect(broken)
+
+    assert response.status_code == 200  # the form again, with its error
+    assert counted == ["wrong_password"]
+    (logged,) = [r for r in caplog.records if r.name == "django.dispatch"]
+    assert "an audit log that is down" in logged.getMessage()
+
+
+def test_the_core_sends_and_never_imports_the_metrics():
+    """accounts/metrics.py listens; nothing else in the token core names it."""
+    import ast
+    from pathlib import Path
+
+    accounts = Path(__file__).resolve().parent.parent / "accounts"
+    importers = []
+    for path in accounts.glob("*.py"):
+        if path.name in {"metrics.py", "apps.py", "urls.py"}:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + [alias.name for alias in node.names]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            if any(name.split(".")[-1] == "metrics" for name in names):
+                importers.append(path.name)
+    assert importers == []
