@@ -19,7 +19,7 @@ from .exceptions import (
 from .forwarded import client_ip
 from .models import User
 from .record import COOKIES
-from .shape import shared_roles
+from .rolematch import roles_allowed
 from .slots import Slots
 from .state import TokenState
 
@@ -43,11 +43,6 @@ def offering(user):
 
 
 _sign_in_slots = Slots("sign-ins", "AUTH_LOGIN_CONCURRENCY")
-
-
-def roles_allowed(roles) -> bool:
-    """Return whether `roles` share one with AUTH_ALLOWED_ROLES (the signIn callback)."""
-    return bool(shared_roles(roles, conf.allowed_roles))
 
 
 def _revoke(tokens: Tokens) -> None:
@@ -74,6 +69,10 @@ class AuthApiBackend(BaseBackend):
     AUTH_LOGIN_CONCURRENCY sign-ins of a process are at the backend at once
     (`accounts.slots.Slots`); one over it is `BackendUnavailable` too.
     """
+
+    # Its sessions hold the API's tokens: the token middleware looks after them
+    # (accounts/state.py); a local account's (ModelBackend) it leaves alone.
+    keeps_api_tokens = True
 
     def authenticate(self, request: HttpRequest | None, email=None, password=None, **kwargs):
         if email is None or password is None:

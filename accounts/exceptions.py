@@ -16,6 +16,8 @@ the clauses. Messages carry the method, path and status, never a token.
 
 from typing import TYPE_CHECKING
 
+from .outline import outline
+
 if TYPE_CHECKING:
     from .reasons import Reason
 
@@ -69,8 +71,6 @@ class ShapeMismatch(BackendProtocolError):
     """
 
     def __init__(self, what: str, setting: str, candidates=(), data=None):
-        from .shape import outline
-
         candidates = list(candidates)
         if candidates:
             found = f"found {', '.join(candidates[:4])}: set {setting}={candidates[0]}"

@@ -5,9 +5,10 @@ from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import AbstractUser, Group, UserManager
 from django.contrib.sessions.base_session import AbstractBaseSession
 from django.db import models, transaction
+from django.utils.module_loading import import_string
 
 from .conf import conf
-from .shape import shared_roles
+from .rolematch import shared_roles
 
 
 @dataclass(frozen=True)
@@ -120,9 +121,9 @@ class Session(AbstractBaseSession):
 
     @classmethod
     def get_session_store_class(cls):
-        from .sessions import SessionStore
-
-        return SessionStore
+        # The store SESSION_ENGINE names (accounts.sessions or accounts.sessions_raw);
+        # both keep their sessions in this model, and accounts.E016 refuses any other.
+        return import_string(f"{settings.SESSION_ENGINE}.SessionStore")
 
 
 class LoginCounter(models.Model):

@@ -27,6 +27,7 @@ from .exceptions import BackendError, RefreshPending, SessionEnded, TokensRefuse
 from .models import User, UserProfile
 from .reasons import Reason
 from .record import access_expiry, token_hash
+from .rolematch import roles_allowed
 from .slots import Slots
 
 if TYPE_CHECKING:
@@ -252,8 +253,6 @@ class Renewal:
 
     def apply_profile(self, profile: UserProfile) -> None:
         """Update the user from a fresh profile; end the session if it is not theirs any more."""
-        from .backends import roles_allowed
-
         state = self.state
         if profile.id != state.record.user_id:
             state.end(Reason.OTHER_USER)

@@ -12,7 +12,7 @@ from django.shortcuts import resolve_url
 from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy as _
 
-from .shape import shared_roles
+from .rolematch import shared_roles
 
 
 def user_has_role(user, *roles: str) -> bool:

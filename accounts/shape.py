@@ -23,6 +23,8 @@ from typing import Any
 from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
 
+from .outline import outline
+
 logger = logging.getLogger(__name__)
 
 COOKIE, JSON, BEARER, HEADER, NONE = "cookie", "json", "bearer", "header", "none"
@@ -211,32 +213,6 @@ def paths(data: Any, prefix: str = "", *, depth: int = 4) -> Iterable[tuple[str,
         yield from paths(value, f"{path}.", depth=depth - 1)
 
 
-def outline(data: Any, *, depth: int = 3) -> str:
-    """The JSON's shape with every value masked: `{"id": <int>, "role": {"name": <str>}}`.
-
-    What the operator may read in a log line: names and types, never values.
-    """
-    if isinstance(data, Mapping):
-        if depth == 0:
-            return "{…}"
-        inner = ", ".join(
-            f'"{k}": {outline(v, depth=depth - 1)}' for k, v in list(data.items())[:12]
-        )
-        more = ", …" if len(data) > 12 else ""
-        return "{" + inner + more + "}"
-    if isinstance(data, list):
-        if not data:
-            return "[]"
-        if depth == 0:
-            return "[…]"
-        return f"[{outline(data[0], depth=depth - 1)}{', …' if len(data) > 1 else ''}]"
-    if isinstance(data, bool):
-        return "<bool>"
-    if data is None:
-        return "null"
-    return f"<{type(data).__name__}>"
-
-
 # --- roles --------------------------------------------------------------------
 
 
@@ -277,20 +253,6 @@ def role_names(value: Any, *, name_key: str = "name") -> tuple[str, ...]:
                 raise UnreadableRoles(f"a list holding {outline(item)}")
         return tuple(names)
     raise UnreadableRoles(f"{outline(value)}")
-
-
-def shared_roles(have: Iterable[str], wanted: Iterable[str]) -> set[str]:
-    """Return the roles of `wanted` that `have` holds, as `wanted` spells them.
-
-    Exactly as the backend spells them, or regardless of case with
-    AUTH_ROLES_CASE_INSENSITIVE (`Admin` holds `admin`).
-    """
-    from .conf import conf
-
-    if conf.roles_case_insensitive:
-        held = {str(role).casefold() for role in have}
-        return {role for role in wanted if role.casefold() in held}
-    return set(wanted) & set(have)
 
 
 def roles_candidates(data: Any) -> list[str]:

@@ -22,14 +22,19 @@ logger = logging.getLogger(__name__)
 
 
 def end_session(request: HttpRequest, reason: Reason) -> None:
-    """Sign the request's user out for `reason`; the response drops the token cookies."""
-    from .state import TokenState  # state imports this module
+    """Sign the request's user out for `reason`; the response drops the token cookies.
 
+    The request's token state (`request.token_state`, which accounts/state.py's
+    `TokenState.of` sets and every caller has made by now) forgets the pair, so
+    the response deletes the cookies wherever they were set.
+    """
     user_id = getattr(getattr(request, "user", None), "backend_id", None)
     log = logger.warning if reason.suspicious else logger.info
     log("Session of backend user %s ended: %s", user_id, reason)
     signals.sign_out(reason)
-    TokenState.of(request).forget()
+    state = getattr(request, "token_state", None)
+    if state is not None:
+        state.forget()
     logout(request)
     if reason.message is not None:
         messages.add_message(request, messages.INFO, reason.message, fail_silently=True)

@@ -53,10 +53,10 @@ def _signed_in_here(request: HttpRequest) -> bool:
 
 @functools.lru_cache(maxsize=16)
 def _is_token_backend(path: str) -> bool:
-    from .backends import AuthApiBackend
-
+    """Whether the authentication backend at `path` signs in with the auth API's tokens
+    (accounts.backends.AuthApiBackend and its subclasses say so: `keeps_api_tokens`)."""
     try:
-        return bool(path) and issubclass(import_string(path), AuthApiBackend)
+        return bool(path) and getattr(import_string(path), "keeps_api_tokens", False) is True
     except ImportError:
         return False
 

@@ -14,7 +14,7 @@ import jwt
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from accounts import shape
+from accounts import rolematch, shape
 from accounts.checks import check_auth_settings
 from accounts.client import AuthApiClient, BackendAnswer, Tokens, carry
 from accounts.conf import conf
@@ -252,7 +252,7 @@ class TestRoleMatching:
         assert user_has_role(user, "Admin")
         settings.AUTH_ROLES_CASE_INSENSITIVE = True
         assert user_has_role(user, "admin")
-        assert shape.shared_roles(["ADMIN", "x"], ["admin", "evaluator"]) == {"admin"}
+        assert rolematch.shared_roles(["ADMIN", "x"], ["admin", "evaluator"]) == {"admin"}
 
     def test_role_settings_are_read_per_request(self, settings):
         settings.DEMO_ADMIN_ROLES = ["Admin"]
