@@ -670,6 +670,41 @@ class TestServiceErrorPage:
             "Nothing was changed; please tell the site&#x27;s administrator.</p>",
         ]
 
+    def logged(self, caplog) -> list[tuple[str, str]]:
+        return [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "accounts.views"]
+
+    def test_an_answer_that_does_not_fit_says_so_and_the_log_says_what(
+        self, client, db, monkeypatch, caplog
+    ):
+        from accounts.backends import AuthApiBackend
+        from accounts.exceptions import BackendProtocolError
+
+        def unusable(self, request, email=None, password=None, **kwargs):
+            raise BackendProtocolError("POST /auth/login answered 422")
+
+        monkeypatch.setattr(AuthApiBackend, "authenticate", unusable)
+        assert self.alert(client.post(LOGIN, ADMIN_FORM).content.decode()) == [
+            "<h2>Sign-in could not be completed</h2>",
+            "<p>The sign-in service answered in a way this site could not use. Nothing "
+            "was changed; please try again later or tell the site&#x27;s administrator.</p>",
+        ]
+        assert self.logged(caplog) == [
+            (
+                "ERROR",
+                "Sign-in failed: the backend's answer did not fit the settings: "
+                "POST /auth/login answered 422",
+            )
+        ]
+
+    def test_a_backend_that_does_not_answer_is_a_warning_naming_the_call(
+        self, client, db, backend, caplog
+    ):
+        backend.post(f"{fakes.BASE}/auth/login", body=fakes.connection_refused())
+        assert client.post(LOGIN, ADMIN_FORM).status_code == 503
+        assert self.logged(caplog) == [
+            ("WARNING", "Sign-in service unavailable: POST /auth/login: ConnectionError")
+        ]
+
     @pytest.fixture
     def throttled(self, monkeypatch):
         from accounts import throttle
