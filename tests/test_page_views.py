@@ -696,11 +696,16 @@ class TestServiceErrorPage:
             )
         ]
 
-    def test_a_backend_that_does_not_answer_is_a_warning_naming_the_call(
+    def test_a_backend_that_does_not_answer_says_so_and_warns_naming_the_call(
         self, client, db, backend, caplog
     ):
         backend.post(f"{fakes.BASE}/auth/login", body=fakes.connection_refused())
-        assert client.post(LOGIN, ADMIN_FORM).status_code == 503
+        response = client.post(LOGIN, ADMIN_FORM)
+        assert (response.status_code, response["Retry-After"]) == (503, "5")
+        assert self.alert(response.content.decode()) == [
+            "<h2>Sign-in service unavailable</h2>",
+            "<p>We could not reach the sign-in service. Please try again in a moment.</p>",
+        ]
         assert self.logged(caplog) == [
             ("WARNING", "Sign-in service unavailable: POST /auth/login: ConnectionError")
         ]
