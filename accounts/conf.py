@@ -280,8 +280,9 @@ SETTINGS = (
     ),
     Setting(
         "AUTH_EXEMPT_URLS",
-        ["accounts:logout", "healthz"],
-        "URL names the token middleware leaves alone",
+        [],
+        "URL names the token middleware leaves alone, besides the views marked "
+        "`token_exempt` (sign-out, `/healthz`: accounts/decorators.py)",
         "exempt_urls",
     ),
     # Calls to the backend

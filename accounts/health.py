@@ -14,6 +14,7 @@ from django.views.decorators.cache import never_cache
 
 from .cache import cache_health
 from .client import get_client
+from .decorators import token_exempt
 from .exceptions import BackendError
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ def backend_health() -> BackendHealth:
     return BackendHealth(UNAVAILABLE, None, time.monotonic() - started, failure)
 
 
+@token_exempt  # a probe's request is nobody's session
 @never_cache
 def healthz(request: HttpRequest) -> JsonResponse:
     """Readiness: 200 when every part answers, else 503 with each part's state.

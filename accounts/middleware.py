@@ -89,11 +89,13 @@ class TokenRefreshMiddleware:
         state.finish(response)
         _touch(request)
         match = request.resolver_match
-        if match is not None and match.view_name == "api-proxy":
+        if match is not None and getattr(match.func, "is_token_proxy", False):
             signals.proxy(response.status_code)  # whatever answered: the view or an error
         return response
 
     def process_view(self, request: HttpRequest, view_func, view_args, view_kwargs):
+        if getattr(view_func, "token_exempt", False):
+            return None  # accounts/decorators.py
         match = request.resolver_match
         if match is not None and match.view_name in conf.exempt_urls:
             return None

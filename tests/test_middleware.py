@@ -127,13 +127,28 @@ class TestProcessView:
         middleware = Raising(None)
         logout = signed_in_request(RequestFactory().post("/accounts/logout/"))
         logout.resolver_match = resolve("/accounts/logout/")
-        assert middleware.process_view(logout, None, (), {}) is None
+        # Sign-out is marked token_exempt (accounts/decorators.py), whatever its URL's name.
+        assert middleware.process_view(logout, logout.resolver_match.func, (), {}) is None
         anonymous = page()
         anonymous.session, anonymous.user = {}, AnonymousUser()
         assert middleware.process_view(anonymous, None, (), {}) is None
         assert middleware.ran == 0
         middleware.process_view(signed_in_request(page()), None, (), {})
         assert middleware.ran == 1
+
+    def test_a_projects_view_marked_token_exempt_is_left_alone(self, signed_in_request):
+        from accounts.decorators import token_exempt
+
+        @token_exempt
+        def probe(request):
+            return "probed"
+
+        middleware = Raising(SessionEnded(Reason.REFUSED))
+        assert middleware.process_view(signed_in_request(page()), probe, (), {}) is None
+        assert middleware.ran == 0
+        assert probe(None) == "probed"  # the view itself is unchanged
+        middleware.process_view(signed_in_request(page()), lambda r: None, (), {})
+        assert middleware.ran == 1  # an unmarked view is checked
 
     def test_an_unresolved_request_is_checked_too(self, signed_in_request):
         request = signed_in_request(page())
