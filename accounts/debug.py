@@ -20,9 +20,10 @@ class TokenSafeExceptionReporterFilter(SafeExceptionReporterFilter):
     token either.
     """
 
-    # The packages whose functions hold tokens, passwords or sealed outcomes
-    # in their locals: the app's token core and the reference API.
-    TOKEN_PACKAGES = ("accounts", "authapi")
+    # The packages whose functions hold tokens, passwords or sealed outcomes in
+    # their locals: the token core. A project adds its own in a subclass (the
+    # demo adds the reference API: config/debug.py).
+    TOKEN_PACKAGES = ("accounts",)
 
     def is_active(self, request):
         return True

@@ -7,6 +7,7 @@ import re
 import secrets
 import sys
 import time
+import types
 from urllib.parse import urljoin, urlsplit
 
 import pytest
@@ -489,3 +490,28 @@ def test_at_refresh_a_failure_that_spent_nothing_keeps_the_session(signed_in, ba
     assert api.json()["error"] == "backend_unavailable"
     assert SESSION_KEY in client.session
     assert "refresh_token" not in page.cookies and "refresh_token" not in api.cookies
+
+
+def _holding_a_secret():
+    secret = "a-token"  # noqa: F841 - read from the frame
+    return sys._getframe()
+
+
+def _frame_in(module: str):
+    """A live frame of a function whose module is `module`, holding a local `secret`."""
+    as_if_there = types.FunctionType(_holding_a_secret.__code__, {"__name__": module, "sys": sys})
+    return as_if_there()
+
+
+def test_the_package_hides_its_own_frames_and_the_demo_adds_the_reference_api():
+    from accounts.debug import TokenSafeExceptionReporterFilter
+    from config.debug import DemoExceptionReporterFilter
+
+    package, demo = TokenSafeExceptionReporterFilter(), DemoExceptionReporterFilter()
+    api_frame, core_frame = _frame_in("authapi.views"), _frame_in("accounts.client")
+    hidden = package.cleansed_substitute
+    assert dict(package.get_traceback_frame_variables(None, core_frame))["secret"] == hidden
+    assert dict(demo.get_traceback_frame_variables(None, api_frame))["secret"] == hidden
+    # The package knows nothing of the reference API: a project's own code is its business.
+    shown = dict(package.get_traceback_frame_variables(None, api_frame))["secret"]
+    assert shown == "a-token"

@@ -170,7 +170,7 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 CSRF_FAILURE_VIEW = "accounts.views.csrf_failure"
-DEFAULT_EXCEPTION_REPORTER_FILTER = "accounts.debug.TokenSafeExceptionReporterFilter"
+DEFAULT_EXCEPTION_REPORTER_FILTER = "config.debug.DemoExceptionReporterFilter"
 # No inline script or style anywhere: the page's JavaScript and CSS are static
 # files, so an injected <script> has nowhere to run (and tokens are HttpOnly).
 CONTENT_SECURITY_POLICY = {
