@@ -58,7 +58,8 @@ class TokenRefreshMiddleware:
 
     Needs SessionMiddleware and AuthenticationMiddleware before it. It puts a
     `TokenState` on every request (`request.token_state`) and, for sessions
-    signed in through `AuthApiBackend` and views not named in AUTH_EXEMPT_URLS:
+    signed in through `AuthApiBackend`, on views neither marked `token_exempt`
+    (accounts/decorators.py) nor named in AUTH_EXEMPT_URLS:
 
     - ends the session when the cookies are not the session's own pair
       (`TokenState.check`);
