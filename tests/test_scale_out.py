@@ -61,6 +61,13 @@ def test_round_robin_across_two_servers_through_several_expiries(cluster):
     browser = sign_in(a.url)
     before = api.stats()
     statuses = []
+    # Every refresh token the browser holds, in order: each refresh the API
+    # made must reach the browser (none wasted, none presented twice).
+    held = [browser.cookies.get("refresh_token")]
+
+    def note_held() -> None:
+        if browser.cookies.get("refresh_token") != held[-1]:
+            held.append(browser.cookies.get("refresh_token"))
 
     for _ in range(EXPIRIES):
         # While the token is fresh: request by request, alternating servers.
@@ -70,6 +77,7 @@ def test_round_robin_across_two_servers_through_several_expiries(cluster):
                 break
             response = browser.get(f"{next(balancer)}{path}", allow_redirects=False, timeout=30)
             statuses.append(response.status_code)
+            note_held()
         # The token expires; a burst lands on both servers at once.
         wait_until_access_expired(browser)
         urls = [f"{next(balancer)}{PAGES[i % len(PAGES)]}" for i in range(12)]
@@ -78,10 +86,18 @@ def test_round_robin_across_two_servers_through_several_expiries(cluster):
         renewed = {r.cookies.get("refresh_token") for r in responses} - {None}
         assert len(renewed) == 1
         adopt_burst_cookies(browser, responses)
+        note_held()
 
     after = api.stats()
     assert set(statuses) == {200}, statuses
-    assert after["refresh"] - before["refresh"] == EXPIRIES
+    # One refresh per expiry. A request of the fresh phase that reaches a
+    # server late (a loaded machine) may find the token inside the refresh
+    # leeway and renew it early: that renewal is an expiry of its own, and the
+    # browser holds its pair, so count the pairs the browser went through.
+    renewals = len(held) - 1
+    assert len(set(held)) == len(held)
+    assert renewals >= EXPIRIES
+    assert after["refresh"] - before["refresh"] == renewals
     assert after["reuse_detected"] - before["reuse_detected"] == 0
     assert after["refresh_rejected"] - before["refresh_rejected"] == 0
     # Still signed in on both servers with the last cookies.
