@@ -124,6 +124,38 @@ def test_open_redirect_attempts_land_on_this_host(client, db, admin_backend, tar
     assert not response["Location"].startswith("//")
 
 
+@pytest.mark.parametrize(
+    "target",
+    # Django takes each of these as naming this very host, so it would let them through;
+    # a browser reads a leading backslash as a slash, so they start like a host.
+    ["/\\testserver/dashboard/", "\\\\testserver/dashboard/"],
+)
+def test_a_next_starting_like_a_host_is_refused_even_naming_this_host(
+    client, db, admin_backend, target
+):
+    response = sign_in(client, next=target)
+    assert response["Location"] == "/dashboard/"
+
+
+def test_an_absolute_next_on_this_host_is_followed(client, db, admin_backend):
+    response = sign_in(client, next="http://testserver/dashboard/evaluations/")
+    assert response["Location"] == "http://testserver/dashboard/evaluations/"
+
+
+@pytest.mark.parametrize(
+    ("target", "location"),
+    [
+        ("http://testserver/dashboard/evaluations/", "/dashboard/"),
+        ("https://testserver/dashboard/evaluations/", "https://testserver/dashboard/evaluations/"),
+    ],
+)
+def test_a_sign_in_over_https_never_goes_on_over_plain_http(
+    client, db, admin_backend, target, location
+):
+    response = client.post(LOGIN, {**ADMIN_FORM, "next": target}, secure=True)
+    assert response["Location"] == location
+
+
 class TestRefusals:
     def test_wrong_password_shows_the_form_again(self, client, db, backend):
         fakes.stub_login(backend, status=401, json={"message": "Invalid credentials, user 7"})

@@ -170,6 +170,15 @@ class TestCsrfFailurePage:
         body = client.post(LOGIN, {**ADMIN_FORM, "next": next_url}).content.decode()
         assert '<a class="button" href="/accounts/login/" id="csrf-back">' in body
 
+    def test_over_https_a_plain_http_next_is_not_carried(self, db):
+        client = Client(enforce_csrf_checks=True)
+        next_url = "http://testserver/dashboard/evaluations/"
+        body = client.post(LOGIN, {**ADMIN_FORM, "next": next_url}, secure=True).content.decode()
+        assert '<a class="button" href="/accounts/login/" id="csrf-back">' in body
+        # The same form over plain HTTP keeps it: it is this host's page.
+        body = client.post(LOGIN, {**ADMIN_FORM, "next": next_url}).content.decode()
+        assert "id=\"csrf-back\"" in body and "evaluations" in body
+
     def test_scripts_still_get_json(self, db):
         client = Client(enforce_csrf_checks=True)
         response = client.post(LOGIN, ADMIN_FORM, headers={"Accept": "application/json"})
