@@ -7,11 +7,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 APP_ADDR ?= 127.0.0.1:8000
 API_ADDR ?= 127.0.0.1:8001
-# pytest-xdist, two workers per core (`-n auto`: tests/conftest.py), one file per worker
+# pytest-xdist, three workers per core (`-n auto`: tests/conftest.py), one file per worker
 # at a time so a module's servers start once, handed out longest first
 # (--no-loadscope-reorder keeps that order instead of xdist's "most tests first").
-# PYTEST_ARGS="-k login" picks tests and runs them in one process. 326 s for 2,026
-# tests on the quiet 2-core VM (docs/testing.md).
+# PYTEST_ARGS="-k login" picks tests and runs them in one process. 289 s for 2,032
+# tests on the quiet 2-core VM, from a fresh clone (docs/testing.md).
 PYTEST_ARGS ?= -n auto --dist loadfile --no-loadscope-reorder
 
 .PHONY: run test setup lint clean soak bench mutate mutate-clean
