@@ -110,7 +110,12 @@ class PairCheck:
         return False
 
     def _adopt_newer_cookies(self, record: TokenRecord) -> bool:
-        """Cookies newer than the record (a concurrent request's save was lost): adopt them."""
+        """Cookies newer than the record (a concurrent request's save was lost): adopt them.
+
+        The walk goes on past a step that issued the cookies' refresh token with
+        another access token: a backend that keeps its refresh token on some
+        refreshes answers with the same one in the next round too.
+        """
         refresh_hash, round_ = record.refresh_hash, record.round
         target = token_hash(self.incoming.refresh)
         for _ in range(MAX_CHAIN):
@@ -118,9 +123,9 @@ class PairCheck:
             if step is None:
                 return False
             access_hash, refresh_hash, round_ = step
-            if refresh_hash == target:
-                if self.incoming.access and not hash_matches(self.incoming.access, access_hash):
-                    return False
+            if refresh_hash == target and (
+                not self.incoming.access or hash_matches(self.incoming.access, access_hash)
+            ):
                 self.state.set_record(
                     record.renewed(
                         access=self.incoming.access,

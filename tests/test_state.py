@@ -5,6 +5,7 @@ RequestFactory request with a real session where a branch is easier to reach.
 """
 
 import functools
+import logging
 import threading
 import time
 import types
@@ -18,7 +19,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.http import HttpResponse
 from django.test import Client
 
-from accounts import checking, delivery, refresh, renewal, vault
+from accounts import checking, delivery, refresh, renewal, signals, vault
 from accounts.client import Tokens
 from accounts.cookies import BackendCookie
 from accounts.exceptions import BackendUnavailable, RefreshPending, SessionEnded
@@ -503,6 +504,113 @@ class TestLateTab:
         assert_signed_out(client, client.get("/dashboard/"))
 
 
+class TestLateTabOfABackendThatRotatesSometimes:
+    """A backend that keeps its refresh token for some refreshes and rotates it on others
+    (rotation by age): a late tab is moved on across both kinds of round."""
+
+    def two_rounds(self, client, backend):
+        """Round 0 of refresh-1 keeps it (acc 2), round 1 rotates it (acc 3, refresh-2)."""
+        second, third = fakes.access_jwt(ttl=-5), fakes.access_jwt()
+        fakes.stub_refresh(backend, access=second, refresh="refresh-1")
+        fakes.stub_refresh(backend, access=third, refresh="refresh-2")
+        fakes.stub_me(backend)
+        client.get(NEEDS_TOKEN)
+        assert (record_of(client).refresh_hash, record_of(client).round) == (
+            token_hash("refresh-2"),
+            0,
+        )
+        return second, third
+
+    def test_a_tab_from_before_both_rounds_gets_the_current_pair(self, signed_in, backend, caplog):
+        first = fakes.access_jwt(ttl=-10)
+        client = signed_in(access=first)
+        _, third = self.two_rounds(client, backend)
+        client.cookies["access_token"], client.cookies["refresh_token"] = first, "refresh-1"
+        heard = []
+
+        def served(sender, *, how, waited, **kwargs):
+            heard.append((how, waited))
+
+        signals.refresh_result_served.connect(served)
+        try:
+            with caplog.at_level(logging.DEBUG, logger="accounts.checking"):
+                response = client.get("/dashboard/")
+        finally:
+            signals.refresh_result_served.disconnect(served)
+
+        assert response.status_code == 200
+        assert response.cookies["access_token"].value == third
+        assert response.cookies["refresh_token"].value == "refresh-2"
+        assert len(calls_to(backend, "/auth/refresh")) == 2
+        assert heard == [("shared", 0.0)]  # served another request's refresh, without waiting
+        assert "An older pair of this session; sending it the current one" in caplog.messages
+
+    def test_a_kept_chain_that_ends_elsewhere_than_the_sessions_pair_is_foreign(
+        self, signed_in, backend
+    ):
+        """The chain leads to the session's refresh token, but not to its access token."""
+        first = fakes.access_jwt(ttl=-10)
+        client = signed_in(access=first)
+        self.two_rounds(client, backend)
+        edit_record(client, access_hash=token_hash("an access token issued since"))
+        client.cookies["access_token"], client.cookies["refresh_token"] = first, "refresh-1"
+        assert_signed_out(client, client.get("/dashboard/"))
+
+
+class TestLateTabOfANonRotatingBackend:
+    def test_is_served_the_kept_access_token_and_says_so(self, signed_in, backend):
+        old, new = fakes.access_jwt(ttl=-10), fakes.access_jwt()
+        client = signed_in(access=old)
+        fakes.stub_refresh(backend, access=new, refresh="refresh-1")
+        fakes.stub_me(backend)
+        client.get(NEEDS_TOKEN)
+        client.cookies["access_token"] = old
+        heard = []
+
+        def served(sender, *, how, waited, **kwargs):
+            heard.append((how, waited))
+
+        signals.refresh_result_served.connect(served)
+        try:
+            response = client.get("/dashboard/")
+        finally:
+            signals.refresh_result_served.disconnect(served)
+
+        assert response.cookies["access_token"].value == new
+        assert heard == [("shared", 0.0)]
+
+    def test_then_refreshes_with_the_refresh_token_it_keeps(self, signed_in, backend):
+        """Its proxied call, refused for the kept access token, refreshes with the one
+        refresh token the backend keeps (the next round), and the call goes through."""
+        old, kept, newest = fakes.access_jwt(ttl=-10), fakes.access_jwt(), fakes.access_jwt()
+        client = signed_in(access=old)
+        fakes.stub_refresh(backend, access=kept, refresh="refresh-1")
+        fakes.stub_me(backend)
+        client.get(NEEDS_TOKEN)
+        backend.remove(responses.GET, f"{fakes.BASE}/users/me")
+        fakes.stub_me_by_token(backend, {newest: "admin"})
+        fakes.stub_refresh(backend, access=newest, refresh="refresh-1")
+        client.cookies["access_token"] = old
+
+        response = client.get("/api/users/me")
+
+        assert response.status_code == 200
+        assert sent_refresh_tokens(backend) == ["refresh-1", "refresh-1"]
+        assert response.cookies["access_token"].value == newest
+
+    def test_a_kept_access_token_that_is_no_longer_the_sessions_is_foreign(
+        self, signed_in, backend
+    ):
+        old, new = fakes.access_jwt(ttl=-10), fakes.access_jwt()
+        client = signed_in(access=old)
+        fakes.stub_refresh(backend, access=new, refresh="refresh-1")
+        fakes.stub_me(backend)
+        client.get(NEEDS_TOKEN)
+        edit_record(client, access_hash=token_hash("an access token issued since"))
+        client.cookies["access_token"] = old
+        assert_signed_out(client, client.get("/dashboard/"))
+
+
 class TestNewerCookies:
     """The record lost a concurrent request's save: the session's own newer pair is adopted."""
 
@@ -524,7 +632,74 @@ class TestNewerCookies:
         assert after.refresh_hash == token_hash("refresh-2")
         assert after.access_hash == token_hash("acc-2")
         assert after.generation == before.generation + 1
+        assert after.round == 0
         assert len(calls_to(backend, "/auth/refresh")) == 1
+
+    def test_two_rounds_ahead_across_a_kept_and_a_rotated_token_are_adopted(
+        self, signed_in, backend
+    ):
+        """The lost saves were a round that kept refresh-1 and one that rotated it."""
+        client = signed_in(access="acc-1")
+        fakes.stub_refresh(backend, access="acc-2", refresh="refresh-1")
+        fakes.stub_refresh(backend, access="acc-3", refresh="refresh-2")
+        fakes.stub_me(backend)
+        binding = record_of(client).binding
+        for round_ in (0, 1):
+            refresh.outcome(
+                "refresh-1",
+                binding=binding,
+                round_=round_,
+                keep_for=600,
+                deadline=time.monotonic() + 3,
+            )
+        client.cookies["access_token"], client.cookies["refresh_token"] = "acc-3", "refresh-2"
+
+        assert client.get("/dashboard/").status_code == 200
+        after = record_of(client)
+        assert (after.refresh_hash, after.access_hash, after.round) == (
+            token_hash("refresh-2"),
+            token_hash("acc-3"),
+            0,
+        )
+        assert len(calls_to(backend, "/auth/refresh")) == 2
+
+    def test_two_rounds_ahead_across_a_rotated_and_a_kept_token_are_adopted(
+        self, signed_in, backend
+    ):
+        """The lost saves rotated refresh-1 to refresh-2, then kept refresh-2: the cookies'
+        refresh token is the first step's, their access token the second's."""
+        client = signed_in(access="acc-1")
+        fakes.stub_refresh(backend, access="acc-2", refresh="refresh-2")
+        fakes.stub_refresh(backend, access="acc-3", refresh="refresh-2")
+        fakes.stub_me(backend)
+        binding = record_of(client).binding
+        for token, round_ in (("refresh-1", 0), ("refresh-2", 0)):
+            refresh.outcome(
+                token, binding=binding, round_=round_, keep_for=600, deadline=time.monotonic() + 3
+            )
+        client.cookies["access_token"], client.cookies["refresh_token"] = "acc-3", "refresh-2"
+
+        assert client.get("/dashboard/").status_code == 200
+        after = record_of(client)
+        assert (after.refresh_hash, after.access_hash, after.round) == (
+            token_hash("refresh-2"),
+            token_hash("acc-3"),
+            1,
+        )
+        assert len(calls_to(backend, "/auth/refresh")) == 2
+
+    def test_more_rounds_ahead_than_the_chain_limit_are_foreign(self, signed_in, backend):
+        client = signed_in(access="acc-1")
+        binding = record_of(client).binding
+        last = checking.MAX_CHAIN + 2
+        for n in range(2, last + 1):
+            fakes.stub_refresh(backend, access=f"acc-{n}", refresh=f"refresh-{n}")
+            refresh.outcome(
+                f"refresh-{n - 1}", binding=binding, keep_for=600, deadline=time.monotonic() + 3
+            )
+        client.cookies["access_token"] = f"acc-{last}"
+        client.cookies["refresh_token"] = f"refresh-{last}"
+        assert_signed_out(client, client.get("/dashboard/"))
 
     def test_with_the_wrong_access_token_are_foreign(self, signed_in, backend):
         client = signed_in(access="acc-1")
