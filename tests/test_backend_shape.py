@@ -8,6 +8,7 @@ tests/test_shapes.py and tests/test_authcheck.py.
 """
 
 import json
+import logging
 import time
 
 import jwt
@@ -574,6 +575,33 @@ class TestTheOperatorIsTold:
         kept = shape.reported()
         assert kept["setting"] == "AUTH_ME_ROLES_PATH"
         assert "found role" in kept["message"]
+
+    def test_a_profile_that_stops_fitting_at_a_refresh_keeps_the_session_and_is_shown(
+        self, signed_in, backend, locmem_cache, caplog
+    ):
+        client = signed_in(access=fakes.access_jwt(ttl=-10))
+        fakes.stub_refresh(backend, access=fakes.access_jwt())
+        fakes.stub_me(backend, json=BROCODERS_ME)
+        with caplog.at_level(logging.INFO, logger="accounts.renewal"):
+            response = client.post("/accounts/refresh/", headers={"Accept": "application/json"})
+        assert response.status_code in (200, 204)
+        assert fakes.calls_to(backend, "/auth/refresh")
+        assert "_auth_user_id" in client.session
+        kept = shape.reported()
+        assert kept["setting"] == "AUTH_ME_ROLES_PATH"
+        assert f"Profile not re-read after refresh ({kept['message']}); keeping the session" in (
+            caplog.messages
+        )
+
+    def test_a_profile_that_stops_fitting_at_a_revalidation_is_shown(
+        self, signed_in, backend, locmem_cache
+    ):
+        client = signed_in(access=fakes.access_jwt())
+        fakes.edit_record(client, validated_at=0)
+        fakes.stub_me(backend, json=BROCODERS_ME)
+        assert client.get("/dashboard/").status_code == 200
+        assert fakes.calls_to(backend, "/users/me")
+        assert shape.reported()["setting"] == "AUTH_ME_ROLES_PATH"
 
     def test_the_health_page_shows_the_last_mismatch(self, signed_in, backend, locmem_cache):
         client = signed_in(access=fakes.access_jwt())
