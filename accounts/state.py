@@ -48,11 +48,11 @@ def _signed_in_here(request: HttpRequest) -> bool:
     Sessions of other backends (a local `createsuperuser` account through
     ModelBackend) are none of the token middleware's business.
     """
-    return _is_token_backend(request.session.get(BACKEND_SESSION_KEY) or "")
+    return _is_token_backend(request.session.get(BACKEND_SESSION_KEY))
 
 
 @functools.lru_cache(maxsize=16)
-def _is_token_backend(path: str) -> bool:
+def _is_token_backend(path: str | None) -> bool:
     """Whether the authentication backend at `path` signs in with the auth API's tokens
     (accounts.backends.AuthApiBackend and its subclasses say so: `keeps_api_tokens`)."""
     try:
@@ -125,15 +125,12 @@ class TokenState:
     # --- sign-in and sign-out -----------------------------------------------
 
     def signed_in(self, profile: UserProfile, issued: list[BackendCookie]) -> None:
-        """Keep a new sign-in's pair: recorded and relayed when the response goes out."""
+        """Keep a new sign-in's pair: recorded and relayed when the response goes out
+        (where to, cookies or the session, Delivery decides as it writes the response)."""
         tokens = Tokens().updated_by(issued)
         self.tokens = tokens
         self.record = TokenRecord.issue(
-            user_id=profile.id,
-            access=tokens.access,
-            refresh=tokens.refresh or "",
-            cookies=issued,
-            storage=conf.token_storage,
+            user_id=profile.id, access=tokens.access, refresh=tokens.refresh or "", cookies=issued
         )
         self._loaded = self.record_changed = True
         self.delivery.signed_in(issued)
