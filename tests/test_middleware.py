@@ -581,3 +581,81 @@ class TestNoTokenLeaks:
             )
             for secret in secrets:
                 assert secret not in shown, f"{record.name}: {record.msg}"
+
+
+class TestLastSeen:
+    """The sessions page's "last seen": written for a signed-in request once the interval
+    has passed (accounts/middleware.py `_touch`), never for a visitor's session."""
+
+    @staticmethod
+    def seen_long_ago(key: str):
+        from datetime import timedelta
+
+        from django.utils import timezone
+
+        from accounts.models import Session
+
+        long_ago = timezone.now() - timedelta(hours=1)
+        Session.objects.filter(pk=key).update(last_seen=long_ago)
+        return lambda: Session.objects.get(pk=key).last_seen, long_ago
+
+    def test_a_signed_in_page_writes_it(self, signed_in, backend):
+        client = signed_in(access=fakes.access_jwt())
+        last_seen, long_ago = self.seen_long_ago(client.session.session_key)
+        assert client.get("/dashboard/").status_code == 200
+        assert (last_seen() - long_ago).total_seconds() > 3000
+
+    def test_a_visitors_session_is_left_alone(self, client, db):
+        from accounts.sessions import SessionStore
+
+        store = SessionStore()
+        store["visited"] = "the sign-in page"
+        store.save()
+        client.cookies["sessionid"] = store.session_key
+        last_seen, long_ago = self.seen_long_ago(store.session_key)
+        assert client.get("/").status_code == 200
+        assert last_seen() == long_ago
+
+
+class TestProxyAnswersAreReported:
+    def heard(self, client, path):
+        from accounts import signals
+
+        statuses = []
+
+        def answered(sender, *, status, **kwargs):
+            statuses.append(status)
+
+        signals.proxy_answered.connect(answered)
+        try:
+            client.get(path)
+        finally:
+            signals.proxy_answered.disconnect(answered)
+        return statuses
+
+    def test_a_proxied_call_reports_its_status(self, signed_in, backend):
+        client = signed_in(access=fakes.access_jwt())
+        fakes.stub_me(backend)
+        assert self.heard(client, "/api/users/me") == [200]
+
+    def test_other_pages_report_nothing(self, signed_in, backend):
+        client = signed_in(access=fakes.access_jwt())
+        assert self.heard(client, "/dashboard/") == []
+
+
+def test_with_another_session_store_the_user_is_read_as_django_reads_it(db, rf):
+    """A store without the one-join read (Django's signed cookies here): the middleware
+    reads the user as django.contrib.auth does, with a query of its own."""
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY
+    from django.contrib.sessions.backends.signed_cookies import SessionStore
+
+    from accounts.middleware import AuthenticationMiddleware
+
+    user = User.objects.create(backend_id="7", email="seven@example.com")
+    request = rf.get("/")
+    request.session = SessionStore()
+    request.session[SESSION_KEY] = str(user.pk)
+    request.session[BACKEND_SESSION_KEY] = "accounts.backends.AuthApiBackend"
+    request.session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    AuthenticationMiddleware(lambda r: None).process_request(request)
+    assert request.user == user
