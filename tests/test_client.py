@@ -476,6 +476,52 @@ class TestLogoutAndPing:
         assert "Cookie" not in backend.calls[0].request.headers
 
 
+class TestMetricLabels:
+    """Each backend call is reported (accounts/signals.py `backend_called`) under its
+    endpoint's name: given by the client's own methods, else found by the path."""
+
+    @staticmethod
+    def endpoints(do) -> list[str]:
+        from accounts import signals
+
+        heard = []
+
+        def called(sender, *, endpoint, **kwargs):
+            heard.append(endpoint)
+
+        signals.backend_called.connect(called)
+        try:
+            do()
+        finally:
+            signals.backend_called.disconnect(called)
+        return heard
+
+    def test_logout_and_ping_name_themselves(self, backend, client, settings):
+        settings.AUTH_HEALTH_PATH = "/health"
+        fakes.stub_logout(backend)
+        backend.get(f"{fakes.BASE}/health", status=200)
+        assert self.endpoints(lambda: client.logout(Tokens(refresh="ref"))) == ["logout"]
+        assert self.endpoints(client.ping) == ["health"]
+
+    @pytest.mark.parametrize(
+        ("path", "endpoint"),
+        [
+            ("/health", "health"),
+            ("/auth/login", "login"),
+            ("/auth/refresh", "refresh"),
+            ("/auth/logout", "logout"),
+            ("/users/me", "me"),
+            ("/reports/7", "proxy"),
+        ],
+    )
+    def test_a_call_without_a_name_is_named_by_its_path(
+        self, backend, client, settings, path, endpoint
+    ):
+        settings.AUTH_HEALTH_PATH = "/health"
+        backend.post(f"{fakes.BASE}{path}", status=200)
+        assert self.endpoints(lambda: client.call("POST", path)) == [endpoint]
+
+
 class TestResponseCaps:
     @pytest.mark.parametrize(
         ("size", "declared", "error"),
