@@ -53,7 +53,9 @@ def cluster(tmp_path_factory):
             "AUTH_REFRESH_LEEWAY": str(LEEWAY),
         }
         with (
-            running_authapi(workdir, AUTHAPI_ACCESS_TTL=str(ACCESS_TTL), AUTHAPI_REFRESH_DELAY="0.3") as api,
+            running_authapi(
+                workdir, AUTHAPI_ACCESS_TTL=str(ACCESS_TTL), AUTHAPI_REFRESH_DELAY="0.3"
+            ) as api,
             running_app(workdir, api_url=api.url, workers=2, name="a", **shared) as a,
             running_app(workdir, api_url=api.url, workers=2, name="b", **shared) as b,
         ):
