@@ -1,5 +1,6 @@
 """A fake auth backend for unit tests, on `responses`: only the network is mocked."""
 
+import contextlib
 import json
 import secrets
 import threading
@@ -365,3 +366,23 @@ def sessions_made(monkeypatch) -> list:
 
     monkeypatch.setattr(client_module, "_session", recording)
     return made
+
+
+@contextlib.contextmanager
+def heard(signal, *fields: str):
+    """Collect what `signal` (accounts/signals.py) is sent with while the block runs.
+
+    Yields a list that gets, per send, the values of `fields` as a tuple (the
+    value alone when one field is named).
+    """
+    sent: list = []
+
+    def receiver(sender, **kwargs):
+        values = tuple(kwargs[name] for name in fields)
+        sent.append(values[0] if len(values) == 1 else values)
+
+    signal.connect(receiver)
+    try:
+        yield sent
+    finally:
+        signal.disconnect(receiver)

@@ -484,16 +484,8 @@ class TestMetricLabels:
     def endpoints(do) -> list[str]:
         from accounts import signals
 
-        heard = []
-
-        def called(sender, *, endpoint, **kwargs):
-            heard.append(endpoint)
-
-        signals.backend_called.connect(called)
-        try:
+        with fakes.heard(signals.backend_called, "endpoint") as heard:
             do()
-        finally:
-            signals.backend_called.disconnect(called)
         return heard
 
     def test_logout_and_ping_name_themselves(self, backend, client, settings):

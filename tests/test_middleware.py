@@ -621,16 +621,8 @@ class TestProxyAnswersAreReported:
     def heard(self, client, path):
         from accounts import signals
 
-        statuses = []
-
-        def answered(sender, *, status, **kwargs):
-            statuses.append(status)
-
-        signals.proxy_answered.connect(answered)
-        try:
+        with fakes.heard(signals.proxy_answered, "status") as statuses:
             client.get(path)
-        finally:
-            signals.proxy_answered.disconnect(answered)
         return statuses
 
     def test_a_proxied_call_reports_its_status(self, signed_in, backend):

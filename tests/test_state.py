@@ -526,17 +526,11 @@ class TestLateTabOfABackendThatRotatesSometimes:
         client = signed_in(access=first)
         _, third = self.two_rounds(client, backend)
         client.cookies["access_token"], client.cookies["refresh_token"] = first, "refresh-1"
-        heard = []
-
-        def served(sender, *, how, waited, **kwargs):
-            heard.append((how, waited))
-
-        signals.refresh_result_served.connect(served)
-        try:
-            with caplog.at_level(logging.DEBUG, logger="accounts.checking"):
-                response = client.get("/dashboard/")
-        finally:
-            signals.refresh_result_served.disconnect(served)
+        with (
+            fakes.heard(signals.refresh_result_served, "how", "waited") as heard,
+            caplog.at_level(logging.DEBUG, logger="accounts.checking"),
+        ):
+            response = client.get("/dashboard/")
 
         assert response.status_code == 200
         assert response.cookies["access_token"].value == third
@@ -565,16 +559,8 @@ class TestLateTabOfANonRotatingBackend:
         fakes.stub_me(backend)
         client.get(NEEDS_TOKEN)
         client.cookies["access_token"] = old
-        heard = []
-
-        def served(sender, *, how, waited, **kwargs):
-            heard.append((how, waited))
-
-        signals.refresh_result_served.connect(served)
-        try:
+        with fakes.heard(signals.refresh_result_served, "how", "waited") as heard:
             response = client.get("/dashboard/")
-        finally:
-            signals.refresh_result_served.disconnect(served)
 
         assert response.cookies["access_token"].value == new
         assert heard == [("shared", 0.0)]
@@ -635,45 +621,25 @@ class TestNewerCookies:
         assert after.round == 0
         assert len(calls_to(backend, "/auth/refresh")) == 1
 
+    @pytest.mark.parametrize(
+        ("steps", "round_after"),
+        [
+            # (token presented, its round, access issued, refresh issued)
+            ([("refresh-1", 0, "acc-2", "refresh-1"), ("refresh-1", 1, "acc-3", "refresh-2")], 0),
+            # The cookies' refresh token is the first step's, their access token the second's.
+            ([("refresh-1", 0, "acc-2", "refresh-2"), ("refresh-2", 0, "acc-3", "refresh-2")], 1),
+        ],
+        ids=["kept-then-rotated", "rotated-then-kept"],
+    )
     def test_two_rounds_ahead_across_a_kept_and_a_rotated_token_are_adopted(
-        self, signed_in, backend
+        self, signed_in, backend, steps, round_after
     ):
-        """The lost saves were a round that kept refresh-1 and one that rotated it."""
+        """The lost saves were a round that kept its refresh token and one that rotated it."""
         client = signed_in(access="acc-1")
-        fakes.stub_refresh(backend, access="acc-2", refresh="refresh-1")
-        fakes.stub_refresh(backend, access="acc-3", refresh="refresh-2")
         fakes.stub_me(backend)
         binding = record_of(client).binding
-        for round_ in (0, 1):
-            refresh.outcome(
-                "refresh-1",
-                binding=binding,
-                round_=round_,
-                keep_for=600,
-                deadline=time.monotonic() + 3,
-            )
-        client.cookies["access_token"], client.cookies["refresh_token"] = "acc-3", "refresh-2"
-
-        assert client.get("/dashboard/").status_code == 200
-        after = record_of(client)
-        assert (after.refresh_hash, after.access_hash, after.round) == (
-            token_hash("refresh-2"),
-            token_hash("acc-3"),
-            0,
-        )
-        assert len(calls_to(backend, "/auth/refresh")) == 2
-
-    def test_two_rounds_ahead_across_a_rotated_and_a_kept_token_are_adopted(
-        self, signed_in, backend
-    ):
-        """The lost saves rotated refresh-1 to refresh-2, then kept refresh-2: the cookies'
-        refresh token is the first step's, their access token the second's."""
-        client = signed_in(access="acc-1")
-        fakes.stub_refresh(backend, access="acc-2", refresh="refresh-2")
-        fakes.stub_refresh(backend, access="acc-3", refresh="refresh-2")
-        fakes.stub_me(backend)
-        binding = record_of(client).binding
-        for token, round_ in (("refresh-1", 0), ("refresh-2", 0)):
+        for token, round_, access, issued in steps:
+            fakes.stub_refresh(backend, access=access, refresh=issued)
             refresh.outcome(
                 token, binding=binding, round_=round_, keep_for=600, deadline=time.monotonic() + 3
             )
@@ -684,7 +650,7 @@ class TestNewerCookies:
         assert (after.refresh_hash, after.access_hash, after.round) == (
             token_hash("refresh-2"),
             token_hash("acc-3"),
-            1,
+            round_after,
         )
         assert len(calls_to(backend, "/auth/refresh")) == 2
 
