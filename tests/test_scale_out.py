@@ -78,7 +78,8 @@ def test_round_robin_across_two_servers_through_several_expiries(cluster):
 
     for _ in range(EXPIRIES):
         # While the token is fresh: request by request, alternating servers.
-        fresh_until = access_token_expiry(browser.cookies.get("access_token")).timestamp() - 3
+        expires_at = access_token_expiry(browser.cookies.get("access_token")).timestamp()
+        fresh_until = expires_at - LEEWAY - 2
         for path in itertools.cycle(PAGES):
             if time.time() >= fresh_until:
                 break
