@@ -15,7 +15,7 @@ Everything comes from the environment so one image serves every box:
                            temporary directory per master, removed when it exits)
 
 Every worker counts into PROMETHEUS_MULTIPROC_DIR, so a scrape of `/metrics`
-(accounts/metrics.py) at any worker sees the whole server. The directory is
+(accounts/ops/metrics.py) at any worker sees the whole server. The directory is
 set here, before any worker imports prometheus-client, which picks its
 storage at import.
 """

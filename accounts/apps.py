@@ -8,9 +8,8 @@ class AccountsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        # Registers the system checks, the receiver recording each sign-in's device, and
-        # the receivers counting the core's events (accounts/signals.py) for operators.
-        from . import checks, devices, metrics  # noqa: F401
+        # Registers the system checks and the receiver recording each sign-in's device.
+        from . import checks, devices  # noqa: F401
         from .conf import conf
 
         # A backend shape the settings cannot describe stops the process at

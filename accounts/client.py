@@ -568,7 +568,7 @@ class AuthApiClient:
         return answer.cookies
 
     def ping(self) -> int:
-        """Return the status of a cheap unauthenticated call (the probe: accounts/health.py)."""
+        """Return the status of a cheap unauthenticated call (the probe: accounts/ops/health.py)."""
         return self.call(
             "GET", conf.health_path, timeout=conf.health_timeout, endpoint="health"
         ).status

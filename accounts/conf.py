@@ -213,6 +213,12 @@ SETTINGS = (
         "roles that make the mirrored user staff and superuser",
         "superuser_roles_list",
     ),
+    Setting(
+        "AUTH_OPS_ROLES",
+        ["admin"],
+        "roles that may open the health page of the operations app (`accounts.ops`)",
+        "ops_roles_list",
+    ),
     # The token cookies on the app's origin
     Setting(
         "AUTH_COOKIE_DOMAIN",
@@ -399,7 +405,7 @@ SETTINGS = (
         "seconds after its `iat` a back-channel sign-out token is accepted",
         "backchannel_max_age",
     ),
-    # Observability (accounts/metrics.py)
+    # Observability (accounts/ops/metrics.py)
     Setting(
         "AUTH_METRICS",
         False,

@@ -116,7 +116,7 @@ class Session(AbstractBaseSession):
     # Written at most every AUTH_SESSION_TOUCH_INTERVAL seconds (accounts/sessions.py).
     last_seen = models.DateTimeField(null=True, blank=True)
     # Where the sign-in's tokens are (its TokenRecord's `storage`), for the
-    # `auth_sessions` metric (accounts/metrics.py); empty for other sign-ins.
+    # `auth_sessions` metric (accounts/ops/metrics.py); empty for other sign-ins.
     token_storage = models.CharField(max_length=10, blank=True)
 
     @classmethod

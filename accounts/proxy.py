@@ -211,6 +211,6 @@ def api_proxy(request: HttpRequest, path: str) -> HttpResponse:
     return relayed(answer)
 
 
-# What the token middleware counts as the proxy's answers (accounts/metrics.py), by
+# What the token middleware counts as the proxy's answers (accounts/ops/metrics.py), by
 # the view rather than a URL name the project chooses.
 api_proxy.is_token_proxy = True

@@ -1,7 +1,7 @@
 """What the sign-in path reports as it goes, for whoever observes it.
 
 The token core sends these signals and knows nothing of who listens:
-accounts/metrics.py connects receivers that count each event in Prometheus
+accounts/ops/metrics.py connects receivers that count each event in Prometheus
 and in the health page's timeline. A project may connect its own (an audit
 log, another metrics system) as it would to Django's `user_logged_in`.
 

@@ -1,4 +1,4 @@
-"""Sign-in, sign-out and the browser's refresh (the readiness probe: accounts/health.py)."""
+"""Sign-in, sign-out and the browser's refresh (the readiness probe: accounts/ops/health.py)."""
 
 import logging
 import math

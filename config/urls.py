@@ -4,7 +4,8 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 
 from accounts import admin as accounts_admin
-from accounts import health, metrics, proxy
+from accounts import proxy
+from accounts.ops import health, metrics
 from dashboard import views as dashboard_views
 
 urlpatterns = [

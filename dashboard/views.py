@@ -1,28 +1,22 @@
-"""The pages: public home, the dashboard and the role-gated pages (the admin's: auth health)."""
+"""The pages: public home, the dashboard and the role-gated pages (the admin's is accounts.ops')."""
 
 import logging
 from datetime import UTC, datetime
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
-from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
-from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from accounts import health, metrics, shape, timeline
 from accounts.client import get_client
 from accounts.conf import conf
 from accounts.exceptions import BackendError, SessionEnded
 from accounts.responses import json_view
 from accounts.roles import role_required
 from accounts.state import TokenState
-
-from .charts import health_charts, latency_summary
 
 logger = logging.getLogger(__name__)
 
@@ -82,50 +76,6 @@ def profile(request: HttpRequest) -> JsonResponse:
             "roles": list(me.roles),
         }
     )
-
-
-def _shape_mismatch() -> dict | None:
-    """The last backend answer that did not fit the settings (accounts/shape.py), if any."""
-    found = shape.reported()
-    if found is None:
-        return None
-    return {**found, "at": datetime.fromtimestamp(found["at"], UTC)}
-
-
-@role_required(lambda: settings.DEMO_ADMIN_ROLES)
-@never_cache
-def admin_page(request: HttpRequest) -> HttpResponse:
-    """Render the admin's page: who is signed in, and the auth path's health over the last hour.
-
-    The charts are SVG drawn on the server (dashboard/charts.py) from the
-    per-minute timeline every worker writes (accounts/timeline.py), each with
-    a table of the same numbers. The sessions count is the `auth_sessions`
-    gauge's (`metrics.active_sessions`), the backend's state `/healthz`'s
-    (`health.backend_health`).
-    """
-    unexpired = Q(sessions__expire_date__gt=timezone.now())
-    signed_in_users = (
-        get_user_model()
-        .objects.annotate(session_count=Count("sessions", filter=unexpired))
-        .filter(session_count__gt=0)
-        .order_by("last_name", "first_name", "email", "pk")
-    )
-    sessions = metrics.active_sessions()
-    recorded = timeline.read()
-    context = {
-        "signed_in_users": signed_in_users,
-        "sessions_total": sum(sessions.values()) if sessions is not None else None,
-        "sessions_by_storage": sorted(
-            ((storage or "unknown", n) for storage, n in (sessions or {}).items()),
-        ),
-        "backend": health.backend_health(),
-        "shape_mismatch": _shape_mismatch(),
-        "timeline_available": recorded.available,
-        "charts": health_charts(recorded),
-        "latency_summary": latency_summary(recorded),
-        "time_zone": timezone.get_current_timezone_name(),
-    }
-    return render(request, "dashboard/admin.html", context)
 
 
 @role_required(lambda: settings.DEMO_EVALUATION_ROLES)

@@ -621,7 +621,9 @@ class TestTheOperatorIsTold:
 
 
 def test_the_demo_pages_take_their_roles_from_settings(settings, client, db, backend):
-    settings.DEMO_ADMIN_ROLES = ["Admin"]
+    # The navigation follows the demo's settings; the admin's page is the
+    # operations app's health page, gated by AUTH_OPS_ROLES.
+    settings.DEMO_ADMIN_ROLES = settings.AUTH_OPS_ROLES = ["Admin"]
     settings.DEMO_EVALUATION_ROLES = ["Evaluator", "Admin"]
     settings.AUTH_ALLOWED_ROLES = ["Admin", "Evaluator"]
     fakes.sign_in_client(client, "admin", access=fakes.access_jwt())

@@ -1,11 +1,11 @@
-"""accounts/events.py: one vocabulary and one set of buckets for `/metrics` and the health page."""
+"""accounts/ops/events.py: one vocabulary and one set of buckets for /metrics and health."""
 
 import ast
 from pathlib import Path
 
 import pytest
 
-from accounts import events, timeline
+from accounts.ops import events, timeline
 from accounts.reasons import Reason
 
 ROOT = Path(__file__).resolve().parent.parent

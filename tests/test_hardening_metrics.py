@@ -1,4 +1,4 @@
-"""Backend calls are labelled by purpose, not by path (accounts/client.py, accounts/metrics.py).
+"""Backend calls are labelled by purpose, not by path (accounts/client.py, accounts/ops/metrics.py).
 
 AUTH_HEALTH_PATH is AUTH_ME_PATH by default: matched by path, every profile
 read was counted as a health check.

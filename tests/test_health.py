@@ -1,11 +1,11 @@
-"""accounts/health.py: the one backend probe, read by `/healthz` and by the health page."""
+"""accounts/ops/health.py: the one backend probe, read by `/healthz` and by the health page."""
 
 import re
 
 import pytest
 import requests
 
-from accounts import health
+from accounts.ops import health
 from tests import fakes
 
 

@@ -1,6 +1,6 @@
 """The admin's health page (`/dashboard/admin/`): charts of the last hour, tables, now.
 
-In process: a page rendered from a seeded timeline (accounts/timeline.py).
+In process: a page rendered from a seeded timeline (accounts/ops/timeline.py).
 Over real HTTP: traffic through the app under gunicorn and the reference API,
 then the page in Chromium, as the admin and as an evaluator.
 """
@@ -16,12 +16,11 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from accounts import timeline
 from accounts.models import Session
+from accounts.ops import charts, timeline
+from accounts.ops.timeline import TimelineBuffer
 from accounts.pacing import AtMostEvery
-from accounts.timeline import TimelineBuffer
 from authapi.demo import DEMO_USERS
-from dashboard import charts
 from tests import fakes
 from tests.browser import chromium, sign_in
 from tests.flows import burst, post_login, sign_in_as, sign_out, wait_until_access_expired

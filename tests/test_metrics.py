@@ -1,4 +1,4 @@
-"""`/metrics` (accounts/metrics.py): who may read it, and what a burst at expiry shows."""
+"""`/metrics` (accounts/ops/metrics.py): who may read it, and what a burst at expiry shows."""
 
 import pytest
 import requests
@@ -148,7 +148,7 @@ def test_every_worker_counts_into_one_scrape(servers):
 def test_a_late_tab_moved_on_by_a_kept_refresh_counts_as_served(
     client, db, settle, backend, settings
 ):
-    from accounts import metrics
+    from accounts.ops import metrics
 
     settings.AUTH_METRICS = True
     old_access = fakes.access_jwt(ttl=-5)
@@ -174,9 +174,9 @@ def test_a_late_tab_moved_on_by_a_kept_refresh_counts_as_served(
 @pytest.fixture
 def both_sides(client, db, locmem_cache, settings, monkeypatch):
     """Metrics on, an empty timeline; returns a reader of what each side holds now."""
-    from accounts import timeline
+    from accounts.ops import timeline
+    from accounts.ops.timeline import TimelineBuffer
     from accounts.pacing import AtMostEvery
-    from accounts.timeline import TimelineBuffer
 
     settings.AUTH_METRICS = True
     monkeypatch.setattr(timeline, "_buffer", TimelineBuffer(interval=3600))
@@ -198,7 +198,7 @@ def bucket_grown(before: dict, after: dict, name: str, **labels: str) -> str:
 
 @pytest.mark.parametrize("seconds", [0.004, 0.005, 0.3, 4.0, 45.0, 150.0])
 def test_a_latency_is_in_the_same_bucket_on_metrics_and_on_the_health_page(both_sides, seconds):
-    from accounts import events, metrics
+    from accounts.ops import events, metrics
 
     prometheus_before, _ = both_sides()
 
@@ -218,7 +218,7 @@ def test_a_latency_is_in_the_same_bucket_on_metrics_and_on_the_health_page(both_
 
 
 def test_a_wait_for_a_refresh_is_in_the_same_bucket_on_both_sides(both_sides):
-    from accounts import events, metrics
+    from accounts.ops import events, metrics
 
     prometheus_before, _ = both_sides()
 
@@ -232,7 +232,7 @@ def test_a_wait_for_a_refresh_is_in_the_same_bucket_on_both_sides(both_sides):
 
 
 def test_the_histograms_and_the_timeline_have_one_set_of_buckets(both_sides):
-    from accounts import events, metrics, timeline
+    from accounts.ops import events, metrics, timeline
 
     metrics.backend_call("me", 200, 0.01)
     prometheus, _ = both_sides()
@@ -301,7 +301,7 @@ def test_the_histograms_and_the_timeline_have_one_set_of_buckets(both_sides):
 def test_every_event_is_counted_on_metrics_and_on_the_health_page_alike(
     both_sides, record, metric, labels, series, label
 ):
-    from accounts import metrics
+    from accounts.ops import metrics
 
     prometheus_before, _ = both_sides()
 

@@ -335,7 +335,7 @@ class TestSignOutWithoutDatabaseInDetail:
 
     @pytest.fixture
     def sign_outs(self, monkeypatch):
-        from accounts import metrics
+        from accounts.ops import metrics
 
         counted = []
         monkeypatch.setattr(metrics, "sign_out", lambda reason, n=1: counted.append((reason, n)))
@@ -421,8 +421,8 @@ class TestEndSession:
         from django.contrib.messages.storage.fallback import FallbackStorage
         from django.test import RequestFactory
 
-        from accounts import metrics
         from accounts.client import Tokens
+        from accounts.ops import metrics
         from accounts.signout import end_session
         from accounts.state import TokenState
 
@@ -566,7 +566,7 @@ class TestWaitAndOutcomes:
 
     @pytest.fixture
     def sign_ins(self, monkeypatch):
-        from accounts import metrics
+        from accounts.ops import metrics
 
         counted = []
         monkeypatch.setattr(metrics, "sign_in", counted.append)
@@ -590,11 +590,11 @@ class TestWaitAndOutcomes:
 
 
 class TestSignInOutcomesCounted:
-    """Each sign-in is counted once, under the outcome a person met (accounts/metrics.py)."""
+    """Each sign-in is counted once, under the outcome a person met (accounts/ops/metrics.py)."""
 
     @pytest.fixture
     def counted(self, monkeypatch):
-        from accounts import metrics
+        from accounts.ops import metrics
 
         seen = {"sign_in": [], "throttle": []}
         monkeypatch.setattr(metrics, "sign_in", seen["sign_in"].append)

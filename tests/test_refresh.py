@@ -921,11 +921,11 @@ class TestPeekRoundsAndGrace:
         ]
 
 
-# --- a second presentation, and what the metrics count (accounts/metrics.py) -----------
+# --- a second presentation, and what the metrics count (accounts/ops/metrics.py) -----------
 
 
 def counted(metric, *labels) -> float:
-    from accounts import metrics
+    from accounts.ops import metrics
 
     series = getattr(metrics, metric)
     return (series.labels(*labels) if labels else series)._value.get()

@@ -40,7 +40,7 @@ def test_a_projects_receiver_hears_each_sign_in_and_sign_out(db, backend):
 def test_a_receiver_that_fails_costs_no_one_a_page_nor_the_metrics(
     db, backend, monkeypatch, caplog
 ):
-    from accounts import metrics
+    from accounts.ops import metrics
 
     counted = []
     monkeypatch.setattr(metrics, "sign_in", counted.append)

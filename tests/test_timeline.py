@@ -1,4 +1,4 @@
-"""accounts/timeline.py: per-minute counts every process adds to, read back for the health page."""
+"""accounts/ops/timeline.py: per-minute counts every process adds to, read by the health page."""
 
 import datetime
 import logging
@@ -11,9 +11,9 @@ from django.core.signals import request_finished
 from django.db import connection
 from django.utils import timezone
 
-from accounts import events, timeline
+from accounts.ops import events, timeline
+from accounts.ops.timeline import TimelineBuffer
 from accounts.pacing import AtMostEvery
-from accounts.timeline import TimelineBuffer
 
 NOW = 1_800_000_000.0  # a fixed instant: 30,000,000 minutes since the epoch
 
@@ -227,7 +227,7 @@ def test_a_label_outside_the_vocabulary_is_found_and_past_the_limit_counted_as_o
 
 def test_a_broken_cache_never_raises_and_logs_once_a_minute(db, settings, caplog):
     settings.CACHES = {"default": {"BACKEND": "tests.test_timeline.BrokenCache"}}
-    caplog.set_level(logging.WARNING, logger="accounts.timeline")
+    caplog.set_level(logging.WARNING, logger="accounts.ops.timeline")
 
     for _ in range(3):
         timeline.count("refresh", "ok")
@@ -240,7 +240,7 @@ def test_a_broken_cache_never_raises_and_logs_once_a_minute(db, settings, caplog
 
     assert found.available is False and found.total("refresh") == 0
     assert found.percentiles("refresh", 0.5) == ()
-    warnings = [r for r in caplog.records if r.name == "accounts.timeline"]
+    warnings = [r for r in caplog.records if r.name == "accounts.ops.timeline"]
     assert len(warnings) == 1
     assert timeline._buffer._pending == {}  # dropped, not kept growing
 

@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "csp",
     "accounts",
+    "accounts.ops",
     "dashboard",
 ]
 # The reference auth API (authapi/) is a development and test tool, not part
@@ -226,6 +227,8 @@ SERVER_THREADS = env.int("GUNICORN_THREADS", default=4)
 # The demo's role-gated pages, as the backend spells the roles (docs/backends.md);
 # AUTH_ROLES_CASE_INSENSITIVE applies here too.
 DEMO_ADMIN_ROLES = env.list("DEMO_ADMIN_ROLES", default=["admin"])
+# The demo's admin page is the operations app's health page.
+AUTH_OPS_ROLES = DEMO_ADMIN_ROLES
 DEMO_EVALUATION_ROLES = env.list("DEMO_EVALUATION_ROLES", default=["evaluator", "admin"])
 
 # --- The reference auth API (authapi/, served by `manage.py runauthapi`) ----

@@ -1,8 +1,8 @@
 """What the operators' views count, named once: each series, its labels, the latency buckets.
 
-Every event goes through one function of accounts/metrics.py, which records it
+Every event goes through one function of accounts/ops/metrics.py, which records it
 twice: in Prometheus (`/metrics`) and in the health page's per-minute timeline
-(accounts/timeline.py). Both take their labels from this module and put a
+(accounts/ops/timeline.py). Both take their labels from this module and put a
 latency into the same bucket (LATENCY_BUCKETS), so the p50 and p95 the health
 page shows are read from the buckets `histogram_quantile` reads from
 `/metrics`, the same way (`quantile`).
@@ -10,7 +10,7 @@ page shows are read from the buckets `histogram_quantile` reads from
 
 from prometheus_client.utils import floatToGoString
 
-from .reasons import Reason
+from ..reasons import Reason
 
 # Seconds, each a bucket's upper bound: from a cached answer to a refresh
 # stalled until AUTH_REFRESH_TIMEOUT (120 s). Past the last, "+Inf".

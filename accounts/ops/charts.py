@@ -4,7 +4,7 @@ No script and no `style` attribute: colours come from classes in
 static/css/site.css (`s0`…`s9`), so the page keeps the strict CSP of
 config/settings/base.py. Every value that reaches the markup goes through
 `format_html`, which escapes it. `health_charts()` turns an
-`accounts.timeline.Timeline` into the page's charts.
+`accounts.ops.timeline.Timeline` into the page's charts.
 """
 
 import math
@@ -15,8 +15,8 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from accounts.events import REFRESH_WAIT
-from accounts.timeline import KNOWN, Timeline
+from .events import REFRESH_WAIT
+from .timeline import KNOWN, Timeline
 
 WIDTH, HEIGHT = 640, 180
 LEFT, RIGHT, TOP, BOTTOM = 48, 8, 10, 24

@@ -5,8 +5,8 @@ its events as signals, accounts/signals.py, and the receivers below call
 them), and each records it on both sides: in Prometheus metrics (`/metrics`, only with AUTH_METRICS,
 answering only AUTH_METRICS_ALLOWED_IPS or the bearer AUTH_METRICS_TOKEN) and
 in the per-minute timeline the admin's health page draws
-(accounts/timeline.py, always), with the same labels and the same latency
-buckets (accounts/events.py). `active_sessions()` is the one count of who is
+(accounts/ops/timeline.py, always), with the same labels and the same latency
+buckets (accounts/ops/events.py). `active_sessions()` is the one count of who is
 signed in, for the `auth_sessions` gauge and the health page. Under gunicorn every worker writes its
 counts to files in PROMETHEUS_MULTIPROC_DIR (gunicorn.conf.py makes one), and
 a scrape of any worker adds them all up (prometheus-client's multiprocess
@@ -36,12 +36,13 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
-from . import signals, timeline
-from .conf import conf
+from .. import signals
+from ..conf import conf
+from ..forwarded import client_ip
+from ..pacing import AtMostEvery
+from ..reasons import Reason
+from . import timeline
 from .events import LATENCY, LATENCY_BUCKETS, REFRESH_WAIT
-from .forwarded import client_ip
-from .pacing import AtMostEvery
-from .reasons import Reason
 
 logger = logging.getLogger(__name__)
 _warn = AtMostEvery(60)
@@ -197,7 +198,7 @@ def active_sessions() -> dict[str, int] | None:
 
     The one count: the `auth_sessions` gauge and the health page both show it.
     """
-    from .models import Session  # when used: importing this module needs no models
+    from ..models import Session  # when used: importing this module needs no models
 
     try:
         rows = (

@@ -12,10 +12,10 @@ from django.db import DatabaseError, connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 
-from .cache import cache_health
-from .client import get_client
-from .decorators import token_exempt
-from .exceptions import BackendError
+from ..cache import cache_health
+from ..client import get_client
+from ..decorators import token_exempt
+from ..exceptions import BackendError
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@
 
 Prints each check (PASS / WARN / FAIL, what it saw, what to do) and the
 `.env` lines for this backend; exits 1 when a check FAILs. The checks are in
-accounts/authcheck.py.
+accounts/ops/authcheck.py.
 """
 
 import getpass
@@ -12,8 +12,8 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
-from accounts.authcheck import AuthCheck
 from accounts.conf import conf
+from accounts.ops.authcheck import AuthCheck
 
 
 class Command(BaseCommand):

@@ -1,7 +1,7 @@
 """The sign-in path's last hour, per minute, shared by every worker: the health page's data.
 
 `count(series, label)` and `observe(series, label, seconds)` (called by
-accounts/metrics.py, with each event it gives Prometheus) add to a buffer in
+accounts/ops/metrics.py, with each event it gives Prometheus) add to a buffer in
 this process, a dict under a lock: they cost a dictionary update and never
 raise. The buffer goes to the shared Django cache (Redis in production, the
 database cache otherwise, so every worker of every server adds to the same
@@ -16,7 +16,7 @@ Keys, one per minute bucket, kept for KEEP seconds:
     accounts:timeline:<unix minute>:<series>:<label>:<bucket>  events that took that long
 
 A bucket is named by its upper bound as `/metrics` writes `le` ("0.25",
-"120.0", "+Inf"), for the histograms of accounts/events.py (HISTOGRAMS):
+"120.0", "+Inf"), for the histograms of accounts/ops/events.py (HISTOGRAMS):
 backend calls by endpoint (`latency`) and requests' waits for a refresh
 (`refresh_wait`).
 
@@ -25,11 +25,11 @@ if someone else created it first). Redis increments atomically; Django's
 database cache reads and writes, so two processes flushing the same key in the
 same instant may lose one of the two deltas, and its `incr` resets the
 expiry, which is why the key is touched again afterwards. Latencies are counts
-in Prometheus' own buckets (accounts/events.py, LATENCY_BUCKETS) so p50 and
+in Prometheus' own buckets (accounts/ops/events.py, LATENCY_BUCKETS) so p50 and
 p95 can be computed across every worker, as `histogram_quantile` computes them
 (`events.quantile`).
 
-Labels are a small vocabulary (KNOWN, accounts/events.py's). One outside it
+Labels are a small vocabulary (KNOWN, accounts/ops/events.py's). One outside it
 (a new sign-out reason, a proxy status) is registered once in a slot
 (`accounts:timeline:labels:<series>:<i>`, taken with an atomic `cache.add`)
 so `read()` knows to look for it; past MAX_LABELS, it is counted as "other".
@@ -49,9 +49,9 @@ from django.core.cache.backends.locmem import LocMemCache
 from django.core.cache.backends.redis import RedisCache
 from django.core.signals import request_finished
 
+from ..pacing import AtMostEvery
 from . import events
 from .events import LATENCY
-from .pacing import AtMostEvery
 
 logger = logging.getLogger(__name__)
 
@@ -360,4 +360,4 @@ def _flush_at_request_end(**kwargs) -> None:
     flush()
 
 
-request_finished.connect(_flush_at_request_end, dispatch_uid="accounts.timeline.flush")
+request_finished.connect(_flush_at_request_end, dispatch_uid="accounts.ops.timeline.flush")
