@@ -8,8 +8,8 @@ class AccountsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        # Registers the system checks and the receiver recording each sign-in's device.
-        from . import checks, devices  # noqa: F401
+        # Registers the system checks.
+        from . import checks  # noqa: F401
         from .conf import conf
 
         # A backend shape the settings cannot describe stops the process at

@@ -45,14 +45,6 @@ def _user(request: HttpRequest):
     return request._cached_user
 
 
-def _touch(request: HttpRequest) -> None:
-    # "Last seen" on the sessions page, for a session this request read anyway.
-    user = getattr(request, "_cached_user", None)
-    touch = getattr(getattr(request, "session", None), "touch", None)
-    if user is not None and user.is_authenticated and touch is not None:
-        touch()
-
-
 class TokenRefreshMiddleware:
     """Keep a signed-in session and its token cookies in step, before every view.
 
@@ -88,7 +80,6 @@ class TokenRefreshMiddleware:
         state = TokenState.of(request)
         response = self.get_response(request)
         state.finish(response)
-        _touch(request)
         match = request.resolver_match
         if match is not None and getattr(match.func, "is_token_proxy", False):
             signals.proxy(response.status_code)  # whatever answered: the view or an error

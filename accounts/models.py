@@ -91,8 +91,7 @@ class Session(AbstractBaseSession):
     """Django's session row, plus whose it is (the store: accounts/sessions.py).
 
     `user` is copied from the session's own `_auth_user_id` at every save, so
-    one query reads a request's session and its user together; the columns
-    after it make the row the index of a user's signed-in browsers. No database
+    one query reads a request's session and its user together. No database
     constraint: a session saved while its user is being deleted must not fail
     the request; deleting a user through the ORM still deletes their sessions.
     """
@@ -105,25 +104,12 @@ class Session(AbstractBaseSession):
         db_constraint=False,
         related_name="sessions",
     )
-    # What the sessions page shows (accounts/devices.py), copied from the
-    # session's own `_auth_sign_in` entry at every save, like `user`.
-    signed_in_at = models.DateTimeField(null=True, blank=True)
-    device = models.CharField(max_length=200, blank=True)
-    address = models.CharField(max_length=64, blank=True)
-    # The backend's id for this sign-in (its access token's `sid`), which a
-    # back-channel sign-out may name (accounts/backchannel.py).
-    backend_sid = models.CharField(max_length=128, blank=True, db_index=True)
-    # Written at most every AUTH_SESSION_TOUCH_INTERVAL seconds (accounts/sessions.py).
-    last_seen = models.DateTimeField(null=True, blank=True)
-    # Where the sign-in's tokens are (its TokenRecord's `storage`), for the
-    # `auth_sessions` metric (accounts/ops/metrics.py); empty for other sign-ins.
-    token_storage = models.CharField(max_length=10, blank=True)
 
     @classmethod
     def get_session_store_class(cls):
-        # The store SESSION_ENGINE names (accounts.sessions or accounts.sessions_raw);
-        # both keep their sessions in this model, and accounts.E016 refuses any other.
-        return import_string(f"{settings.SESSION_ENGINE}.SessionStore")
+        # accounts.sessions_raw keeps its sessions in this model too, encoded the same way.
+        # By name: the store module imports this one.
+        return import_string("accounts.sessions.SessionStore")
 
 
 class LoginCounter(models.Model):

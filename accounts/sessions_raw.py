@@ -7,10 +7,10 @@ save of an existing session one UPDATE over a column list. It saves the ORM
 compiling the query on every request: 0.8-1.7 ms of app CPU per warm
 signed-in page in `make bench` (g) (bench/README.md, "(g) Session stores"),
 which is why it is kept, opt-in. The price: those converters, `from_db` and
-the column lists are Django's internals and this module's to keep in step
+the column list are Django's internals and this module's to keep in step
 with the model; tests/test_sessions.py runs every test against both stores.
-Everything else (the row's columns, `touch`, creating, expiry, cycling the
-key) is accounts/sessions.py's store.
+Everything else (creating, expiry, cycling the key) is accounts/sessions.py's
+store.
 """
 
 from functools import cache
@@ -26,8 +26,8 @@ from . import sessions
 class SessionStore(sessions.SessionStore):
     """accounts.sessions' store, reading and updating its row with hand-written SQL.
 
-    Same rows, same `prefetched_user` and `last_seen` after `load()`. A column
-    added to `accounts.Session` must be added to `_update_statement` too.
+    Same rows, same `prefetched_user` after `load()`. A column added to
+    `accounts.Session` must be added to `_update_statement` too.
     """
 
     def save(self, must_create=False):
@@ -40,12 +40,6 @@ class SessionStore(sessions.SessionStore):
             instance.session_data,
             adapt(instance.expire_date),
             instance.user_id,
-            adapt(instance.signed_in_at),
-            instance.device,
-            instance.address,
-            instance.backend_sid,
-            adapt(instance.last_seen),
-            instance.token_storage,
             instance.session_key,
         ]
         try:
@@ -58,7 +52,7 @@ class SessionStore(sessions.SessionStore):
             raise UpdateError  # the session was deleted meanwhile
 
     def load(self):
-        self.prefetched_user = self.last_seen = None
+        self.prefetched_user = None
         connection = connections[router.db_for_read(self.model)]
         query = _joined_query(connection.alias)
         now = connection.ops.adapt_datetimefield_value(timezone.now())
@@ -68,9 +62,7 @@ class SessionStore(sessions.SessionStore):
         if row is None:
             self._session_key = None
             return {}
-        # A row from before the column existed counts as seen long ago.
-        self.last_seen = query.last_seen(row[1]) or sessions.NEVER
-        user_values = row[2:]
+        user_values = row[1:]
         if user_values[query.pk_index] is not None:
             self.prefetched_user = query.user(user_values)
         return self.decode(row[0])
@@ -101,11 +93,6 @@ class _JoinedQuery:
             for index, col in enumerate(field.cached_col for field in self.fields)
         ]
         meta = Session._meta
-        last_seen = meta.get_field("last_seen").cached_col
-        self.last_seen_converters = (
-            connection.ops.get_db_converters(last_seen) + last_seen.get_db_converters(connection),
-            last_seen,
-        )
         sessions_table, users = quote(meta.db_table), quote(user_model._meta.db_table)
 
         def column(name: str) -> str:
@@ -113,18 +100,11 @@ class _JoinedQuery:
 
         user_columns = ", ".join(f"{users}.{quote(field.column)}" for field in self.fields)
         self.sql = (
-            f"SELECT {column('session_data')}, {column('last_seen')}, {user_columns} "  # noqa: S608 - quoted names only
+            f"SELECT {column('session_data')}, {user_columns} "  # noqa: S608 - quoted names only
             f"FROM {sessions_table} LEFT JOIN {users} "
             f"ON {users}.{quote(user_model._meta.pk.column)} = {column('user')} "
             f"WHERE {column('session_key')} = %s AND {column('expire_date')} > %s"
         )
-
-    def last_seen(self, value):
-        connection = connections[self.alias]
-        converters, col = self.last_seen_converters
-        for converter in converters:
-            value = converter(value, col, connection)
-        return value
 
     def user(self, values):
         values = list(values)
@@ -150,8 +130,7 @@ def _update_statement(alias: str) -> str:
     def column(name: str) -> str:
         return quote(meta.get_field(name).column)
 
-    columns = ("session_data", "expire_date", "user", "signed_in_at", "device", "address")
-    columns += ("backend_sid", "last_seen", "token_storage")
+    columns = ("session_data", "expire_date", "user")
     assignments = ", ".join(f"{column(name)} = %s" for name in columns)
     return (
         f"UPDATE {quote(meta.db_table)} SET {assignments} "  # noqa: S608 - quoted names only

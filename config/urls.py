@@ -11,6 +11,9 @@ from dashboard import views as dashboard_views
 urlpatterns = [
     path("", dashboard_views.home, name="home"),
     path("accounts/", include("accounts.urls")),
+    path("accounts/", include("accounts.usersessions.urls")),
+    # The admin's page is the operations app's health page (AUTH_OPS_ROLES).
+    path("dashboard/admin/", include("accounts.ops.urls")),
     path("dashboard/", include("dashboard.urls")),
     path("healthz", health.healthz, name="healthz"),
     path("metrics", metrics.metrics_view, name="metrics"),

@@ -386,3 +386,43 @@ def heard(signal, *fields: str):
         yield sent
     finally:
         signal.disconnect(receiver)
+
+
+def user_session(user, *, sid: str = "", device: str = "", address: str = "", at=None) -> str:
+    """Make a session signed in as `user` as sign-in would: in the store SESSION_ENGINE
+    names, with its sign-in entry, indexed in accounts.usersessions; return its key."""
+    from datetime import UTC, datetime
+    from importlib import import_module
+
+    from django.conf import settings
+    from django.contrib.auth import SESSION_KEY
+    from django.utils import timezone
+
+    from accounts.usersessions.models import UserSession
+    from accounts.usersessions.signins import SIGN_IN_KEY
+
+    at = time.time() if at is None else at
+    store = import_module(settings.SESSION_ENGINE).SessionStore()
+    store[SESSION_KEY] = str(user.pk)
+    store[SIGN_IN_KEY] = {"at": at, "device": device, "address": address, "sid": sid}
+    store.create()
+    UserSession.objects.create(
+        session_key=store.session_key,
+        user=user,
+        signed_in_at=datetime.fromtimestamp(at, UTC),
+        device=device,
+        address=address,
+        backend_sid=sid,
+        last_seen=timezone.now(),
+        expires_at=store.get_expiry_date(),
+    )
+    return store.session_key
+
+
+def live_session_keys() -> set[str]:
+    """The keys of the sessions still signed in: indexed, and still in their store."""
+    from accounts.usersessions.models import UserSession
+    from accounts.usersessions.signins import session_store
+
+    indexed = UserSession.objects.values_list("session_key", flat=True)
+    return {key for key in indexed if session_store().exists(key)}

@@ -48,3 +48,24 @@ def test_a_contract_broken_on_purpose_fails(tmp_path):
     )
     assert result.returncode != 0
     assert "BROKEN" in result.stdout
+
+
+def test_the_core_contract_names_every_module_of_the_core():
+    """A module added to accounts/ is held to "the core imports neither optional app" too."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    (contract,) = [
+        c
+        for c in config["tool"]["importlinter"]["contracts"]
+        if c["name"].startswith("The token core imports neither optional app")
+    ]
+    optional = set(contract["forbidden_modules"])
+    package = ROOT / "accounts"
+    modules = {
+        f"accounts.{path.stem if path.is_file() else path.name}"
+        for path in package.iterdir()
+        if (path.suffix == ".py" and path.stem != "__init__")
+        or (path.is_dir() and (path / "__init__.py").exists())
+    }
+    assert modules - optional == set(contract["source_modules"])

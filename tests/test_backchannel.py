@@ -1,6 +1,6 @@
 """Back-channel sign-out: the backend ends a user's sessions in the app, server to server.
 
-In process: `POST /accounts/backchannel-logout/` (accounts/backchannel.py)
+In process: `POST /accounts/backchannel-logout/` (accounts/usersessions/backchannel.py)
 refuses every bad token or request with a 4xx that says why and never echoes
 the token, and ends the named user's sessions (or one sign-in's); the
 reference API's sender (authapi/backchannel.py) and `manage.py apiuser
@@ -28,9 +28,8 @@ from django.core.management import call_command
 from django.db import DatabaseError
 from django.test import Client
 
-from accounts import backchannel
-from accounts.models import Session, User
-from accounts.sessions import SIGN_IN_KEY, SessionStore
+from accounts.models import User
+from accounts.usersessions import backchannel
 from authapi.backchannel import Delivery, logout_token, send_logout
 from authapi.demo import DEMO_USERS
 from authapi.models import ApiUser
@@ -82,16 +81,11 @@ def post(client: Client, token: str, **extra):
 
 
 def session_of(user: User, *, sid: str = "") -> str:
-    """Create a session row signed in as `user` from backend sign-in `sid`; return its key."""
-    store = SessionStore()
-    store[SESSION_KEY] = str(user.pk)
-    store[SIGN_IN_KEY] = {"at": time.time(), "sid": sid}
-    store.create()
-    return store.session_key
+    """Create a session signed in as `user` from backend sign-in `sid`; return its key."""
+    return fakes.user_session(user, sid=sid)
 
 
-def live_keys() -> set[str]:
-    return set(Session.objects.values_list("session_key", flat=True))
+live_keys = fakes.live_session_keys
 
 
 @pytest.fixture
@@ -114,14 +108,15 @@ def people(enabled):
 class TestEndsSessions:
     def test_ends_every_session_of_the_user_and_no_one_elses(self, client, people, caplog):
         token = make_token()
-        with caplog.at_level(logging.INFO, logger="accounts.backchannel"):
+        with caplog.at_level(logging.INFO, logger="accounts.usersessions.backchannel"):
             response = post(client, token)
 
         assert response.status_code == 200
         assert response.json() == {"ok": True, "ended": 2}
         assert live_keys() == {people["evaluator"]}
         assert "no-store" in response["Cache-Control"]
-        lines = [r.getMessage() for r in caplog.records if r.name == "accounts.backchannel"]
+        logger = "accounts.usersessions.backchannel"
+        lines = [r.getMessage() for r in caplog.records if r.name == logger]
         assert lines == ["Back-channel sign-out of backend user 1: 2 session(s) ended"]
         assert token not in caplog.text
 

@@ -583,40 +583,6 @@ class TestNoTokenLeaks:
                 assert secret not in shown, f"{record.name}: {record.msg}"
 
 
-class TestLastSeen:
-    """The sessions page's "last seen": written for a signed-in request once the interval
-    has passed (accounts/middleware.py `_touch`), never for a visitor's session."""
-
-    @staticmethod
-    def seen_long_ago(key: str):
-        from datetime import timedelta
-
-        from django.utils import timezone
-
-        from accounts.models import Session
-
-        long_ago = timezone.now() - timedelta(hours=1)
-        Session.objects.filter(pk=key).update(last_seen=long_ago)
-        return lambda: Session.objects.get(pk=key).last_seen, long_ago
-
-    def test_a_signed_in_page_writes_it(self, signed_in, backend):
-        client = signed_in(access=fakes.access_jwt())
-        last_seen, long_ago = self.seen_long_ago(client.session.session_key)
-        assert client.get("/dashboard/").status_code == 200
-        assert (last_seen() - long_ago).total_seconds() > 3000
-
-    def test_a_visitors_session_is_left_alone(self, client, db):
-        from accounts.sessions import SessionStore
-
-        store = SessionStore()
-        store["visited"] = "the sign-in page"
-        store.save()
-        client.cookies["sessionid"] = store.session_key
-        last_seen, long_ago = self.seen_long_ago(store.session_key)
-        assert client.get("/").status_code == 200
-        assert last_seen() == long_ago
-
-
 class TestProxyAnswersAreReported:
     def heard(self, client, path):
         from accounts import signals

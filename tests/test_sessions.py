@@ -16,7 +16,6 @@ from django.db import DatabaseError, connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from accounts import sessions
 from accounts.backends import AuthApiBackend, offering
 from accounts.checks import TOKEN_MIDDLEWARE, check_middleware_order, check_session_engine
 from accounts.models import Session
@@ -73,9 +72,10 @@ def test_tampered_data_reads_as_empty():
     assert SessionStore(session_key=key).load() == {}
 
 
-def test_the_engine_keeps_its_sessions_where_the_sessions_features_read_them():
+def test_the_engine_keeps_its_sessions_in_the_model_with_the_user_column():
     assert import_module(django_settings.SESSION_ENGINE).SessionStore.get_model_class() is Session
-    assert check_session_engine() == []  # accounts.E016
+    assert Session.get_session_store_class().get_model_class() is Session
+    assert check_session_engine() == []  # accounts.E015
 
 
 # One query for the session and its user (accounts/sessions.py, accounts/middleware.py).
@@ -247,54 +247,7 @@ def test_the_migration_brings_the_unexpired_sessions_along():
     assert Session.objects.get(pk="livesessionkey000000000000000000").user_id == 7
 
 
-# --- the row as the index of a user's browsers (accounts/devices.py) ---------------------
-
-
-def test_the_sign_in_entry_is_copied_into_the_row_at_every_save():
-    at = timezone.now().timestamp() - 60
-    entry = {"at": at, "device": "Firefox 132 on Windows", "address": "203.0.113.9", "sid": 42}
-    key = saved({"_auth_sign_in": entry})
-    row = Session.objects.get(pk=key)
-    assert (row.device, row.address, row.backend_sid) == (entry["device"], entry["address"], "42")
-    assert abs(row.signed_in_at.timestamp() - at) < 1e-3
-    assert timezone.now() - row.last_seen < timedelta(seconds=5)
-
-
-@pytest.mark.parametrize("entry", [None, "text", {"at": "not a time"}, {"at": 1e300}])
-def test_a_missing_or_garbled_sign_in_entry_leaves_the_columns_empty(entry):
-    key = saved({"_auth_sign_in": entry})
-    row = Session.objects.get(pk=key)
-    assert (row.signed_in_at, row.device, row.address, row.backend_sid) == (None, "", "", "")
-
-
-def test_last_seen_is_written_once_the_interval_has_passed(settings):
-    settings.AUTH_SESSION_TOUCH_INTERVAL = 60
-    key = saved({"n": 1})
-    long_ago = timezone.now() - timedelta(seconds=61)
-    Session.objects.filter(pk=key).update(last_seen=long_ago)
-    store = SessionStore(session_key=key)
-    store.load()
-
-    with CaptureQueriesContext(connection) as queries:
-        store.touch()
-        store.touch()  # written already: no second statement
-
-    assert len(queries) == 1
-    assert Session.objects.get(pk=key).last_seen > long_ago + timedelta(seconds=60)
-
-
-def test_last_seen_is_left_alone_within_the_interval_and_for_an_unread_session(settings):
-    settings.AUTH_SESSION_TOUCH_INTERVAL = 60
-    key = saved({"n": 1})
-    store = SessionStore(session_key=key)
-    with CaptureQueriesContext(connection) as queries:
-        SessionStore(session_key=key).touch()  # never read: nothing known, nothing written
-        store.load()
-        store.touch()  # seen moments ago
-    assert len(queries) == 1  # the read
-
-
-def test_clearsessions_removes_expired_rows_and_with_them_the_browsers_list():
+def test_clearsessions_removes_expired_rows():
     from django.core.management import call_command
 
     kept, gone = saved({"n": 1}), saved({"n": 2})
@@ -323,14 +276,10 @@ def fresh_statements(engine):
         cached.cache_clear()
 
 
-def test_a_new_process_reads_saves_and_touches_with_statements_of_its_own(
-    fresh_statements, settings
-):
-    settings.AUTH_SESSION_TOUCH_INTERVAL = 60
+def test_a_new_process_reads_and_saves_with_statements_of_its_own(fresh_statements):
     user = User.objects.create_user("ünï", email="u@example.com", first_name="Zoë")
     User.objects.filter(pk=user.pk).update(last_login=timezone.now(), roles=["admin", "é"])
     key = saved({SESSION_KEY: str(user.pk), "who": "é"})
-    seen = Session.objects.get(pk=key).last_seen
 
     store = SessionStore(session_key=key)
     assert store.load() == {SESSION_KEY: str(user.pk), "who": "é"}
@@ -338,114 +287,14 @@ def test_a_new_process_reads_saves_and_touches_with_statements_of_its_own(
     for field in User._meta.concrete_fields:
         got, want = getattr(store.prefetched_user, field.attname), getattr(expected, field.attname)
         assert (got, type(got)) == (want, type(want)), field.name
-    assert (store.last_seen, type(store.last_seen)) == (seen, type(seen))
 
     store["who"] = "€"
-    store[sessions.SIGN_IN_KEY] = {"at": 1.5, "device": "Firefox", "address": "::1", "sid": "s"}
+    store.set_expiry(600)
     store.save()
     row = Session.objects.get(pk=key)
-    assert (row.user_id, row.device, row.address, row.backend_sid) == (
-        user.pk,
-        "Firefox",
-        "::1",
-        "s",
-    )
+    assert row.user_id == user.pk
+    assert timedelta(seconds=590) < row.expire_date - timezone.now() <= timedelta(seconds=600)
     assert SessionStore(session_key=key).load()["who"] == "€"
-
-    long_ago = timezone.now() - timedelta(seconds=61)
-    Session.objects.filter(pk=key).update(last_seen=long_ago)
-    store = SessionStore(session_key=key)
-    store.load()
-    store.touch()
-    assert Session.objects.get(pk=key).last_seen > long_ago + timedelta(seconds=60)
-
-
-def test_sign_in_entries_too_long_for_their_columns_are_cut_to_fit():
-    entry = {"at": 1.0, "device": "d" * 300, "address": "a" * 100, "sid": "s" * 200}
-    row = Session.objects.get(pk=saved({sessions.SIGN_IN_KEY: entry}))
-    assert (row.device, row.address, row.backend_sid) == ("d" * 200, "a" * 64, "s" * 128)
-
-
-@pytest.mark.parametrize(
-    ("record", "storage"),
-    [
-        ({"storage": "session"}, "session"),
-        ({"user_id": "1"}, "cookies"),  # a record from before there was a choice
-        ({"storage": "x" * 20}, "x" * 10),
-        ("not a record", ""),
-        (None, ""),
-    ],
-)
-def test_the_row_says_where_the_tokens_are_kept(record, storage):
-    from accounts.record import SESSION_KEY as RECORD_KEY
-
-    data = {"who": "anyone"} if record is None else {RECORD_KEY: record}
-    assert Session.objects.get(pk=saved(data)).token_storage == storage
-
-
-def test_a_session_changed_in_this_request_is_not_touched_the_save_writes_it(settings):
-    settings.AUTH_SESSION_TOUCH_INTERVAL = 60
-    key = saved({"n": 1})
-    Session.objects.filter(pk=key).update(last_seen=timezone.now() - timedelta(seconds=61))
-    store = SessionStore(session_key=key)
-    store.load()
-    store["n"] = 2
-    with CaptureQueriesContext(connection) as queries:
-        store.touch()
-    assert len(queries) == 0
-
-
-def test_a_touch_the_database_refuses_is_tried_again_next_time(settings, monkeypatch):
-    settings.AUTH_SESSION_TOUCH_INTERVAL = 60
-    key = saved({"n": 1})
-    long_ago = timezone.now() - timedelta(seconds=61)
-    Session.objects.filter(pk=key).update(last_seen=long_ago)
-    store = SessionStore(session_key=key)
-    store.load()
-    from django.db import OperationalError
-    from django.db.models import QuerySet
-
-    def refused(queryset, **values):
-        raise OperationalError("database is locked")
-
-    monkeypatch.setattr(QuerySet, "update", refused)
-    store.touch()  # no error: only the sessions page's "last seen" is late
-    assert store.last_seen == long_ago
-    monkeypatch.undo()
-    store.touch()
-    assert Session.objects.get(pk=key).last_seen > long_ago + timedelta(seconds=60)
-
-
-def test_a_row_never_seen_counts_as_seen_long_ago_and_is_touched_at_once(settings):
-    settings.AUTH_SESSION_TOUCH_INTERVAL = 60
-    key = saved({"n": 1})
-    Session.objects.filter(pk=key).update(last_seen=None)
-    store = SessionStore(session_key=key)
-    store.load()
-    assert store.last_seen == sessions.NEVER
-    store.touch()
-    assert timezone.now() - Session.objects.get(pk=key).last_seen < timedelta(seconds=5)
-
-
-def test_last_seen_exactly_the_interval_ago_is_written(settings, monkeypatch):
-    settings.AUTH_SESSION_TOUCH_INTERVAL = 60
-    key = saved({"n": 1})
-    store = SessionStore(session_key=key)
-    store.load()
-    now = store.last_seen + timedelta(seconds=60)
-    monkeypatch.setattr(sessions.timezone, "now", lambda: now)
-    store.touch()
-    assert Session.objects.get(pk=key).last_seen == now
-
-
-def test_a_touched_store_knows_when_it_was_last_seen(settings):
-    settings.AUTH_SESSION_TOUCH_INTERVAL = 60
-    key = saved({"n": 1})
-    Session.objects.filter(pk=key).update(last_seen=timezone.now() - timedelta(seconds=61))
-    store = SessionStore(session_key=key)
-    store.load()
-    store.touch()
-    assert store.last_seen == Session.objects.get(pk=key).last_seen
 
 
 def test_fields_with_conversions_of_their_own_load_through_the_join_as_through_the_orm(
@@ -453,8 +302,8 @@ def test_fields_with_conversions_of_their_own_load_through_the_join_as_through_t
 ):
     """A user model's own field types (an encrypted field; DurationField on SQLite) convert
     what the database returns with the column and the connection: the join converts the
-    session's and the user's columns exactly as a queryset does, and hands the model's
-    `from_db` the same field names."""
+    user's columns exactly as a queryset does, and hands the model's `from_db` the same
+    field names."""
     user = User.objects.create_user("ünï", email="u@example.com", first_name="Zoë")
     key = saved({SESSION_KEY: str(user.pk)})
 
@@ -464,16 +313,14 @@ def test_fields_with_conversions_of_their_own_load_through_the_join_as_through_t
                 if value is None:
                     return value
                 mark = f"{expression.target.name}|{connection.alias}|{conn.alias}"
-                if field.name == "last_seen":  # still a time: the store compares it with times
-                    return value + timedelta(microseconds=len(mark))
                 return f"{value}|{mark}"
 
             return [convert]
 
         return get_db_converters
 
-    for field in (User._meta.get_field("first_name"), Session._meta.get_field("last_seen")):
-        monkeypatch.setattr(field, "get_db_converters", own_conversion(field))
+    field = User._meta.get_field("first_name")
+    monkeypatch.setattr(field, "get_db_converters", own_conversion(field))
     seen = []
     orm_from_db = User.from_db.__func__
 
@@ -489,23 +336,7 @@ def test_fields_with_conversions_of_their_own_load_through_the_join_as_through_t
 
     assert store.prefetched_user.first_name == "Zoë|first_name|default|default"
     assert store.prefetched_user.first_name == expected.first_name
-    assert store.last_seen == Session.objects.get(pk=key).last_seen
     assert seen[0] == seen[1] == [field.attname for field in User._meta.concrete_fields]
-
-
-def test_the_sign_in_moment_is_the_same_instant_whatever_the_sites_time_zone(settings):
-    from datetime import UTC, datetime
-
-    settings.TIME_ZONE = "America/New_York"
-    entry = {"at": 1_700_000_000, "device": "Firefox", "address": "::1", "sid": "s"}
-    moment = datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
-    key = saved({sessions.SIGN_IN_KEY: entry})  # created
-    assert Session.objects.get(pk=key).signed_in_at == moment
-    store = SessionStore(session_key=key)
-    store.load()
-    store[sessions.SIGN_IN_KEY] = {**entry, "at": 1_700_000_060}
-    store.save()  # updated
-    assert Session.objects.get(pk=key).signed_in_at == moment + timedelta(seconds=60)
 
 
 class RecordingRouter:

@@ -1,4 +1,4 @@
-"""The "Your sessions" page and the admin's view of anyone's sessions (accounts/sessions_views.py).
+"""The "Your sessions" page and the admin's view of anyone's sessions (accounts/usersessions/).
 
 In process: how a User-Agent becomes a device name, the public ids, and the
 views through Django's test client against a `responses`-stubbed backend.
@@ -14,6 +14,7 @@ import re
 import sqlite3
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -23,9 +24,11 @@ from django.contrib.auth import SESSION_KEY
 from django.test import Client
 from django.utils import timezone
 
-from accounts import devices, vault
+from accounts import vault
 from accounts.models import PendingRevocation, Session
-from accounts.sessions import SIGN_IN_KEY
+from accounts.usersessions import signins
+from accounts.usersessions.models import UserSession
+from accounts.usersessions.signins import SIGN_IN_KEY
 from authapi.demo import DEMO_USERS
 from tests import fakes
 from tests.flows import csrf_headers, sealed_pair
@@ -108,7 +111,7 @@ def message_of(page: str) -> list[str]:
     return re.findall(r'<li class="message[^"]*">([^<]*)</li>', page)
 
 
-# --- devices.summarise, public ids ------------------------------------------------
+# --- signins.summarise, public ids ------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -143,43 +146,56 @@ def message_of(page: str) -> list[str]:
     ],
 )
 def test_summarise_names_browser_and_system(user_agent, device):
-    assert devices.summarise(user_agent) == device
+    assert signins.summarise(user_agent) == device
 
 
 def test_summarise_reads_a_utf8_header_that_wsgi_decoded_as_latin1():
     # PEP 3333: header bytes arrive as a Latin-1 str; the page shows what was sent.
     sent = "Браузер/1.0 (☃)".encode().decode("latin-1")
-    assert devices.summarise(sent) == "Браузер/1.0"
-    assert devices.summarise("Navigateur\xe9/2") == "Navigateuré/2"  # Latin-1 stays as it is
+    assert signins.summarise(sent) == "Браузер/1.0"
+    assert signins.summarise("Navigateur\xe9/2") == "Navigateuré/2"  # Latin-1 stays as it is
 
 
 def test_summarise_keeps_non_ascii_printable_and_short():
-    assert devices.summarise("Мой браузер (Linux) " + "x" * 5000) == "Linux"
-    assert devices.summarise("ü" * 5000) == "ü" * 60
-    assert devices.summarise("\u2028\u200b") == "Unknown device"  # separators, no words
+    assert signins.summarise("Мой браузер (Linux) " + "x" * 5000) == "Linux"
+    assert signins.summarise("ü" * 5000) == "ü" * 60
+    assert signins.summarise("\u2028\u200b") == "Unknown device"  # separators, no words
 
 
 def test_summarise_never_returns_control_characters():
     for text in ("\x00", "a\x00b", "\x1b[31mred", "line\r\nbreak", "\x85\x9f"):
-        assert devices.summarise(text).isprintable()
+        assert signins.summarise(text).isprintable()
 
 
 def test_public_id_is_stable_short_and_never_the_key():
     key = "k" * 32
-    assert devices.public_id(key) == devices.public_id(key)
-    assert re.fullmatch(r"[0-9a-f]{20}", devices.public_id(key))
-    assert key not in devices.public_id(key)
-    assert devices.public_id(key) != devices.public_id("j" * 32)
+    assert signins.public_id(key) == signins.public_id(key)
+    assert re.fullmatch(r"[0-9a-f]{20}", signins.public_id(key))
+    assert key not in signins.public_id(key)
+    assert signins.public_id(key) != signins.public_id("j" * 32)
 
 
 # --- in process: sessions made as a sign-in makes them ---------------------------
 
 
 def describe(browser: Client, *, device: str, address: str = "203.0.113.9", ago: float = 600):
-    """Give a signed-in test client's session the sign-in entry devices.record writes."""
+    """Give a signed-in test client's session the sign-in entry and the row signins.record
+    writes."""
     session = browser.session
-    session[SIGN_IN_KEY] = {"at": time.time() - ago, "device": device, "address": address}
+    at = time.time() - ago
+    session[SIGN_IN_KEY] = {"at": at, "device": device, "address": address}
     session.save()
+    UserSession.objects.update_or_create(
+        session_key=session.session_key,
+        defaults={
+            "user_id": int(session[SESSION_KEY]),
+            "signed_in_at": datetime.fromtimestamp(at, UTC),
+            "device": device,
+            "address": address,
+            "last_seen": timezone.now(),
+            "expires_at": session.get_expiry_date(),
+        },
+    )
     return browser
 
 
@@ -194,7 +210,8 @@ def key_of(browser: Client) -> str:
 
 
 def row_exists(browser: Client) -> bool:
-    return Session.objects.filter(session_key=key_of(browser)).exists()
+    """Whether the browser's session is still signed in: indexed and in its store."""
+    return key_of(browser) in fakes.live_session_keys()
 
 
 @pytest.fixture
@@ -209,16 +226,16 @@ def test_find_returns_only_the_users_own_rows(admin):
     admin_user = fakes.make_user("admin")
     evaluator = fakes.make_user("evaluator")
 
-    assert devices.find(admin_user, devices.public_id(key_of(admin))).session_key == key_of(admin)
-    assert devices.find(evaluator, devices.public_id(key_of(other))).session_key == key_of(other)
-    assert devices.find(admin_user, devices.public_id(key_of(other))) is None
-    assert devices.find(admin_user, key_of(admin)) is None  # the key itself is no id
-    assert devices.find(admin_user, "") is None
+    assert signins.find(admin_user, signins.public_id(key_of(admin))).session_key == key_of(admin)
+    assert signins.find(evaluator, signins.public_id(key_of(other))).session_key == key_of(other)
+    assert signins.find(admin_user, signins.public_id(key_of(other))) is None
+    assert signins.find(admin_user, key_of(admin)) is None  # the key itself is no id
+    assert signins.find(admin_user, "") is None
 
 
 def test_sessions_of_marks_the_current_one_and_hides_the_keys(admin):
     another_browser(device="Firefox 133 on Windows", refresh="refresh-9")
-    listed = devices.sessions_of(fakes.make_user("admin"), current_key=key_of(admin))
+    listed = signins.sessions_of(fakes.make_user("admin"), current_key=key_of(admin))
     assert sorted(s.device for s in listed) == ["Chrome 131 on Linux", "Firefox 133 on Windows"]
     assert [s.device for s in listed if s.current] == ["Chrome 131 on Linux"]
     assert key_of(admin) not in {s.id for s in listed}
@@ -277,14 +294,14 @@ def test_the_navigation_links_the_page_for_signed_in_users(admin):
     assert 'href="/accounts/sessions/"' not in Client().get("/").content.decode()
 
 
-def test_a_sign_in_entry_of_another_shape_shows_as_unknown(admin):
-    session = admin.session
-    session[SIGN_IN_KEY] = {"at": "yesterday", "device": ["x"], "address": None}
-    session.save()
+def test_a_sign_in_nothing_is_known_of_shows_as_unknown(admin):
+    UserSession.objects.filter(pk=key_of(admin)).update(
+        device="", address="", signed_in_at=None, last_seen=None
+    )
     response = admin.get("/accounts/sessions/")
     assert response.status_code == 200
     (row,) = session_rows(response.content.decode())
-    assert row.device == "[&#x27;x&#x27;]"
+    assert row.device == "Unknown device"
     assert '<td class="address" data-label="Address">unknown</td>' in row.html
     assert '<span class="ago">unknown</span>' in row.html  # signed in: unknown
 
@@ -293,7 +310,7 @@ def test_ending_another_browser_revokes_its_pair_and_deletes_its_row(admin, back
     other = another_browser(device="Firefox 133 on Windows", refresh="refresh-9")
     other_access = vault.tokens_of(other.session).access
     logout = fakes.stub_logout(backend)
-    other_id = devices.public_id(key_of(other))
+    other_id = signins.public_id(key_of(other))
 
     response = admin.post(f"/accounts/sessions/{other_id}/end/")
 
@@ -318,7 +335,7 @@ def test_ending_a_session_while_the_backend_is_down_queues_the_revocation(admin,
     other = another_browser(device="Firefox 133 on Windows", refresh="refresh-9")
     backend.post(f"{fakes.BASE}/auth/logout", body=fakes.connection_refused())
 
-    response = admin.post(f"/accounts/sessions/{devices.public_id(key_of(other))}/end/")
+    response = admin.post(f"/accounts/sessions/{signins.public_id(key_of(other))}/end/")
 
     assert response.status_code == 302
     assert not row_exists(other)
@@ -332,7 +349,7 @@ def test_ending_a_session_while_the_backend_is_down_queues_the_revocation(admin,
 
 def test_another_users_session_id_is_404_and_ends_nothing(admin, backend):
     other = another_browser("evaluator", device="Safari 17 on iPhone", refresh="refresh-e")
-    other_id = devices.public_id(key_of(other))
+    other_id = signins.public_id(key_of(other))
 
     assert admin.post(f"/accounts/sessions/{other_id}/end/").status_code == 404
     assert admin.post(f"/accounts/sessions/{'0' * 20}/end/").status_code == 404
@@ -343,7 +360,7 @@ def test_another_users_session_id_is_404_and_ends_nothing(admin, backend):
 
 def test_the_posts_answer_405_to_get(admin, backend):
     other = another_browser(device="Firefox 133 on Windows", refresh="refresh-9")
-    assert admin.get(f"/accounts/sessions/{devices.public_id(key_of(other))}/end/").status_code == (
+    assert admin.get(f"/accounts/sessions/{signins.public_id(key_of(other))}/end/").status_code == (
         405
     )
     assert admin.get("/accounts/sessions/end-others/").status_code == 405
@@ -352,7 +369,7 @@ def test_the_posts_answer_405_to_get(admin, backend):
 
 def test_ending_this_browser_by_its_id_is_signing_out(admin, backend):
     logout = fakes.stub_logout(backend)
-    own_id = devices.public_id(key_of(admin))
+    own_id = signins.public_id(key_of(admin))
 
     response = admin.post(f"/accounts/sessions/{own_id}/end/")
 
@@ -403,15 +420,15 @@ def test_a_backend_that_is_down_is_called_once_for_everywhere_else(admin, backen
 
 def test_an_expired_session_cannot_be_found_to_end(admin):
     other = another_browser(device="Firefox 133 on Windows", refresh="refresh-9")
-    Session.objects.filter(pk=key_of(other)).update(expire_date=timezone.now())
+    UserSession.objects.filter(pk=key_of(other)).update(expires_at=timezone.now())
 
-    assert devices.find(fakes.make_user("admin"), devices.public_id(key_of(other))) is None
+    assert signins.find(fakes.make_user("admin"), signins.public_id(key_of(other))) is None
 
 
 def test_scripts_get_json(admin, backend):
     other = another_browser(device="Firefox 133 on Windows", refresh="refresh-9")
     fakes.stub_logout(backend)
-    other_id = devices.public_id(key_of(other))
+    other_id = signins.public_id(key_of(other))
 
     ended = admin.post(f"/accounts/sessions/{other_id}/end/", HTTP_ACCEPT="application/json")
     again = admin.post(f"/accounts/sessions/{other_id}/end/", HTTP_ACCEPT="application/json")
@@ -431,8 +448,8 @@ def test_the_posts_need_the_csrf_token(csrf_client, locmem_cache, backend):
     other = another_browser(device="Firefox 133 on Windows", refresh="refresh-9")
     evaluator = another_browser("evaluator", device="Safari 17 on iPhone", refresh="refresh-e")
     evaluator_user = fakes.make_user("evaluator")
-    other_id = devices.public_id(key_of(other))
-    evaluator_id = devices.public_id(key_of(evaluator))
+    other_id = signins.public_id(key_of(other))
+    evaluator_id = signins.public_id(key_of(evaluator))
 
     for path in [
         f"/accounts/sessions/{other_id}/end/",
@@ -528,6 +545,7 @@ def test_an_admin_ending_their_own_sessions_there_is_signed_out(admin, backend):
     assert SESSION_KEY not in admin.session
     assert not row_exists(firefox)
     assert not Session.objects.filter(user=me).exists()
+    assert not UserSession.objects.filter(user=me).exists()
     assert sorted(fakes.sent_cookie(c, "refresh_token") for c in logout.calls) == [
         "refresh-1",
         "refresh-9",
@@ -539,7 +557,7 @@ def test_an_admin_ending_their_own_current_session_there_is_signed_out(admin, ba
     me = fakes.make_user("admin")
 
     response = admin.post(
-        f"/accounts/sessions/users/{me.pk}/{devices.public_id(key_of(admin))}/end/"
+        f"/accounts/sessions/users/{me.pk}/{signins.public_id(key_of(admin))}/end/"
     )
 
     assert response.status_code == 302
@@ -552,7 +570,7 @@ def test_others_get_403_naming_the_role(signed_in, backend):
     evaluator_client = signed_in("evaluator", access=fakes.access_jwt(sub="2"))
     admin_browser = another_browser(device="Chrome 131 on Linux", refresh="refresh-a")
     admin_user = fakes.make_user("admin")
-    admin_id = devices.public_id(key_of(admin_browser))
+    admin_id = signins.public_id(key_of(admin_browser))
 
     for method, path in [
         ("get", "/dashboard/admin/"),

@@ -219,15 +219,16 @@ def test_a_sign_in_records_its_browser_and_backend_sid(servers, storage_mode):
     browser = sign_in_as(app.url, ADMIN, storage=storage_mode)
     with sqlite3.connect(database) as db:
         row = db.execute(
-            "SELECT device, address, backend_sid, signed_in_at, last_seen FROM accounts_session "
-            "WHERE session_key = ?",
+            "SELECT device, address, backend_sid, signed_in_at, last_seen, token_storage "
+            "FROM usersessions_usersession WHERE session_key = ?",
             (browser.cookies.get("sessionid"),),
         ).fetchone()
-    device, address, sid, signed_in_at, last_seen = row
+    device, address, sid, signed_in_at, last_seen, token_storage = row
     assert device.startswith("python-requests ")
     assert address == "127.0.0.1"
     assert sid.isdigit()  # the reference API's access tokens carry the sign-in's family id
     assert signed_in_at and last_seen
+    assert token_storage == storage_mode  # the sign-in response's own touch wrote it
 
 
 def test_another_users_token_cookies_never_act_for_them(servers, storage_mode):

@@ -20,11 +20,11 @@ import hmac
 import logging
 import os
 
+from django.apps import apps
 from django.db import DatabaseError
 from django.db.models import Count
 from django.dispatch import receiver
 from django.http import Http404, HttpRequest, HttpResponse
-from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -197,12 +197,16 @@ def active_sessions() -> dict[str, int] | None:
     """Return unexpired signed-in sessions by token storage ("" when unknown); None if unread.
 
     The one count: the `auth_sessions` gauge and the health page both show it.
+    It reads accounts.usersessions' index, so it needs that app: without it,
+    None.
     """
-    from ..models import Session  # when used: importing this module needs no models
+    if not apps.is_installed("accounts.usersessions"):
+        return None
+    from ..usersessions.models import UserSession  # when used: importing this needs no models
 
     try:
         rows = (
-            Session.objects.filter(expire_date__gt=timezone.now(), user__isnull=False)
+            UserSession.objects.live()
             .values_list("token_storage")
             .annotate(n=Count("pk"))
             .order_by("token_storage")

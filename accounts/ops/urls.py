@@ -4,5 +4,5 @@ from . import views
 
 app_name = "authops"
 urlpatterns = [
-    path("health/", views.health_page, name="health"),
+    path("", views.health_page, name="health"),
 ]

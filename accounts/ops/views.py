@@ -2,6 +2,7 @@
 
 from datetime import UTC, datetime
 
+from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
@@ -35,13 +36,15 @@ def health_page(request: HttpRequest) -> HttpResponse:
     `auth_sessions` gauge's (`metrics.active_sessions`), the backend's state
     `/healthz`'s (`health.backend_health`).
     """
-    unexpired = Q(sessions__expire_date__gt=timezone.now())
-    signed_in_users = (
-        get_user_model()
-        .objects.annotate(session_count=Count("sessions", filter=unexpired))
-        .filter(session_count__gt=0)
-        .order_by("last_name", "first_name", "email", "pk")
-    )
+    signed_in_users = None
+    if apps.is_installed("accounts.usersessions"):
+        live = Q(signed_in_sessions__expires_at__gt=timezone.now())
+        signed_in_users = (
+            get_user_model()
+            .objects.annotate(session_count=Count("signed_in_sessions", filter=live))
+            .filter(session_count__gt=0)
+            .order_by("last_name", "first_name", "email", "pk")
+        )
     sessions = metrics.active_sessions()
     recorded = timeline.read()
     context = {

@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "csp",
     "accounts",
+    "accounts.usersessions",
     "accounts.ops",
     "dashboard",
 ]
@@ -57,6 +58,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "accounts.middleware.AuthenticationMiddleware",
+    # "Last seen" on the sessions page (accounts/usersessions/middleware.py).
+    "accounts.usersessions.middleware.UserSessionMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     # Every response to a signed-in user: Cache-Control private, no-store.
     "dashboard.middleware.SignedInNoStoreMiddleware",
@@ -227,8 +230,10 @@ SERVER_THREADS = env.int("GUNICORN_THREADS", default=4)
 # The demo's role-gated pages, as the backend spells the roles (docs/backends.md);
 # AUTH_ROLES_CASE_INSENSITIVE applies here too.
 DEMO_ADMIN_ROLES = env.list("DEMO_ADMIN_ROLES", default=["admin"])
-# The demo's admin page is the operations app's health page.
-AUTH_OPS_ROLES = DEMO_ADMIN_ROLES
+# The demo's admin page is the operations app's health page: its roles open it
+# unless AUTH_OPS_ROLES says otherwise.
+if "AUTH_OPS_ROLES" not in env.ENVIRON:
+    AUTH_OPS_ROLES = DEMO_ADMIN_ROLES
 DEMO_EVALUATION_ROLES = env.list("DEMO_EVALUATION_ROLES", default=["evaluator", "admin"])
 
 # --- The reference auth API (authapi/, served by `manage.py runauthapi`) ----

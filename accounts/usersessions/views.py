@@ -3,9 +3,9 @@
 A signed-in user sees each browser signed in to their account (device,
 address, when it signed in, when it was last seen) and can sign any of the
 others out, one by one or all at once; admins can do the same for any user.
-Ending a session is accounts/devices.py's `end()`: the session's token pair
+Ending a session is accounts/usersessions/signins.py's `end()`: the session's token pair
 is revoked at the backend (or queued for later when the backend cannot be
-told) and its row deleted, so that browser is anonymous at its next request.
+told) and the session deleted, so that browser is anonymous at its next request.
 The current browser is never ended that way: it signs out through
 `LogoutView`, as its own "Sign out" button does. Scripts sending
 `Accept: application/json` get JSON from the POSTs instead of a redirect.
@@ -18,18 +18,16 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from . import devices
-from .conf import conf
-from .models import Session
-from .responses import json_error, wants_json
-from .roles import role_required
-from .views import LogoutView
+from ..conf import conf
+from ..responses import json_error, wants_json
+from ..roles import role_required
+from ..views import LogoutView
+from . import signins
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +43,7 @@ def sessions(request: HttpRequest) -> HttpResponse:
 @require_POST
 def end(request: HttpRequest, session_id: str) -> HttpResponse:
     """End one of the user's other sessions; 404 for an id that is not theirs."""
-    return _end_one(request, request.user, session_id, back=redirect("accounts:sessions"))
+    return _end_one(request, request.user, session_id, back=redirect("usersessions:sessions"))
 
 
 @login_required
@@ -61,7 +59,7 @@ def end_others(request: HttpRequest) -> HttpResponse:
         if ended
         else _("No other browser was signed in.")
     )
-    return _done(request, message, ended=ended, back=redirect("accounts:sessions"))
+    return _done(request, message, ended=ended, back=redirect("usersessions:sessions"))
 
 
 # Admins (AUTH_SUPERUSER_ROLES): anyone's sessions. The role check comes first,
@@ -81,7 +79,7 @@ def user_sessions(request: HttpRequest, user_id: int) -> HttpResponse:
 def user_session_end(request: HttpRequest, user_id: int, session_id: str) -> HttpResponse:
     """End one session of any user, for an admin (the admin's own current one: sign-out)."""
     subject = get_object_or_404(get_user_model(), pk=user_id)
-    back = redirect("accounts:user-sessions", user_id=subject.pk)
+    back = redirect("usersessions:user-sessions", user_id=subject.pk)
     return _end_one(request, subject, session_id, back=back)
 
 
@@ -100,7 +98,7 @@ def user_sessions_end_all(request: HttpRequest, user_id: int) -> HttpResponse:
         "Signed %(name)s out of %(count)d browsers.",
         ended,
     ) % {"name": subject, "count": ended}
-    back = redirect("accounts:user-sessions", user_id=subject.pk)
+    back = redirect("usersessions:user-sessions", user_id=subject.pk)
     return _done(request, message, ended=ended, back=back)
 
 
@@ -112,13 +110,13 @@ def _render_list(request: HttpRequest, subject, *, own: bool) -> HttpResponse:
     context = {
         "subject": subject,
         "own": own,
-        "signed_in": devices.sessions_of(subject, current_key=current),
+        "signed_in": signins.sessions_of(subject, current_key=current),
     }
-    return render(request, "accounts/sessions.html", context)
+    return render(request, "usersessions/sessions.html", context)
 
 
 def _end_one(request: HttpRequest, subject, session_id: str, *, back) -> HttpResponse:
-    row = devices.find(subject, session_id)
+    row = signins.find(subject, session_id)
     if row is None:
         if wants_json(request):
             return json_error(404, "not_found", "No such session.")
@@ -126,7 +124,7 @@ def _end_one(request: HttpRequest, subject, session_id: str, *, back) -> HttpRes
     if row.session_key == request.session.session_key:
         return _sign_out_here(request)
     device = row.device or _("Unknown device")
-    ended = int(devices.end(row.session_key))
+    ended = int(signins.end(row.session_key))
     if subject.pk != request.user.pk:
         logger.info("Admin %s ended a session of user %s", request.user.pk, subject.pk)
     return _done(request, _("Signed out %(device)s.") % {"device": device}, ended=ended, back=back)
@@ -134,12 +132,7 @@ def _end_one(request: HttpRequest, subject, session_id: str, *, back) -> HttpRes
 
 def _end_all(subject, *, keep: str | None) -> int:
     """End every unexpired session of `subject` but `keep`; return how many ended."""
-    keys = (
-        Session.objects.filter(user=subject, expire_date__gt=timezone.now())
-        .exclude(session_key=keep)
-        .values_list("session_key", flat=True)
-    )
-    return devices.end_many(list(keys))
+    return signins.end_many(signins.keys_of(subject, keep=keep))
 
 
 def _sign_out_here(request: HttpRequest) -> HttpResponse:

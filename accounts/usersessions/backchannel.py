@@ -5,7 +5,7 @@ AUTH_BACKCHANNEL_SECRET, the way OpenID Connect Back-Channel Logout 1.0 sends
 its logout token: the form field `logout_token` (a JSON body
 `{"logout_token": …}` is accepted too). It names the backend user (`sub`)
 and, optionally, one of their sign-ins (`sid`, the access token's `sid` that
-each session row keeps in `backend_sid`); their session rows are deleted
+each UserSession keeps in `backend_sid`); their sessions are deleted
 within the request, so each browser's next request is anonymous. Nothing is
 sent back to the backend: it started this, and a call back into a busy
 backend could wait on itself. A token is accepted once (`jti`, remembered in
@@ -30,11 +30,11 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from jwt.exceptions import InvalidJTIError, InvalidSubjectError
 
-from . import signals
-from .conf import conf
-from .models import Session
-from .reasons import Reason
-from .responses import json_error, json_view
+from ..conf import conf
+from ..reasons import Reason
+from ..responses import json_error, json_view
+from . import signins
+from .models import UserSession
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def verify(token: str, *, secret: str, max_age: float, now: float | None = None)
         if isinstance(sid, bool) or not isinstance(sid, str | int) or str(sid) == "":
             raise InvalidLogoutToken("sid must be a non-empty string or an integer")
         sid = str(sid)
-        if len(sid) > Session._meta.get_field("backend_sid").max_length:
+        if len(sid) > UserSession._meta.get_field("backend_sid").max_length:
             raise InvalidLogoutToken("sid is longer than any sign-in id kept here")
     # OIDC Back-Channel Logout §2.4: a logout token never carries a nonce (so an
     # ID token cannot pass for one), and its `events`, if any, name the logout event.
@@ -148,12 +148,15 @@ def claim_jti(jti: str, *, max_age: float) -> str | None:
 
 
 def end_sessions(*, user_id: str, sid: str | None = None) -> int:
-    """Delete the session rows of backend user `user_id` (only sign-in `sid`'s); return how many."""
-    rows = Session.objects.filter(user__backend_id=user_id)
+    """End the sessions of backend user `user_id` (only sign-in `sid`'s); return how many.
+
+    Nothing is revoked: the backend sent this, and knows.
+    """
+    rows = UserSession.objects.filter(user__backend_id=user_id)
     if sid is not None:
         rows = rows.filter(backend_sid=sid)
-    _, deleted = rows.delete()
-    return deleted.get(Session._meta.label, 0)
+    keys = list(rows.values_list("session_key", flat=True))
+    return signins.end_many(keys, revoke=False, reason=Reason.BACKCHANNEL)
 
 
 @csrf_exempt  # server to server: no browser, no cookie, nothing to forge
@@ -183,8 +186,6 @@ def logout(request: HttpRequest) -> JsonResponse:
     except DatabaseError:
         cache.delete(replay_key)  # nothing was ended: the backend may send it again
         raise
-    if ended:
-        signals.sign_out(Reason.BACKCHANNEL, ended)
     logger.info(
         "Back-channel sign-out of backend user %s%s: %s session(s) ended",
         claims.user_id[:128],
