@@ -15,7 +15,7 @@ from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy as _
 
 from .conf import conf
-from .models import PendingRevocation, User
+from .models import BackendIdentity, PendingRevocation, User
 from .roles import missing_role_message
 
 
@@ -38,7 +38,6 @@ def login(request: HttpRequest) -> HttpResponse:
     return redirect_to_login(request.GET.get("next") or "/admin/")
 
 
-@admin.register(User)
 class MirroredUserAdmin(UserAdmin):
     list_display = ("username", "email", "first_name", "last_name", "roles", "is_active")
     list_filter = ("is_active", "is_staff", "is_superuser")
@@ -49,6 +48,23 @@ class MirroredUserAdmin(UserAdmin):
         ("Access here", {"fields": ("is_active", "is_staff", "is_superuser", "groups")}),
         ("Dates", {"fields": ("last_login", "date_joined")}),
     )
+
+
+# Only where the demo's user model is the project's (accounts/users.py: any model will do).
+if not User._meta.swapped:
+    admin.site.register(User, MirroredUserAdmin)
+
+
+@admin.register(BackendIdentity)
+class BackendIdentityAdmin(admin.ModelAdmin):
+    """The backend's id and roles of users whose model does not keep them (accounts/users.py)."""
+
+    list_display = ("user", "backend_id", "roles")
+    search_fields = ("backend_id",)
+    readonly_fields = ("user", "backend_id", "roles")
+
+    def has_add_permission(self, request):
+        return False
 
 
 @admin.register(PendingRevocation)

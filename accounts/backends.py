@@ -5,9 +5,10 @@ import logging
 from contextvars import ContextVar
 
 from django.contrib.auth.backends import BaseBackend
+from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.http import HttpRequest
 
-from . import cookies, revocations
+from . import cookies, revocations, users
 from .client import Tokens, get_client
 from .conf import conf
 from .exceptions import (
@@ -17,7 +18,7 @@ from .exceptions import (
     InvalidCredentials,
 )
 from .forwarded import client_ip
-from .models import User
+from .models import UserProfile
 from .record import COOKIES
 from .rolematch import roles_allowed
 from .slots import Slots
@@ -56,9 +57,15 @@ class AuthApiBackend(BaseBackend):
     """Sign in against the auth API: `authenticate(request, email=…, password=…)`.
 
     POST the credentials to the login endpoint, read the profile with the new
-    cookies, apply AUTH_ALLOWED_ROLES, mirror the user (accounts.User) and
-    hand the pair to the request's `TokenState`, which records it in the
-    session and relays the cookies with the response.
+    cookies, apply AUTH_ALLOWED_ROLES, mirror the user (`mirror`: any
+    AUTH_USER_MODEL, accounts/users.py) and hand the pair to the request's
+    `TokenState`, which records it in the session and relays the cookies with
+    the response.
+
+    A project fills its own user fields by subclassing and overriding
+    `user_fields(profile)` (the fields that follow the profile, compared at
+    every refresh) and `create_user(profile, fields)` (a user seen for the
+    first time), as mozilla-django-oidc's backend does.
 
     Returns None for wrong credentials, so Django may try another backend.
     Raises `AccessRefused` for a valid account without an allowed role (its
@@ -120,7 +127,7 @@ class AuthApiBackend(BaseBackend):
                 cookies.BROWSER_LIMIT,
             )
             raise CookieTooLarge(name, size)
-        user = User.objects.sync_from_profile(profile)
+        user = self.mirror(profile)
         if not self.user_can_authenticate(user):
             _revoke(tokens)
             return None
@@ -136,10 +143,26 @@ class AuthApiBackend(BaseBackend):
         user = _prefetched_user.get()
         if user is None or str(user.pk) != str(user_id):
             try:
-                user = User.objects.get(pk=user_id)
-            except (User.DoesNotExist, ValueError, TypeError):
+                user = users.lookup().get(pk=user_id)
+            except (ObjectDoesNotExist, ValueError, TypeError, ValidationError):
                 return None
         return user if self.user_can_authenticate(user) else None
+
+    # --- the user mirror: override to fill a project's own fields ---------------------
+
+    def user_fields(self, profile: UserProfile) -> dict:
+        """The user's fields that follow `profile`: {attname: value}."""
+        return users.default_user_fields(profile)
+
+    def create_user(self, profile: UserProfile, fields: dict):
+        """Create and save the user for a backend user seen for the first time."""
+        return users.default_create_user(profile, fields)
+
+    def mirror(self, profile: UserProfile, *, current=None):
+        """Return the user mirroring `profile` (accounts/users.py `mirror`), with these hooks."""
+        return users.mirror(
+            profile, current=current, user_fields=self.user_fields, create_user=self.create_user
+        )
 
     @staticmethod
     def user_can_authenticate(user) -> bool:

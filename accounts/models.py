@@ -1,14 +1,10 @@
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.contrib.auth.hashers import make_password
-from django.contrib.auth.models import AbstractUser, Group, UserManager
+from django.contrib.auth.models import AbstractUser, UserManager
 from django.contrib.sessions.base_session import AbstractBaseSession
-from django.db import models, transaction
+from django.db import models
 from django.utils.module_loading import import_string
-
-from .conf import conf
-from .rolematch import shared_roles
 
 
 @dataclass(frozen=True)
@@ -22,69 +18,56 @@ class UserProfile:
     roles: tuple[str, ...]
 
 
-class MirroredUserManager(UserManager):
-    @staticmethod
-    def mirrored_fields(profile: UserProfile) -> dict:
-        """Return the fields of the mirror that follow `profile`."""
-        is_super = bool(shared_roles(profile.roles, conf.superuser_roles))
-        return {
-            "email": profile.email,
-            "first_name": profile.first_name[:150],
-            "last_name": profile.last_name[:150],
-            "roles": list(profile.roles),
-            "is_staff": is_super,
-            "is_superuser": is_super,
-        }
+class BackendUserFields(models.Model):
+    """What the package keeps of a backend user, as fields of a custom user model.
 
-    def sync_from_profile(self, profile: UserProfile, *, current: "User | None" = None) -> "User":
-        """Create or update the mirror of `profile`, keyed by the backend's id.
-
-        Roles become the user's `roles` and groups of the same names; roles in
-        AUTH_SUPERUSER_ROLES make the user staff and superuser, so Django's
-        admin follows the backend. The password stays unusable: this database
-        can never sign anyone in on its own. `current`, the user the request
-        has loaded already, comes back as it is when it mirrors `profile`
-        (the common case at every refresh): no query at all.
-        """
-        wanted = self.mirrored_fields(profile)
-        if (
-            isinstance(current, User)
-            and current.backend_id == profile.id
-            and all(getattr(current, f) == value for f, value in wanted.items())
-        ):
-            return current
-        with transaction.atomic():
-            # get_or_create absorbs the race of two first sign-ins of one person
-            # (the losing INSERT hits the unique key and reads the winner's row).
-            user, created = self.select_for_update().get_or_create(
-                backend_id=profile.id,
-                defaults={"username": f"api-{profile.id}"[:150], "password": make_password(None)},
-            )
-            if not created and all(getattr(user, f) == value for f, value in wanted.items()):
-                return user
-            roles_changed = created or user.roles != wanted["roles"]
-            for field, value in wanted.items():
-                setattr(user, field, value)
-            user.save()
-            if roles_changed:
-                groups = [Group.objects.get_or_create(name=role[:150])[0] for role in profile.roles]
-                user.groups.set(groups)
-            return user
-
-
-class User(AbstractUser):
-    """A person known to the auth backend, mirrored here at every sign-in and refresh.
-
+    A project's own user model may inherit these (the demo's `User` does);
+    any other keeps them in `BackendIdentity` (accounts/users.py).
     Local superusers made with `createsuperuser` have no `backend_id`.
     """
 
     backend_id = models.CharField(max_length=128, unique=True, null=True, blank=True)
     roles = models.JSONField(default=list, blank=True)
 
-    objects = MirroredUserManager()
+    class Meta:
+        abstract = True
+
+
+class User(BackendUserFields, AbstractUser):
+    """A person known to the auth backend, mirrored here at every sign-in and refresh.
+
+    The demo's user model. A project keeps its own, or Django's: see
+    accounts/users.py for what the package needs of it.
+    """
+
+    objects = UserManager()
+
+    class Meta(AbstractUser.Meta):
+        # As Django's own: a project with another AUTH_USER_MODEL gets no table of it.
+        swappable = "AUTH_USER_MODEL"
 
     def __str__(self) -> str:
         return self.get_full_name() or self.email or self.username
+
+
+class BackendIdentity(models.Model):
+    """The backend's id and roles of a user whose model does not keep them itself.
+
+    Used when AUTH_USER_MODEL has no `backend_id` and `roles` fields (Django's
+    `auth.User`, say): accounts/users.py reads and writes it.
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="backend_identity"
+    )
+    backend_id = models.CharField(max_length=128, unique=True)
+    roles = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        verbose_name_plural = "backend identities"
+
+    def __str__(self) -> str:
+        return f"backend user {self.backend_id}"
 
 
 class Session(AbstractBaseSession):

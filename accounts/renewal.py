@@ -18,13 +18,15 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from django.contrib import auth
+
 from . import refresh, shape
 from .checking import MAX_CHAIN
 from .client import Tokens, get_client
 from .conf import conf
 from .cookies import BackendCookie, merge
 from .exceptions import BackendError, RefreshPending, SessionEnded, TokensRefused
-from .models import User, UserProfile
+from .models import UserProfile
 from .reasons import Reason
 from .record import access_expiry, token_hash
 from .rolematch import roles_allowed
@@ -259,7 +261,9 @@ class Renewal:
         if not roles_allowed(profile.roles):
             state.end(Reason.LOST_ROLE)
         request = state.request
-        request.user = User.objects.sync_from_profile(profile, current=request.user)
+        # The backend that signed this session in mirrors the user (accounts/backends.py).
+        backend = auth.load_backend(request.session[auth.BACKEND_SESSION_KEY])
+        request.user = backend.mirror(profile, current=request.user)
         state.set_record(replace(state.record, validated_at=time.time()))
 
     # --- for the backend client (TokenState is its TokenSource) -----------------

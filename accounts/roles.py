@@ -13,13 +13,12 @@ from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy as _
 
 from .rolematch import shared_roles
+from .users import roles_of
 
 
 def user_has_role(user, *roles: str) -> bool:
     """Return whether a signed-in `user` holds at least one of `roles`."""
-    if not getattr(user, "is_authenticated", False):
-        return False
-    return bool(shared_roles(getattr(user, "roles", None) or (), roles))
+    return bool(shared_roles(roles_of(user), roles))
 
 
 def missing_role_message(roles: Iterable[str]):

@@ -15,7 +15,7 @@ from django.contrib import messages
 from django.contrib.auth import logout
 from django.http import HttpRequest
 
-from . import signals
+from . import signals, users
 from .reasons import Reason
 
 logger = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ def end_session(request: HttpRequest, reason: Reason) -> None:
     `TokenState.of` sets and every caller has made by now) forgets the pair, so
     the response deletes the cookies wherever they were set.
     """
-    user_id = getattr(getattr(request, "user", None), "backend_id", None)
+    user_id = users.backend_id_of(getattr(request, "user", None))
     log = logger.warning if reason.suspicious else logger.info
     log("Session of backend user %s ended: %s", user_id, reason)
     signals.sign_out(reason)

@@ -116,10 +116,11 @@ def calls_to(rsps, path: str) -> list:
 
 def make_user(who: str):
     """Mirror one of PROFILES into the user table, as a sign-in would."""
-    from accounts.models import User, UserProfile
+    from accounts.backends import AuthApiBackend
+    from accounts.models import UserProfile
 
     profile = PROFILES[who]
-    return User.objects.sync_from_profile(
+    return AuthApiBackend().mirror(
         UserProfile(
             id=str(profile["id"]),
             email=profile["email"],

@@ -226,15 +226,16 @@ def _serve(
     cls,
     *,
     stop_signal: signal.Signals = signal.SIGTERM,
+    cwd: Path = ROOT,
 ):
-    """Start `command`, wait for `announce` (a regex with a `port` group) in its log.
+    """Start `command` in `cwd`, wait for `announce` (a regex with a `port` group) in its log.
 
     It is stopped with `stop_signal` to its whole process group, then SIGKILL
     if it is still running 15 s later.
     """
     with open(log_path, "w") as log:
         process = subprocess.Popen(
-            command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            command, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
     try:
         deadline = time.monotonic() + 60

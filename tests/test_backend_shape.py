@@ -263,12 +263,13 @@ class TestRoleMatching:
             resolve_roles([lambda: settings.DEMO_ADMIN_ROLES])
 
     def test_the_superuser_role_as_the_backend_spells_it(self, settings):
-        from accounts.models import MirroredUserManager, UserProfile
+        from accounts.models import UserProfile
+        from accounts.users import default_user_fields
 
         profile = UserProfile(id="1", email="a@b.c", first_name="", last_name="", roles=("Admin",))
-        assert MirroredUserManager.mirrored_fields(profile)["is_superuser"] is False
+        assert default_user_fields(profile)["is_superuser"] is False
         settings.AUTH_ROLES_CASE_INSENSITIVE = True
-        assert MirroredUserManager.mirrored_fields(profile)["is_superuser"] is True
+        assert default_user_fields(profile)["is_superuser"] is True
 
 
 # --- the client: tokens out ---------------------------------------------------------

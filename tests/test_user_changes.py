@@ -10,6 +10,7 @@ from django.contrib.admin.sites import site
 from django.contrib.auth import get_user_model
 from django.test import RequestFactory
 
+from accounts.users import mirror
 from tests import fakes
 
 pytestmark = pytest.mark.django_db
@@ -79,13 +80,13 @@ def test_a_profile_matching_the_loaded_user_costs_no_query(django_assert_num_que
     user = fakes.make_user("admin")
     loaded = User.objects.get(pk=user.pk)
     with django_assert_num_queries(0):
-        assert User.objects.sync_from_profile(profile_of("admin"), current=loaded) is loaded
+        assert mirror(profile_of("admin"), current=loaded) is loaded
 
 
 def test_a_changed_profile_is_written_even_with_the_loaded_user():
     user = fakes.make_user("evaluator")
     loaded = User.objects.get(pk=user.pk)
-    synced = User.objects.sync_from_profile(
+    synced = mirror(
         profile_of("evaluator", email="new-é@example.com", roles=["evaluator", "admin"]),
         current=loaded,
     )
@@ -100,7 +101,7 @@ def test_a_changed_profile_is_written_even_with_the_loaded_user():
 
 def test_a_loaded_user_of_another_backend_id_is_not_taken_for_the_profile():
     admin = User.objects.get(pk=fakes.make_user("admin").pk)
-    synced = User.objects.sync_from_profile(profile_of("evaluator"), current=admin)
+    synced = mirror(profile_of("evaluator"), current=admin)
     assert synced.backend_id == "2"
     assert synced.pk != admin.pk
 

@@ -1,6 +1,7 @@
 from django import template
 
 from accounts.roles import user_has_role
+from accounts.users import roles_of
 
 register = template.Library()
 
@@ -11,3 +12,9 @@ def has_role(user, roles) -> bool:
     if isinstance(roles, str):
         roles = roles.split(",")
     return user_has_role(user, *(role.strip() for role in roles))
+
+
+@register.filter
+def roles(user) -> tuple[str, ...]:
+    """`{{ user|roles|join:", " }}`: the roles the backend last reported, any user model."""
+    return roles_of(user)

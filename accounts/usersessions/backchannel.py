@@ -30,6 +30,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from jwt.exceptions import InvalidJTIError, InvalidSubjectError
 
+from .. import users
 from ..conf import conf
 from ..reasons import Reason
 from ..responses import json_error, json_view
@@ -152,7 +153,7 @@ def end_sessions(*, user_id: str, sid: str | None = None) -> int:
 
     Nothing is revoked: the backend sent this, and knows.
     """
-    rows = UserSession.objects.filter(user__backend_id=user_id)
+    rows = UserSession.objects.filter(**{f"user__{users.backend_id_field()}": user_id})
     if sid is not None:
         rows = rows.filter(backend_sid=sid)
     keys = list(rows.values_list("session_key", flat=True))

@@ -1,0 +1,183 @@
+"""accounts/users.py: any AUTH_USER_MODEL, its backend id and roles on it or beside it.
+
+The suite's user model (the demo's accounts.User) keeps `backend_id` and
+`roles` itself. The `identity` fixture makes the package keep them in
+`accounts.BackendIdentity` instead, as it does for Django's own `auth.User`
+or any model without those fields; tests/test_adoption.py signs in to a new
+project with each kind of model for real.
+"""
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AnonymousUser
+from django.db import IntegrityError
+
+from accounts import users
+from accounts.backends import AuthApiBackend
+from accounts.models import BackendIdentity, UserProfile
+from tests import fakes
+
+pytestmark = pytest.mark.django_db
+
+User = get_user_model()
+
+
+def profile(id="7", email="zoë@example.com", roles=("evaluator",), **names) -> UserProfile:
+    return UserProfile(
+        id=id,
+        email=email,
+        first_name=names.get("first_name", "Zoë"),
+        last_name=names.get("last_name", "Ñandú"),
+        roles=tuple(roles),
+    )
+
+
+@pytest.fixture(params=["on the user model", "beside it"])
+def where(request, monkeypatch):
+    """Run the test with the backend id and roles kept on the user model, then beside it."""
+    if request.param == "beside it":
+        monkeypatch.setattr(users, "on_user_model", lambda: False)
+    return request.param
+
+
+def test_a_first_sign_in_creates_a_user_no_password_can_open(where):
+    user = users.mirror(profile())
+    assert user.username == "api-7"
+    assert not user.has_usable_password()
+    assert (user.email, user.first_name, user.last_name) == ("zoë@example.com", "Zoë", "Ñandú")
+    assert users.backend_id_of(user) == "7"
+    assert users.roles_of(user) == ("evaluator",)
+    assert sorted(user.groups.values_list("name", flat=True)) == ["evaluator"]
+    assert BackendIdentity.objects.filter(user=user).exists() == (where == "beside it")
+    if where == "beside it":
+        assert User.objects.get(pk=user.pk).backend_id is None  # nothing on the model
+
+
+def test_the_same_profile_with_the_loaded_user_costs_no_query(where, django_assert_num_queries):
+    created = users.mirror(profile())
+    loaded = users.lookup().get(pk=created.pk)
+    with django_assert_num_queries(0):
+        assert users.mirror(profile(), current=loaded) is loaded
+
+
+def test_a_changed_profile_is_written_and_found_by_its_backend_id(where):
+    first = users.mirror(profile())
+    again = users.mirror(profile(email="new@example.com", roles=["admin", "évaluateur"]))
+    assert again.pk == first.pk
+    fresh = users.lookup().get(pk=first.pk)
+    assert fresh.email == "new@example.com"
+    assert users.roles_of(fresh) == ("admin", "évaluateur")
+    assert fresh.is_staff and fresh.is_superuser  # "admin" is in AUTH_SUPERUSER_ROLES
+    assert sorted(fresh.groups.values_list("name", flat=True)) == ["admin", "évaluateur"]
+    assert User.objects.count() == 1
+
+
+def test_a_loaded_user_of_another_backend_id_is_not_taken_for_the_profile(where):
+    other = users.mirror(profile(id="8", email="o@example.com"))
+    mine = users.mirror(profile(), current=other)
+    assert mine.pk != other.pk
+    assert users.backend_id_of(mine) == "7"
+
+
+def test_a_second_first_sign_in_at_once_updates_the_firsts_user(where, monkeypatch):
+    """The race of two first sign-ins: the loser's insert hits the unique key, and it
+    mirrors onto the winner's user instead of failing."""
+    winner = users.mirror(profile())
+    real = users._mirror
+    calls = []
+
+    def lost_the_race(*args):
+        calls.append(args)
+        if len(calls) == 1:
+            raise IntegrityError("duplicate key value violates unique constraint")
+        return real(*args)
+
+    monkeypatch.setattr(users, "_mirror", lost_the_race)
+    assert users.mirror(profile(email="late@example.com")).pk == winner.pk
+    assert len(calls) == 2
+    assert User.objects.get(pk=winner.pk).email == "late@example.com"
+
+
+def test_anyone_the_backend_does_not_know_has_no_id_and_no_roles(where):
+    local = User.objects.create_user("local-admin", password="x" * 12)
+    assert users.backend_id_of(local) is None
+    assert users.roles_of(local) == ()
+    assert users.backend_id_of(AnonymousUser()) is None
+    assert users.roles_of(AnonymousUser()) == ()
+    assert users.roles_of(None) == ()
+
+
+def test_roles_of_another_shape_read_as_none(where):
+    user = users.mirror(profile())
+    holder = user if where == "on the user model" else user.backend_identity
+    holder.roles = {"admin": True}
+    assert users.roles_of(user) == ()
+    holder.roles = ["admin", 3, None]
+    assert users.roles_of(user) == ("admin",)
+
+
+def test_fields_cut_to_the_models_lengths(where):
+    user = users.mirror(profile(first_name="é" * 200, email="e" * 300))
+    assert user.first_name == "é" * 150
+    assert len(user.email) == 254
+
+
+def test_the_lookup_reads_the_identity_with_the_user(where, django_assert_num_queries):
+    created = users.mirror(profile())
+    with django_assert_num_queries(1):
+        loaded = users.lookup().get(pk=created.pk)
+        assert users.roles_of(loaded) == ("evaluator",)
+        assert users.backend_id_of(loaded) == "7"
+
+
+def test_a_signed_in_page_reads_session_user_and_roles_in_one_query(
+    where, client, backend, locmem_cache, django_assert_num_queries
+):
+    fakes.sign_in_client(client, "evaluator", access=fakes.access_jwt())
+    client.get("/dashboard/")  # the first touch of the sessions page's row
+    with django_assert_num_queries(1):
+        page = client.get("/dashboard/")
+    assert page.status_code == 200
+    assert "evaluator" in page.content.decode()
+
+
+# --- a project's own fields: the backend's hooks ----------------------------------------
+
+
+class ShoutingBackend(AuthApiBackend):
+    """A project's backend: last names in capitals, usernames from the email."""
+
+    def user_fields(self, profile):
+        return {**super().user_fields(profile), "last_name": profile.last_name.upper()}
+
+    def create_user(self, profile, fields):
+        fields = {**fields, "username": profile.email}
+        return super().create_user(profile, fields)
+
+
+def test_a_projects_hooks_fill_its_own_fields(where):
+    backend = ShoutingBackend()
+    user = backend.mirror(profile())
+    assert (user.username, user.last_name) == ("zoë@example.com", "ÑANDÚ")
+    loaded = users.lookup().get(pk=user.pk)
+    assert backend.mirror(profile(), current=loaded) is loaded  # compared with the hook's
+    assert users.mirror(profile(), current=loaded) is not loaded  # the default differs
+
+
+def test_a_revalidation_mirrors_through_the_backend_that_signed_in(
+    where, settings, client, backend, locmem_cache
+):
+    """Re-reading the user uses the session's own backend, hooks and all."""
+    path = f"{__name__}.ShoutingBackend"
+    settings.AUTHENTICATION_BACKENDS = [path, "accounts.backends.AuthApiBackend"]
+    fakes.sign_in_client(client, "evaluator", access=fakes.access_jwt())
+    session = client.session
+    session["_auth_user_backend"] = path
+    session.save()
+    fakes.edit_record(client, validated_at=0)  # due to be re-read
+    fakes.stub_me(backend, "evaluator")
+
+    assert client.get("/dashboard/").status_code == 200
+
+    user = users.lookup().get(**{users.backend_id_field(): "2"})
+    assert user.last_name == fakes.PROFILES["evaluator"]["lastName"].upper()
