@@ -65,4 +65,4 @@ class FormCharsetMiddleware:
         logger.debug("Form body in charset %r refused: forms are read as UTF-8", request.encoding)
         if wants_json(request):
             return json_error(400, "bad_request", "Send form data as UTF-8.")
-        return HttpResponseBadRequest(render_to_string("400.html"))
+        return HttpResponseBadRequest(render_to_string("accounts/400.html"))

@@ -120,7 +120,7 @@ class TokenRefreshMiddleware:
                 response = json_error(429, "throttled", "Too many requests; try again later.")
             else:
                 context = {"retry_after": exception.retry_after}
-                response = render(request, "429.html", context, status=429)
+                response = render(request, "accounts/429.html", context, status=429)
             response["Retry-After"] = str(exception.retry_after)
             return response
         if isinstance(exception, BackendError):
@@ -130,7 +130,7 @@ class TokenRefreshMiddleware:
                     503, "backend_unavailable", "The sign-in service did not answer; try again."
                 )
             else:
-                response = render(request, "503.html", status=503)
+                response = render(request, "accounts/503.html", status=503)
             response["Retry-After"] = "5"
             return response
         return None

@@ -8,7 +8,7 @@ sees one raised further in. So the page is chosen there: config/urls.py
 names `server_error` the handler500. For a lost or refused database
 connection (OperationalError, InterfaceError) it answers 503 with
 Retry-After: a page that needs neither the database nor the session
-(templates/outage.html, rendered without the request's context processors),
+(accounts/templates/accounts/outage.html, rendered without the request's context processors),
 or JSON for scripts (`accounts.responses.wants_json`, the `/api/` proxy
 too). Every other error keeps Django's 500 page. With DEBUG on, Django
 shows its debug page before any handler runs.
@@ -57,7 +57,7 @@ def unavailable_response(request: HttpRequest) -> HttpResponse:
         )
     else:
         # No request passed: the context processors would load the session and the user.
-        response = HttpResponse(render_to_string("outage.html"), status=503)
+        response = HttpResponse(render_to_string("accounts/outage.html"), status=503)
     response["Retry-After"] = str(RETRY_AFTER)
     response["Cache-Control"] = "no-store"
     # Made outside the CSP and X-Frame-Options middleware when the session

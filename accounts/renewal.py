@@ -220,9 +220,9 @@ class Renewal:
         user = state.request.user
         return UserProfile(
             id=state.record.user_id,
-            email=user.email,
-            first_name=user.first_name,
-            last_name=user.last_name,
+            email=getattr(user, user.get_email_field_name(), ""),
+            first_name=getattr(user, "first_name", ""),
+            last_name=getattr(user, "last_name", ""),
             roles=get_client().token_roles(state.tokens.access),
         )
 

@@ -69,6 +69,13 @@ def roles_of(user) -> tuple[str, ...]:
     return tuple(r for r in roles if isinstance(r, str)) if isinstance(roles, list) else ()
 
 
+def display_name(user) -> str:
+    """How pages name `user`: the full name, else the email, else the username."""
+    full_name = getattr(user, "get_full_name", None)
+    email = getattr(user, get_user_model().get_email_field_name(), "")
+    return (full_name() if callable(full_name) else "") or email or user.get_username()
+
+
 def lookup():
     """The user model's queryset, with the identity read in the same query when it has one."""
     users = get_user_model()._default_manager

@@ -9,7 +9,7 @@ from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.db import DatabaseError, transaction
 from django.http import HttpRequest, HttpResponseRedirect, JsonResponse
-from django.shortcuts import redirect
+from django.shortcuts import redirect, resolve_url
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
@@ -22,7 +22,7 @@ from django.utils.translation import ngettext
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from . import cookies, revocations, shape, signals, throttle
+from . import cookies, revocations, shape, signals, throttle, users
 from .conf import conf
 from .exceptions import (
     BackendError,
@@ -97,7 +97,7 @@ class LoginView(SafeNextMixin, auth_views.LoginView):
     """
 
     form_class = LoginForm
-    template_name = "registration/login.html"
+    template_name = "accounts/login.html"
 
     def post(self, request, *args, **kwargs):
         # Counted before the password is checked, settled after (accounts/throttle.py).
@@ -170,6 +170,7 @@ class LoginView(SafeNextMixin, auth_views.LoginView):
 
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
+        context["home_url"] = home_url()
         if self.request.method == "GET" and not self.request.user.is_authenticated:
             context["sign_in_reason"] = self._why_here()
         return context
@@ -193,7 +194,7 @@ class LoginView(SafeNextMixin, auth_views.LoginView):
         signals.sign_in("ok")
         response = super().form_valid(form)
         user = form.get_user()
-        name = user.get_full_name() or user.email
+        name = users.display_name(user)
         messages.success(self.request, _("Signed in as %(name)s.") % {"name": name})
         return response
 
@@ -224,12 +225,17 @@ class LogoutView(SafeNextMixin, auth_views.LogoutView):
     """
 
     http_method_names = ["get", "post", "options"]
-    template_name = "registration/logout.html"
+    template_name = "accounts/logout.html"
+
+    def get_default_redirect_url(self):
+        # Signed out, a person lands on LOGOUT_REDIRECT_URL, else the sign-in page:
+        # never back on this page, which is for the signed in.
+        return resolve_url(settings.LOGOUT_REDIRECT_URL or settings.LOGIN_URL)
 
     def get(self, request, *args, **kwargs):
         if not request.user.is_authenticated:
             return HttpResponseRedirect(self.get_success_url())
-        context = {"next": self.get_redirect_url()}
+        context = {"next": self.get_redirect_url(), "home_url": home_url()}
         return TemplateResponse(request, self.template_name, context)
 
     def post(self, request, *args, **kwargs):
@@ -330,6 +336,11 @@ def refresh(request: HttpRequest) -> JsonResponse:
     )
 
 
+def home_url() -> str:
+    """Where a signed-in person goes from the package's pages: LOGIN_REDIRECT_URL."""
+    return resolve_url(settings.LOGIN_REDIRECT_URL)
+
+
 def csrf_failure(request: HttpRequest, reason: str):
     """CSRF refusals: JSON for scripts; for people, a page with a way back.
 
@@ -346,5 +357,5 @@ def csrf_failure(request: HttpRequest, reason: str):
     if not next_url and request.path != login:
         next_url = safe_next(request, request.get_full_path())
     back = f"{login}?{urlencode({'next': next_url})}" if next_url else login
-    context = {"back": back, "signed_in": request.user.is_authenticated}
-    return TemplateResponse(request, "403_csrf.html", context, status=403)
+    context = {"back": back, "signed_in": request.user.is_authenticated, "home_url": home_url()}
+    return TemplateResponse(request, "accounts/403_csrf.html", context, status=403)

@@ -547,7 +547,7 @@ class TestCsrfFailureWayBack:
         response = client.post("/accounts/sessions/", {})
         body = response.content.decode()
         assert response.status_code == 403
-        assert '<a class="button" href="/dashboard/">Back to your dashboard</a>' in body
+        assert '<a class="button" href="/dashboard/">Go back</a>' in body
         assert 'id="csrf-back"' not in body
         assert fakes.PROFILES["admin"]["firstName"] in body  # the header, as on every page
 

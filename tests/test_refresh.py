@@ -5,6 +5,7 @@ import logging
 import threading
 import time
 from concurrent.futures import Future, wait
+from unittest import mock
 
 import pytest
 import requests
@@ -943,6 +944,13 @@ def test_a_token_marked_presented_is_never_sent_again(service, locmem_cache, set
     assert sent_refresh_tokens(service) == []
     assert counted("REUSE_SUSPECT") == before + 1
     assert "A refresh token was about to be presented twice; not sent" in caplog.messages
+    # The outcome is kept under the token's own key, for the token's life: every
+    # other tab holding it learns "unknown" without a call.
+    kept = locmem_cache.get(key())
+    assert (kept["state"], kept["binding"]) == (refresh.UNKNOWN, BINDING)
+    assert kept_for(locmem_cache, key()) == (True, False)
+    assert run().state == refresh.UNKNOWN
+    assert sent_refresh_tokens(service) == []
 
 
 def test_the_first_call_marks_the_token_presented_for_its_life(service, locmem_cache):
@@ -951,6 +959,17 @@ def test_the_first_call_marks_the_token_presented_for_its_life(service, locmem_c
 
     assert run().state == refresh.OK
     assert locmem_cache.get(f"{key()}:presented") == 1
+    assert kept_for(locmem_cache, f"{key()}:presented") == (True, False)  # as long as the claim
+
+
+def kept_for(cache, cache_key: str) -> tuple[bool, bool]:
+    """Whether `cache_key` is still there 590 s and 610 s from now (run() keeps for 600 s)."""
+    now = time.time()
+    found = []
+    for later in (590, 610):
+        with mock.patch("django.core.cache.backends.locmem.time.time", return_value=now + later):
+            found.append(cache.has_key(cache_key))
+    return tuple(found)
 
 
 def test_a_cache_that_cannot_mark_leaves_the_claim_to_guard(service, locmem_cache, monkeypatch):

@@ -25,6 +25,14 @@ def _shape_mismatch() -> dict | None:
     return {**found, "at": datetime.fromtimestamp(found["at"], UTC)}
 
 
+def _ordering() -> list[str]:
+    # By name where the user model has names (accounts/users.py: any model will do).
+    model = get_user_model()
+    names = {field.name for field in model._meta.get_fields()}
+    wanted = ("last_name", "first_name", model.get_email_field_name())
+    return [name for name in wanted if name in names] + ["pk"]
+
+
 @role_required(lambda: conf.ops_roles_list)
 @never_cache
 def health_page(request: HttpRequest) -> HttpResponse:
@@ -43,7 +51,7 @@ def health_page(request: HttpRequest) -> HttpResponse:
             get_user_model()
             .objects.annotate(session_count=Count("signed_in_sessions", filter=live))
             .filter(session_count__gt=0)
-            .order_by("last_name", "first_name", "email", "pk")
+            .order_by(*_ordering())
         )
     sessions = metrics.active_sessions()
     recorded = timeline.read()

@@ -1,7 +1,7 @@
 from django import template
 
 from accounts.roles import user_has_role
-from accounts.users import roles_of
+from accounts.users import display_name, roles_of
 
 register = template.Library()
 
@@ -18,3 +18,9 @@ def has_role(user, roles) -> bool:
 def roles(user) -> tuple[str, ...]:
     """`{{ user|roles|join:", " }}`: the roles the backend last reported, any user model."""
     return roles_of(user)
+
+
+@register.filter(name="display_name")
+def display_name_filter(user) -> str:
+    """`{{ user|display_name }}`: the full name, else the email, else the username."""
+    return display_name(user)
