@@ -10,7 +10,7 @@ sign-in throttle, put a chosen address on the sessions page or have it
 forwarded to the backend.
 
 Used by the throttle (accounts/throttle.py), the device record
-(accounts/devices.py), `/metrics` (accounts/ops/metrics.py), sign-in's
+(accounts/usersessions/signins.py), `/metrics` (accounts/ops/metrics.py), sign-in's
 forwarded address (accounts/backends.py) and the request id
 (accounts/requestid.py). No model is imported here: the logging filter of
 accounts/requestid.py is loaded with the settings.

@@ -9,7 +9,7 @@ next to its `TokenRecord` and saved with it, in both storage modes
 - `cookies`: the browser's cookies are the request's tokens (checked against
   the record); the sealed copy lets another of the user's browsers, an admin
   or a back-channel sign-out revoke this sign-in at the backend
-  (accounts/devices.py), and a switch to `session` needs nothing from the
+  (accounts/usersessions/signins.py), and a switch to `session` needs nothing from the
   browser.
 
 Sealed with Fernet under a key derived by HKDF from SECRET_KEY; keys derived

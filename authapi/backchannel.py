@@ -6,7 +6,7 @@ AUTHAPI_BACKCHANNEL_SECRET; `sub` the account's id as in the access tokens,
 `iat`, a random `jti`, no `sid`: every sign-in) POSTed form-encoded as
 `logout_token`, the way OpenID Connect Back-Channel Logout 1.0 sends it. The
 app deletes that user's sessions within the request and answers how many
-(accounts/backchannel.py). A failure never raises: it comes back as a
+(accounts/usersessions/backchannel.py). A failure never raises: it comes back as a
 `Delivery` saying why.
 """
 

@@ -121,3 +121,35 @@ def test_the_link_finder_sees_links_and_skips_code(tmp_path):
         "`[e](e.md)`\n```\n[f](f.md)\n```\n[g]: g.md\n"
     )
     assert sorted(relative_links(page)) == ["b.png#x", "docs/a.md", "g.md"]
+
+
+# The modules a comment or a page names by path: each must exist. The changelog and
+# bench/README.md are histories, where a path names what was there then.
+NAMED_MODULE = re.compile(
+    r"(?<![\w/.-])(?:accounts|dashboard|config|authapi|tests|bench|scripts)/[\w/]*\w\.py\b"
+)
+HISTORIES = {"CHANGELOG.md", "bench/README.md"}
+
+
+def named_modules(text: str) -> set[str]:
+    return set(NAMED_MODULE.findall(text))
+
+
+def test_every_module_a_comment_or_page_names_exists():
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    missing = {}
+    for name in tracked:
+        path = ROOT / name
+        if name in HISTORIES or path.suffix not in {".py", ".md", ".html", ".js", ".css", ".toml"}:
+            continue
+        gone = sorted(m for m in named_modules(path.read_text()) if not (ROOT / m).exists())
+        if gone:
+            missing[name] = gone
+    assert missing == {}, f"paths that name no file of the repository: {missing}"
+
+
+def test_the_module_finder_sees_paths_and_not_their_neighbours():
+    text = "see accounts/usersessions/signins.py, `dashboard/views.py`; not x/accounts/a.py or a.py"
+    assert named_modules(text) == {"accounts/usersessions/signins.py", "dashboard/views.py"}

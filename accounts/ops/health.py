@@ -1,7 +1,7 @@
 """`/healthz`: readiness of each part the app needs, by name: database, cache, backend.
 
 `backend_health()` is the one probe of the auth backend: `/healthz` and the
-admin's health page (dashboard/views.py) both call it and read its result.
+admin's health page (accounts/ops/views.py) both call it and read its result.
 """
 
 import logging

@@ -23,7 +23,7 @@
     return "(in " + parts.join(" ") + ")";
   }
 
-  // The pages' one way of writing a moment (dashboard/templatetags/moments.py),
+  // The pages' one way of writing a moment (accounts/templatetags/moments.py),
   // here in the browser's own time zone: "6 Dec 2025, 14:05 GMT+1".
   var MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 
