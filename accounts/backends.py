@@ -9,7 +9,7 @@ from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.http import HttpRequest
 
 from . import cookies, revocations, users
-from .client import Tokens, get_client
+from .client import get_client
 from .conf import conf
 from .exceptions import (
     AccessRefused,
@@ -23,6 +23,7 @@ from .record import COOKIES
 from .rolematch import roles_allowed
 from .slots import Slots
 from .state import TokenState
+from .tokens import Tokens
 
 logger = logging.getLogger(__name__)
 

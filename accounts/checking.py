@@ -12,11 +12,11 @@ import logging
 from typing import TYPE_CHECKING
 
 from . import refresh, signals
-from .client import Tokens
 from .conf import conf
 from .cookies import BackendCookie
 from .reasons import Reason
 from .record import TokenRecord, hash_matches, token_hash
+from .tokens import Tokens
 
 if TYPE_CHECKING:
     from .state import TokenState

@@ -12,7 +12,6 @@ import functools
 import json
 import logging
 import math
-import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -56,47 +55,15 @@ from .shape import (
     role_names,
     roles_candidates,
 )
-from .tokens import access_token_claims
+
+# Tokens and usable_token live in accounts/tokens.py; imported here for callers of the
+# adapter API (docs/adapter.md), which name them from the client.
+from .tokens import TOKEN_VALUE, Tokens, access_token_claims, usable_token  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_RETRY_AFTER = 60
 MAX_JSON_BYTES = 1024 * 1024
-# RFC 6265 §4.1.1 cookie-octets: what may go into a Cookie header (and what
-# `requests` can encode). Anything else is treated as no token at all.
-TOKEN_VALUE = re.compile(r"^[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]{1,8192}$")
-
-
-def usable_token(value: str | None) -> str | None:
-    """Return `value` if it can be a token in a Cookie or Authorization header, else None."""
-    if value and TOKEN_VALUE.match(value):
-        return value
-    return None
-
-
-@dataclass(frozen=True, repr=False)
-class Tokens:
-    """A pair of token values (either may be missing). Its repr never shows them."""
-
-    access: str | None = None
-    refresh: str | None = None
-
-    def __repr__(self) -> str:
-        shown = {k: "<hidden>" if v else None for k, v in self.__dict__.items()}
-        return f"Tokens(access={shown['access']}, refresh={shown['refresh']})"
-
-    def updated_by(self, cookies: list[BackendCookie]) -> "Tokens":
-        """Return these tokens with whatever `cookies` set or delete applied."""
-        access, refresh = self.access, self.refresh
-        for cookie in cookies:
-            value = None if cookie.deletes else usable_token(cookie.value)
-            if cookie.name == conf.access_cookie:
-                access = value
-            elif cookie.name == conf.refresh_cookie:
-                refresh = value
-        return Tokens(access=access, refresh=refresh)
-
-
 class RefreshRefused(Exception):
     """The backend refused a refresh token (400/401/403): that sign-in is over."""
 

@@ -47,12 +47,13 @@ from django.core.cache import cache
 from django.db import close_old_connections
 
 from . import shape, signals
-from .client import RefreshRefused, Tokens, get_client
+from .client import RefreshRefused, get_client
 from .conf import conf
 from .cookies import BackendCookie
 from .exceptions import BackendError, BackendUnavailable, RefreshPending
 from .models import UserProfile
 from .record import derived_fernet, token_hash
+from .tokens import Tokens
 
 logger = logging.getLogger(__name__)
 

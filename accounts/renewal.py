@@ -22,7 +22,7 @@ from django.contrib import auth
 
 from . import refresh, shape
 from .checking import MAX_CHAIN
-from .client import Tokens, get_client
+from .client import get_client
 from .conf import conf
 from .cookies import BackendCookie, merge
 from .exceptions import BackendError, RefreshPending, SessionEnded, TokensRefused
@@ -31,6 +31,7 @@ from .reasons import Reason
 from .record import access_expiry, token_hash
 from .rolematch import roles_allowed
 from .slots import Slots
+from .tokens import Tokens
 
 if TYPE_CHECKING:
     from .state import TokenState

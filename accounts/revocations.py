@@ -40,11 +40,12 @@ from django.db.models import F
 from django.dispatch import receiver
 from django.utils import timezone
 
-from .client import Tokens, get_client
+from .client import get_client
 from .conf import conf
 from .exceptions import BackendError, Throttled
 from .models import PendingRevocation
 from .record import TokenRecord, token_hash
+from .tokens import Tokens
 from .vault import Sealer
 
 logger = logging.getLogger(__name__)

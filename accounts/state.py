@@ -26,7 +26,6 @@ from django.utils.module_loading import import_string
 
 from . import vault
 from .checking import PairCheck
-from .client import Tokens, usable_token
 from .conf import conf
 from .cookies import BackendCookie
 from .delivery import Delivery
@@ -36,6 +35,7 @@ from .reasons import Reason
 from .record import SESSION, SESSION_KEY, TokenRecord
 from .renewal import Renewal
 from .signout import end_session
+from .tokens import Tokens, usable_token
 
 logger = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ from cryptography.fernet import InvalidToken, MultiFernet
 from django.conf import settings
 from django.contrib.sessions.backends.base import SessionBase
 
-from .client import Tokens, usable_token
 from .record import derived_fernet
+from .tokens import Tokens, usable_token
 
 SESSION_KEY = "_auth_token_vault"
 

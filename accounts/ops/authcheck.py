@@ -28,7 +28,7 @@ from django.test.utils import override_settings
 from django.utils.module_loading import import_string
 
 from .. import clock
-from ..client import AuthApiClient, BackendAnswer, Tokens, found_in, token_places
+from ..client import AuthApiClient, BackendAnswer, found_in, token_places
 from ..clock import SIGNIFICANT
 from ..conf import SETTINGS, conf
 from ..cookies import BROWSER_LIMIT, COOKIE_VALUE, BackendCookie, relayed_size
@@ -43,7 +43,7 @@ from ..shape import (
     role_names,
     roles_candidates,
 )
-from ..tokens import access_token_claims
+from ..tokens import Tokens, access_token_claims
 
 PASS, WARN, FAIL, SKIP = "PASS", "WARN", "FAIL", "SKIP"
 # Headers some backends read the access token from instead of Authorization (NocoDB: xc-auth).
