@@ -338,3 +338,17 @@ def test_the_dashboard_says_where_the_tokens_are(
     page = client.get("/dashboard/").content.decode()
 
     assert said in page
+
+
+def test_each_purpose_seals_under_a_key_of_its_own():
+    """The pair sealed in a session and the pair queued for revocation are sealed under
+    different keys derived from SECRET_KEY (HKDF `info`): one cannot open the other."""
+    from cryptography.fernet import InvalidToken
+
+    from accounts import revocations
+
+    sealed = vault.seal(Tokens(access="a-1", refresh="r-1"))
+    with pytest.raises(InvalidToken):
+        revocations._sealer.open(sealed)
+    opened = vault.Sealer(b"accounts.vault.tokens").open(sealed)
+    assert opened == {"access": "a-1", "refresh": "r-1"}
