@@ -66,6 +66,16 @@ def test_an_unknown_or_hostile_key_reads_as_empty(key):
     assert SessionStore(session_key=key).load() == {}
 
 
+def test_a_store_that_finds_no_session_offers_no_user():
+    user = User.objects.create_user("ünï")
+    found = SessionStore(session_key=saved({SESSION_KEY: str(user.pk)}))
+    found.load()
+    assert found.prefetched_user == user
+    missing = SessionStore(session_key="nosuchsessionkeyatall000000000000")
+    missing.load()
+    assert missing.prefetched_user is None
+
+
 def test_tampered_data_reads_as_empty():
     key = saved({"who": "someone"})
     Session.objects.filter(pk=key).update(session_data="tampered:garbage")
@@ -87,7 +97,7 @@ def test_a_session_records_whose_it_is():
     assert Session.objects.get(pk=key).user_id == user.pk
 
 
-@pytest.mark.parametrize("value", [None, "", "not-a-number", ["1"]])
+@pytest.mark.parametrize("value", [None, "", "not-a-number", ["1"], True, False])
 def test_a_session_without_a_usable_user_id_records_none(value):
     key = saved({SESSION_KEY: value} if value is not None else {"who": "anonymous"})
     assert Session.objects.get(pk=key).user_id is None
