@@ -181,3 +181,17 @@ def test_a_revalidation_mirrors_through_the_backend_that_signed_in(
 
     user = users.lookup().get(**{users.backend_id_field(): "2"})
     assert user.last_name == fakes.PROFILES["evaluator"]["lastName"].upper()
+
+
+def test_a_back_channel_sign_out_finds_the_users_sessions_wherever_the_id_is(where, locmem_cache):
+    from accounts.usersessions import backchannel
+
+    mine = users.mirror(profile())
+    theirs = users.mirror(profile(id="8", email="o@example.com"))
+    ended = fakes.user_session(mine, sid="s1")
+    kept = fakes.user_session(theirs, sid="s1")
+
+    assert backchannel.end_sessions(user_id="7", sid="s1") == 1
+
+    assert fakes.live_session_keys() == {kept}
+    assert ended not in fakes.live_session_keys()
