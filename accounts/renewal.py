@@ -25,7 +25,13 @@ from .checking import MAX_CHAIN
 from .client import get_client
 from .conf import conf
 from .cookies import BackendCookie, merge
-from .exceptions import BackendError, RefreshPending, SessionEnded, TokensRefused
+from .exceptions import (
+    BackendError,
+    BackendUnavailable,
+    RefreshPending,
+    SessionEnded,
+    TokensRefused,
+)
 from .models import UserProfile
 from .reasons import Reason
 from .record import access_expiry, token_hash
@@ -280,8 +286,20 @@ class Renewal:
         return state.tokens
 
     def renew_after_rejection(self) -> Tokens:
-        """The backend said 401: renew once per request; a second time ends the session."""
+        """The backend said 401: renew once per request; a 401 after that ends the session.
+
+        Unless the pair this request renewed to had expired, by its recorded
+        expiry, by the time the 401 came: a backend that answers late (working
+        through a queue after a stall) turns a fresh short-lived token into an
+        expired one on the way. That is the backend being slow, not a sign-out:
+        `BackendUnavailable` (503, the session kept; the next request refreshes).
+        """
         if self.renewed:
+            record = self.state.load()
+            if record is not None and record.access_expired(now=time.time()):
+                raise BackendUnavailable(
+                    "the backend answered 401 after the renewed access token had expired"
+                )
             self.state.end(Reason.REJECTED_TWICE)
         if self.state.load() is None:
             self.state.end(Reason.NO_RECORD)

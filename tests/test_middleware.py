@@ -330,6 +330,36 @@ class TestOneRefreshPerRequest:
         assert len(calls_to(backend, "/auth/refresh")) == 1
 
 
+    def test_a_401_for_a_renewed_token_that_expired_on_the_way_keeps_the_session(
+        self, signed_in, backend, monkeypatch
+    ):
+        """A backend working through a queue after a stall answers the renewed call after
+        the new short-lived access token has expired: slow, not a sign-out (503)."""
+        import types
+
+        client = signed_in(access=fakes.access_jwt(ttl=-10))
+        fakes.stub_refresh(backend, access=fakes.access_jwt(ttl=30))
+        fakes.stub_me(backend, status=401)
+        # The 401 arrives a minute after the call went out.
+        later = types.SimpleNamespace(time=lambda: time.time() + 60)
+        judged = renewal.Renewal.renew_after_rejection
+
+        def judged_a_minute_on(self):
+            monkeypatch.setattr(renewal, "time", later)
+            try:
+                return judged(self)
+            finally:
+                monkeypatch.setattr(renewal, "time", time)
+
+        monkeypatch.setattr(renewal.Renewal, "renew_after_rejection", judged_a_minute_on)
+
+        response = client.get("/api/users/me")
+
+        assert response.status_code == 503
+        assert SESSION_KEY in client.session  # still signed in, on the renewed pair
+        assert len(calls_to(backend, "/auth/refresh")) == 1
+
+
 class TestRereadingTheUser:
     """After each refresh and every AUTH_REVALIDATE_INTERVAL, the user is read again."""
 

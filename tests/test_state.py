@@ -839,6 +839,15 @@ class TestDirectly:
             state.renew_after_rejection()
         assert info.value.reason == "rejected_twice"
 
+
+    def test_a_rejection_of_a_renewed_pair_already_expired_is_the_backend_being_slow(self, make):
+        expired = replace(issued(), access_expires_at=time.time() - 0.5)
+        state = TokenState(make(record=expired))
+        state.renewal.renewed = True
+        with pytest.raises(BackendUnavailable):
+            state.renew_after_rejection()
+        assert state.load() == expired  # nothing ended
+
     def test_the_user_is_read_again_the_moment_the_interval_has_passed(
         self, make, backend, settings, monkeypatch
     ):
