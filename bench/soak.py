@@ -540,6 +540,13 @@ def soak(args, *, storage: str) -> dict:
     print(f"\n| bar ({storage} mode) | met |\n|---|---|")
     for bar, met in bars.items():
         print(f"| {bar} | {'yes' if met else 'NO'} |")
+    if not all(bars.values()):
+        # A missed bar's evidence outlives the next run, which overwrites the logs above.
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for name, text in (("app", app_log), ("api", api_log)):
+            kept = out / f"soak-{name}-{storage}-missed-{stamp}.log"
+            kept.write_text(text)
+        print(f"\nA bar was missed: the servers' logs are kept as bench/results/soak-*-{stamp}.log")
     print(f"\n{summary['unknown_outcome_note']}")
     if notable:
         print(f"\nServer log lines worth a look ({len(notable)}; first 40):")
