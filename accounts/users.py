@@ -62,8 +62,9 @@ def roles_of(user) -> tuple[str, ...]:
     """The roles the backend last reported for `user`; () for anyone else."""
     if user is None or not getattr(user, "is_authenticated", False):
         return ()
-    roles = getattr(user, "roles", None) if on_user_model() else None
-    if not on_user_model():
+    if on_user_model():
+        roles = getattr(user, "roles", None)
+    else:
         identity = _identity(user)
         roles = identity.roles if identity is not None else None
     return tuple(r for r in roles if isinstance(r, str)) if isinstance(roles, list) else ()

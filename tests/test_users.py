@@ -10,7 +10,8 @@ project with each kind of model for real.
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
-from django.db import IntegrityError
+from django.db import IntegrityError, connection
+from django.test.utils import CaptureQueriesContext
 
 from accounts import users
 from accounts.backends import AuthApiBackend
@@ -93,9 +94,11 @@ def test_a_second_first_sign_in_at_once_updates_the_firsts_user(where, monkeypat
         return real(*args)
 
     monkeypatch.setattr(users, "_mirror", lost_the_race)
-    assert users.mirror(profile(email="late@example.com")).pk == winner.pk
+    late = users.mirror(profile(email="late@example.com", roles=["admin"]))
+    assert late.pk == winner.pk
     assert len(calls) == 2
-    assert User.objects.get(pk=winner.pk).email == "late@example.com"
+    fresh = users.lookup().get(pk=winner.pk)
+    assert (fresh.email, users.roles_of(fresh)) == ("late@example.com", ("admin",))
 
 
 def test_anyone_the_backend_does_not_know_has_no_id_and_no_roles(where):
@@ -195,3 +198,55 @@ def test_a_back_channel_sign_out_finds_the_users_sessions_wherever_the_id_is(whe
 
     assert fakes.live_session_keys() == {kept}
     assert ended not in fakes.live_session_keys()
+
+
+def test_an_unchanged_profile_without_the_loaded_user_writes_nothing(where):
+    users.mirror(profile())
+    with CaptureQueriesContext(connection) as queries:
+        users.mirror(profile())
+    written = [q["sql"] for q in queries.captured_queries if not q["sql"].startswith("SELECT")]
+    assert [sql for sql in written if "SAVEPOINT" not in sql] == []
+
+
+class Someone:
+    """A user-like object with only the attributes given."""
+
+    def __init__(self, **attrs):
+        self.__dict__.update(attrs)
+
+
+@pytest.mark.parametrize(
+    "who",
+    [
+        Someone(is_authenticated=False, backend_id="7", roles=["admin"]),
+        Someone(backend_id="7", roles=["admin"]),  # says nothing of being signed in
+    ],
+    ids=["not signed in", "no is_authenticated"],
+)
+def test_whoever_is_not_signed_in_has_no_backend_id_and_no_roles(who):
+    assert users.backend_id_of(who) is None
+    assert users.roles_of(who) == ()
+
+
+def test_a_signed_in_object_without_the_fields_has_no_backend_id_and_no_roles():
+    who = Someone(is_authenticated=True)
+    assert users.backend_id_of(who) is None
+    assert users.roles_of(who) == ()
+
+
+def username_of(name):
+    return lambda: name
+
+
+@pytest.mark.parametrize(
+    ("who", "shown"),
+    [
+        (Someone(get_full_name=lambda: "Zoë Ñandú", email="z@example.com"), "Zoë Ñandú"),
+        (Someone(get_full_name=lambda: "", email="z@example.com"), "z@example.com"),
+        (Someone(email="z@example.com", get_username=username_of("api-7")), "z@example.com"),
+        (Someone(get_full_name=lambda: "", email="", get_username=username_of("api-7")), "api-7"),
+        (Someone(get_username=username_of("api-7")), "api-7"),  # no name, no email field
+    ],
+)
+def test_a_user_is_named_by_full_name_then_email_then_username(who, shown):
+    assert users.display_name(who) == shown
