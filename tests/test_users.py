@@ -250,3 +250,36 @@ def username_of(name):
 )
 def test_a_user_is_named_by_full_name_then_email_then_username(who, shown):
     assert users.display_name(who) == shown
+
+
+def test_a_model_without_some_profile_fields_gets_the_others(monkeypatch):
+    from django.core.exceptions import FieldDoesNotExist
+
+    class Field:
+        def __init__(self, name, max_length=None):
+            self.name = self.attname = name
+            self.max_length = max_length
+
+    class Meta:
+        fields = {"email": Field("email", 5), "last_name": Field("last_name", 3)}
+
+        def get_field(self, name):
+            if name not in self.fields:
+                raise FieldDoesNotExist(name)
+            return self.fields[name]
+
+    class NoFirstName:
+        _meta = Meta()
+
+        @staticmethod
+        def get_email_field_name():
+            return "email"
+
+    monkeypatch.setattr(users, "get_user_model", lambda: NoFirstName)
+    assert users.default_user_fields(profile()) == {"email": "zoë@e", "last_name": "Ñan"}
+
+
+def test_role_names_too_long_for_a_group_name_are_cut_to_fit(where):
+    user = users.mirror(profile(roles=["r" * 200]))
+    assert [len(name) for name in user.groups.values_list("name", flat=True)] == [150]
+    assert users.roles_of(user) == ("r" * 200,)  # the roles themselves as the backend said
