@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from django.contrib import auth
 
-from . import refresh, shape
+from . import refresh, shape, users
 from .checking import MAX_CHAIN
 from .client import get_client
 from .conf import conf
@@ -224,14 +224,8 @@ class Renewal:
         if conf.roles_from != "token":
             return self._read_user()
         state = self.state
-        user = state.request.user
-        return UserProfile(
-            id=state.record.user_id,
-            email=getattr(user, user.get_email_field_name(), ""),
-            first_name=getattr(user, "first_name", ""),
-            last_name=getattr(user, "last_name", ""),
-            roles=get_client().token_roles(state.tokens.access),
-        )
+        roles = get_client().token_roles(state.tokens.access)
+        return users.profile_of(state.request.user, backend_id=state.record.user_id, roles=roles)
 
     # --- revalidation ---------------------------------------------------------
 

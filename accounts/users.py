@@ -77,6 +77,18 @@ def display_name(user) -> str:
     return (full_name() if callable(full_name) else "") or email or user.get_username()
 
 
+def profile_of(user, *, backend_id: str, roles) -> UserProfile:
+    """The profile `user` mirrors now, with `roles`: a refresh whose roles come from the
+    access token (AUTH_ROLES_FROM=token) changes nothing else. Fields the model lacks are ""."""
+    return UserProfile(
+        id=backend_id,
+        email=getattr(user, get_user_model().get_email_field_name(), ""),
+        first_name=getattr(user, "first_name", ""),
+        last_name=getattr(user, "last_name", ""),
+        roles=tuple(roles),
+    )
+
+
 def lookup():
     """The user model's queryset, with the identity read in the same query when it has one."""
     users = get_user_model()._default_manager

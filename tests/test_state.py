@@ -844,8 +844,9 @@ class TestDirectly:
         expired = replace(issued(), access_expires_at=time.time() - 0.5)
         state = TokenState(make(record=expired))
         state.renewal.renewed = True
-        with pytest.raises(BackendUnavailable):
+        with pytest.raises(BackendUnavailable) as info:
             state.renew_after_rejection()
+        assert "after the renewed access token had expired" in str(info.value)  # for the log
         assert state.load() == expired  # nothing ended
 
     def test_the_user_is_read_again_the_moment_the_interval_has_passed(

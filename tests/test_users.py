@@ -283,3 +283,31 @@ def test_role_names_too_long_for_a_group_name_are_cut_to_fit(where):
     user = users.mirror(profile(roles=["r" * 200]))
     assert [len(name) for name in user.groups.values_list("name", flat=True)] == [150]
     assert users.roles_of(user) == ("r" * 200,)  # the roles themselves as the backend said
+
+
+def test_the_profile_a_user_mirrors_keeps_its_fields_with_new_roles():
+    who = Someone(email="z@example.com", first_name="Zoë", last_name="Ñandú")
+    assert users.profile_of(who, backend_id="7", roles=["admin"]) == UserProfile(
+        id="7", email="z@example.com", first_name="Zoë", last_name="Ñandú", roles=("admin",)
+    )
+    assert users.profile_of(Someone(), backend_id="7", roles=()) == UserProfile(
+        id="7", email="", first_name="", last_name="", roles=()
+    )
+
+
+def test_a_revalidation_of_an_unchanged_user_reads_no_user_row_again(
+    client, backend, locmem_cache
+):
+    """The user the request loaded with its session is handed to the mirror, which finds it
+    unchanged: no second read of the user, no write."""
+    fakes.sign_in_client(client, "evaluator", access=fakes.access_jwt())
+    client.get("/dashboard/")  # the sessions page's first touch
+    fakes.edit_record(client, validated_at=0)  # due to be re-read
+    fakes.stub_me(backend, "evaluator")
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get("/dashboard/").status_code == 200
+    assert len(fakes.calls_to(backend, "/users/me")) == 1  # it was re-read
+    table = User._meta.db_table
+    sqls = [q["sql"] for q in queries.captured_queries]
+    assert [sql for sql in sqls if f'FROM "{table}"' in sql] == []  # no second read
+    assert [sql for sql in sqls if sql.startswith(f'UPDATE "{table}"')] == []  # no write
