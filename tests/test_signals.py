@@ -3,6 +3,8 @@ and a project may connect its own."""
 
 import logging
 
+import pytest
+from django.dispatch import Signal
 from django.test import Client
 
 from accounts import signals
@@ -60,3 +62,36 @@ def test_a_receiver_that_fails_costs_no_one_a_page_nor_the_metrics(
     assert counted == ["wrong_password"]
     (logged,) = [r for r in caplog.records if r.name == "django.dispatch"]
     assert "an audit log that is down" in logged.getMessage()
+
+
+@pytest.mark.parametrize("storage", ["cookies", "session"])
+def test_a_warm_signed_in_page_sends_no_signal_so_metrics_cost_it_nothing(
+    db, backend, settings, storage
+):
+    """Metrics count only what the core announces: a page whose access token is
+    still valid announces nothing, so AUTH_METRICS on adds no work to it
+    (make bench (f) measures the same from outside)."""
+    settings.AUTH_TOKEN_STORAGE = storage
+    settings.AUTH_METRICS = True
+    fakes.stub_login(backend)
+    fakes.stub_me(backend)
+    client = Client()
+    assert client.post(LOGIN, ADMIN_FORM).status_code == 302
+    every = [value for value in vars(signals).values() if isinstance(value, Signal)]
+    assert len(every) == 9
+    sent = []
+
+    def receiver(signal, sender, **kwargs):
+        sent.append(signal)
+
+    for signal in every:
+        signal.connect(receiver)
+    try:
+        pages = [client.get("/dashboard/") for _ in range(3)]
+    finally:
+        for signal in every:
+            signal.disconnect(receiver)
+
+    assert [page.status_code for page in pages] == [200, 200, 200]
+    assert sent == []
+    assert len(backend.calls) == 2  # the sign-in and its /users/me, nothing since
