@@ -848,7 +848,16 @@ class TestRolesFromTheToken:
         assert fakes.calls_to(backend, "/users/me") == []
         from accounts.models import User
 
-        assert User.objects.get(backend_id="1").roles == ["admin", "evaluator"]
+        user = User.objects.get(backend_id="1")
+        assert user.roles == ["admin", "evaluator"]
+        # Only the roles change: the names and email the sign-in mirrored stay.
+        profile = fakes.PROFILES["admin"]
+        assert (user.email, user.first_name, user.last_name) == (
+            profile["email"],
+            profile["firstName"],
+            profile["lastName"],
+        )
+        assert user.first_name and user.email
 
     def test_a_role_lost_in_the_new_token_ends_the_session(self, signed_in, backend, settle):
         client = signed_in(access=jwt_for(["admin"], ttl=-5))
