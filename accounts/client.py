@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from http.cookiejar import DefaultCookiePolicy
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, NoReturn, Protocol
 
 import requests
 from django.utils.module_loading import import_string
@@ -105,6 +105,10 @@ class TokenSource(Protocol):
     def tokens_for_call(self) -> Tokens: ...
 
     def renew_after_rejection(self) -> Tokens: ...
+
+    def refused_after_renewal(self) -> NoReturn:
+        """The renewed pair was refused too: raise what that means (`TokensRefused`, or a
+        `BackendError` when the backend only answered too late for the new token)."""
 
 
 class _NoCookies(DefaultCookiePolicy):
@@ -492,8 +496,9 @@ class AuthApiClient:
 
         A request wrapper and a 401 interceptor in one place. A
         plain `Tokens` is sent as is and its 401 returned to the caller; a
-        `TokenSource` refused again after its renewal raises `TokensRefused`
-        (the caller ends the session: this client ends nothing).
+        `TokenSource` refused again after its renewal raises what the source
+        says that means (`TokensRefused`: the caller ends the session; this
+        client ends nothing).
         With `exact` (the `/api/` proxy), `path` and a string `params` go out
         byte for byte (`_ExactSession`). `endpoint` labels its metrics.
         """
@@ -521,7 +526,7 @@ class AuthApiClient:
         )
         answer = call(tokens=auth.renew_after_rejection())
         if self.rejected(answer, path_judged):
-            raise TokensRefused(Reason.REJECTED_TWICE)
+            auth.refused_after_renewal()
         return answer
 
     def logout(self, tokens: Tokens) -> list[BackendCookie]:

@@ -16,7 +16,7 @@ import functools
 import logging
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from django.contrib import auth
 
@@ -280,24 +280,36 @@ class Renewal:
         return state.tokens
 
     def renew_after_rejection(self) -> Tokens:
-        """The backend said 401: renew once per request; a 401 after that ends the session.
-
-        Unless the pair this request renewed to had expired, by its recorded
-        expiry, by the time the 401 came: a backend that answers late (working
-        through a queue after a stall) turns a fresh short-lived token into an
-        expired one on the way. That is the backend being slow, not a sign-out:
-        `BackendUnavailable` (503, the session kept; the next request refreshes).
-        """
+        """The backend said 401: renew once per request; a 401 after that ends the session
+        (unless it came too late: `_refused_too_late`)."""
         if self.renewed:
-            record = self.state.load()
-            if record is not None and record.access_expired(now=time.time()):
-                raise BackendUnavailable(
-                    "the backend answered 401 after the renewed access token had expired"
-                )
+            self._refused_too_late()
             self.state.end(Reason.REJECTED_TWICE)
         if self.state.load() is None:
             self.state.end(Reason.NO_RECORD)
         return self.renew()
+
+    def refused_after_renewal(self) -> NoReturn:
+        """The call replayed with the pair this request renewed to got a 401 too: the
+        client raises `TokensRefused` and the middleware ends the session (unless the
+        401 came too late: `_refused_too_late`)."""
+        self._refused_too_late()
+        raise TokensRefused(Reason.REJECTED_TWICE)
+
+    def _refused_too_late(self) -> None:
+        """Raise `BackendUnavailable` if the pair this request renewed to had expired, by
+        its recorded expiry, by the time the 401 came.
+
+        A backend that answers late (working through a queue after a stall)
+        turns a fresh short-lived token into an expired one on the way. That is
+        the backend being slow, not a sign-out: a 503, the session kept (the
+        next request refreshes).
+        """
+        record = self.state.load()
+        if record is not None and record.access_expired(now=time.time()):
+            raise BackendUnavailable(
+                "the backend answered 401 after the renewed access token had expired"
+            )
 
 
 def _expired(cookie: BackendCookie, token: str | None) -> bool:

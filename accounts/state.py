@@ -19,6 +19,7 @@ Nothing else reads token cookies or keeps tokens on the request.
 
 import functools
 import logging
+from typing import NoReturn
 
 from django.contrib.auth import BACKEND_SESSION_KEY
 from django.http import HttpRequest, HttpResponseBase
@@ -183,6 +184,9 @@ class TokenState:
 
     def renew_after_rejection(self) -> Tokens:
         return self.renewal.renew_after_rejection()
+
+    def refused_after_renewal(self) -> NoReturn:
+        self.renewal.refused_after_renewal()
 
     # --- the response ---------------------------------------------------------
 

@@ -334,6 +334,12 @@ class Source:
         self.tokens = self.renewed
         return self.tokens
 
+    def refused_after_renewal(self):
+        from accounts.exceptions import TokensRefused
+        from accounts.reasons import Reason
+
+        raise TokensRefused(Reason.REJECTED_TWICE)
+
 
 def spy_on(monkeypatch, session) -> list[dict]:
     """Record the keyword arguments of every request a requests.Session makes."""

@@ -360,6 +360,54 @@ class TestOneRefreshPerRequest:
         assert len(calls_to(backend, "/auth/refresh")) == 1
 
 
+    def test_a_replay_refused_after_its_renewed_token_expired_on_the_way_keeps_the_session(
+        self, signed_in, backend, monkeypatch
+    ):
+        """The call went out with a valid token and got a 401; the renewed pair's replay
+        got one too, but only after that pair had expired: slow, not a sign-out (503)."""
+        import types
+
+        client = signed_in(access=fakes.access_jwt(ttl=30))
+        fakes.stub_refresh(backend, access=fakes.access_jwt(ttl=30))
+        # The call, the profile the refresh reads with the new pair, the replay.
+        for status in (401, 200, 401):
+            fakes.stub_me(backend, status=status)
+        later = types.SimpleNamespace(time=lambda: time.time() + 60)
+        judged = renewal.Renewal.refused_after_renewal
+
+        def judged_a_minute_on(self):
+            monkeypatch.setattr(renewal, "time", later)
+            try:
+                return judged(self)
+            finally:
+                monkeypatch.setattr(renewal, "time", time)
+
+        monkeypatch.setattr(renewal.Renewal, "refused_after_renewal", judged_a_minute_on)
+
+        response = client.get("/api/users/me")
+
+        assert response.status_code == 503
+        assert SESSION_KEY in client.session
+        assert len(calls_to(backend, "/auth/refresh")) == 1
+        assert len(calls_to(backend, "/users/me")) == 3
+
+    def test_a_replay_refused_while_its_renewed_token_lives_ends_the_session(
+        self, signed_in, backend
+    ):
+        client = signed_in(access=fakes.access_jwt(ttl=30))
+        fakes.stub_refresh(backend, access=fakes.access_jwt(ttl=30))
+        # The call, the profile the refresh reads with the new pair, the replay.
+        for status in (401, 200, 401):
+            fakes.stub_me(backend, status=status)
+
+        response = client.get("/api/users/me")
+
+        assert response.status_code == 401
+        assert SESSION_KEY not in client.session
+        assert len(calls_to(backend, "/auth/refresh")) == 1
+        assert len(calls_to(backend, "/users/me")) == 3
+
+
 class TestRereadingTheUser:
     """After each refresh and every AUTH_REVALIDATE_INTERVAL, the user is read again."""
 
@@ -390,7 +438,7 @@ class TestRereadingTheUser:
         client.get("/dashboard/")  # starts the refresh
         wait(settle, timeout=5)
         assert "Adele Admin" in client.get("/dashboard/").content.decode()
-        assert len(calls_to(backend, "/users/me")) == 2
+        assert len(calls_to(backend, "/users/me")) == 3
         assert record_of(client).validated_at == pytest.approx(time.time(), abs=5)
 
     def test_a_failed_read_keeps_the_session(self, signed_in, backend, settle):
