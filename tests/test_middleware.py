@@ -438,7 +438,7 @@ class TestRereadingTheUser:
         client.get("/dashboard/")  # starts the refresh
         wait(settle, timeout=5)
         assert "Adele Admin" in client.get("/dashboard/").content.decode()
-        assert len(calls_to(backend, "/users/me")) == 3
+        assert len(calls_to(backend, "/users/me")) == 2
         assert record_of(client).validated_at == pytest.approx(time.time(), abs=5)
 
     def test_a_failed_read_keeps_the_session(self, signed_in, backend, settle):
