@@ -394,6 +394,7 @@ def test_the_admin_sees_the_hour_in_chromium_and_an_evaluator_gets_403(servers, 
         page.on("console", lambda message: console.append(message.text))
         sign_in(page, ADMIN_USER)
         page.wait_for_url(re.compile(r"/dashboard/$"))
+        time.sleep(timeline.FLUSH_INTERVAL + 0.5)  # each worker writes its counts within that
         response = page.goto("/dashboard/admin/")
         assert response.status == 200
 

@@ -86,17 +86,36 @@ def test_nothing_reaches_the_cache_before_the_flush_after_the_interval():
     assert timeline.read(now=NOW).total("sign_in", "ok") == 3
 
 
-def test_the_end_of_a_request_flushes_what_the_process_has(db):
+def test_the_end_of_a_request_flushes_once_the_interval_has_passed(db):
+    """Not after every request: each flush is several cache round trips."""
     key = timeline.count_key(timeline.minute_of(time.time()), "throttle", "refused")
     timeline.count("throttle", "refused")  # a process's first call writes at once
     timeline.count("throttle", "refused")
     timeline.observe("latency", "login", 0.02)
     assert cache.get(key) == 1
 
-    request_finished.send(sender=None)
+    request_finished.send(sender=None)  # within the interval: kept
+    assert cache.get(key) == 1
 
+    timeline._buffer._last_flush -= 3600  # the interval has passed
+    request_finished.send(sender=None)
     assert cache.get(key) == 2
     assert timeline.read().calls("login")[-1] == 1
+
+
+def test_a_process_that_goes_quiet_flushes_within_the_interval(db):
+    buffer = TimelineBuffer(interval=0.2)
+    key = timeline.count_key(timeline.minute_of(time.time()), "refresh", "ok")
+    buffer.count("refresh", "ok")  # the first call writes at once
+    buffer.count("refresh", "ok", 2)  # and nothing comes after this one
+    assert cache.get(key) == 1
+
+    deadline = time.monotonic() + 5
+    while cache.get(key) != 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+    assert cache.get(key) == 3
+    assert buffer._pending == {} and buffer._timer is None
 
 
 def test_minutes_are_separate_and_old_ones_fall_out_of_the_window():

@@ -54,6 +54,7 @@ def health_page(request: HttpRequest) -> HttpResponse:
             .order_by(*_ordering())
         )
     sessions = metrics.active_sessions()
+    timeline.flush()  # this worker's own counts; the others' come within FLUSH_INTERVAL
     recorded = timeline.read()
     context = {
         "roles": conf.ops_roles_list,
