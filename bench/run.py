@@ -43,6 +43,7 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import seed
 from tests.flows import ADMIN, burst, sign_in_as, wait_until_access_expired
 from tests.servers import (
     running_app,
@@ -708,6 +709,153 @@ def session_stores_table(g: dict, storage: str) -> str:
     )
 
 
+SEED_BARS = {
+    "proxy req/s at 16 connections ≥ the seed's": lambda h, m: (
+        h[f"proxy-{m}"]["rps"] >= h["seed-me"]["rps"]
+    ),
+    "proxy added p50 ≤ the seed's": lambda h, m: (
+        h[f"proxy-{m}"]["added_p50_ms"] <= h["seed-me"]["added_p50_ms"]
+    ),
+    "signed-in page req/s ≥ the seed's": lambda h, m: (
+        h[f"page-{m}"]["rps"] >= h["seed-page"]["rps"]
+    ),
+}
+
+
+def side_by_side(work: Path, bench_env: dict, shared: dict, *, modes, rounds, seconds):
+    """(h) The project and the seed's Next.js app doing the same work, in one run.
+
+    One reference API issuing one-hour access tokens serves both. Arms: the
+    API's /users/me directly; the seed's /api/me (a route handler relaying it
+    with axios) and the project's /api/users/me (the proxy) in each storage
+    mode; then a signed-in page: the seed's app/bench/page.tsx (a server
+    component calling auth(), bench/seed/) and the project's /dashboard/.
+    The project runs as it ships: gunicorn.conf.py's workers and threads,
+    PostgreSQL and Redis when they run here. Returns None (and says why) when
+    the seed cannot run here.
+    """
+    reason = seed.missing()
+    if reason:
+        print(f"bench (h): skipped, {reason}", flush=True)
+        return None
+    print("bench (h): building the seed app (once per version, in the user's cache)", flush=True)
+    folder = seed.build()
+    (work / "api-seed").mkdir(exist_ok=True)
+    shipped = {**bench_env, **shared, "ALLOWED_HOSTS": "127.0.0.1", "collectstatic": True}
+    workers = (os.cpu_count() or 1) * 2 + 1  # gunicorn.conf.py's default
+    with contextlib.ExitStack() as servers:
+        api = servers.enter_context(
+            running_authapi(work / "api-seed", AUTHAPI_ACCESS_TTL="3600")
+        )
+        peer = servers.enter_context(seed.running(folder, api.url, work / "seed.log"))
+        apps = {
+            mode: servers.enter_context(
+                running_app(
+                    work,
+                    api_url=api.url,
+                    workers=workers,
+                    name=f"shipped-{mode}",
+                    database="shipped",
+                    AUTH_TOKEN_STORAGE=mode,
+                    **shipped,
+                )
+            )
+            for mode in modes
+        }
+        seed_cookie = seed.cookie_header(seed.sign_in(peer.url, ADMIN.email, ADMIN.password))
+        app_cookie = {mode: cookie_header(sign_in_mode(apps[mode].url, mode)) for mode in modes}
+        direct = f"access_token={api_access_token(api)}"
+        relayed = {
+            "direct": (f"{api.url}/users/me", direct, api.process.pid),
+            "seed-me": (f"{peer.url}/api/me", seed_cookie, peer.process.pid),
+        }
+        pages = {"seed-page": (f"{peer.url}/bench", seed_cookie, peer.process.pid)}
+        for mode in modes:
+            relayed[f"proxy-{mode}"] = (
+                f"{apps[mode].url}/api/users/me",
+                app_cookie[mode],
+                apps[mode].process.pid,
+            )
+            pages[f"page-{mode}"] = (
+                f"{apps[mode].url}/dashboard/",
+                app_cookie[mode],
+                apps[mode].process.pid,
+            )
+        print(f"bench (h): {len(relayed)} relayed arms, {rounds} ABAB rounds", flush=True)
+        found = seed.measure(relayed, rounds=rounds, seconds=seconds, wrk=wrk)
+        print(f"bench (h): {len(pages)} signed-in pages, {rounds} ABAB rounds", flush=True)
+        found.update(seed.measure(pages, rounds=rounds, seconds=seconds, wrk=wrk))
+    direct_p50 = found["direct"]["p50_ms"]
+    for arm in ("seed-me", *(f"proxy-{mode}" for mode in modes)):
+        found[arm]["added_p50_ms"] = found[arm]["p50_ms"] - direct_p50
+    found = {
+        "arms": found,
+        "workers": workers,
+        "bars": {
+            f"{name} [{mode}]": bar(found, mode) for name, bar in SEED_BARS.items() for mode in modes
+        },
+    }
+    print(seed_table(found, modes), flush=True)
+    return found
+
+
+def seed_table(h: dict, modes) -> str:
+    """(h) as a table: each arm, then the project over the seed."""
+    arms = h["arms"]
+    names = {
+        "direct": "the API's `/users/me`, directly",
+        "seed-me": "seed: `/api/me` (route handler → axios → API)",
+        "seed-page": "seed: a signed-in page (server component, `auth()`)",
+    }
+    for mode in modes:
+        names[f"proxy-{mode}"] = f"project, {mode} mode: `/api/users/me` (proxy → API)"
+        names[f"page-{mode}"] = f"project, {mode} mode: `/dashboard/`"
+    lines = [
+        f"| (h) side by side, one run, {len(arms['direct']['rounds']['c1'])} ABAB rounds "
+        f"(project: {h['workers']} gunicorn workers as shipped) "
+        "| p50 / p99, 1 conn. | added p50 | req/s, 16 conn. | server CPU / request |",
+        "|---|---|---|---|---|",
+    ]
+    for arm, name in names.items():
+        a = arms[arm]
+        added = f"{a['added_p50_ms']:.2f} ms" if "added_p50_ms" in a else ""
+        lines.append(
+            f"| {name} | {a['p50_ms']:.2f} / {a['p99_ms']:.2f} ms | {added} "
+            f"| {a['rps']:.0f} | {a['cpu_ms']:.2f} ms |"
+        )
+    lines.append("")
+    lines.append("| (h) project over seed | " + " | ".join(modes) + " | bar |")
+    lines.append("|---|" + "---|" * len(modes) + "---|")
+
+    def ratio(key: str, ours: str, theirs: str) -> str:
+        return " | ".join(
+            f"{arms[ours.format(m)][key] / arms[theirs][key]:.3f}" for m in modes
+        )
+
+    marks = {name: {m: mark(h["bars"][f"{name} [{m}]"]) for m in modes} for name in SEED_BARS}
+    rows = (
+        ("proxy req/s at 16 conn.", "rps", "proxy-{}", "seed-me", "≥ 1"),
+        ("proxy added p50", "added_p50_ms", "proxy-{}", "seed-me", "≤ 1"),
+        ("proxy CPU per request", "cpu_ms", "proxy-{}", "seed-me", ""),
+        ("signed-in page req/s", "rps", "page-{}", "seed-page", "≥ 1"),
+        ("signed-in page CPU per request", "cpu_ms", "page-{}", "seed-page", ""),
+    )
+    bar_of = {
+        "proxy req/s at 16 conn.": "proxy req/s at 16 connections ≥ the seed's",
+        "proxy added p50": "proxy added p50 ≤ the seed's",
+        "signed-in page req/s": "signed-in page req/s ≥ the seed's",
+    }
+    for label, key, ours, theirs, bar in rows:
+        cells = ratio(key, ours, theirs)
+        if label in bar_of:
+            cells = " | ".join(
+                f"{cell} {marks[bar_of[label]][m]}"
+                for cell, m in zip(cells.split(" | "), modes, strict=True)
+            )
+        lines.append(f"| {label} | {cells} | {bar} |")
+    return "\n".join(lines)
+
+
 def load_average() -> str:
     """Return the machine's load average (1, 5, 15 minutes): how busy it was around a run."""
     return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -976,7 +1124,7 @@ def main() -> int:
     )
     parser.add_argument(
         "--only",
-        choices=("refresh-cpu", "proxy", "sessions"),
+        choices=("refresh-cpu", "proxy", "sessions", "seed"),
         help="run only this measurement: (e), (d) or (g)",
     )
     parser.add_argument(
@@ -990,6 +1138,8 @@ def main() -> int:
         "--refresh-requests", type=int, default=200, help="requests per kind and round of (e)"
     )
     parser.add_argument("--refresh-rounds", type=int, default=4, help="ABBA rounds of (e)")
+    parser.add_argument("--seed-rounds", type=int, default=3, help="ABAB rounds of (h)")
+    parser.add_argument("--seed-seconds", type=float, default=5, help="length of an (h) run")
     args = parser.parse_args()
     modes = MODES if args.modes == "both" else (args.modes,)
     if args.only != "refresh-cpu":  # (e) alone needs no wrk
@@ -1042,6 +1192,15 @@ def main() -> int:
             "rounds": args.rounds,
             "load": load,
         }
+        seed_args = {"rounds": args.seed_rounds, "seconds": args.seed_seconds}
+        if args.only == "seed":
+            print(f"bench (h) only: {label}, {machine()['cpu']}, {load_average()}", flush=True)
+            found = side_by_side(work, bench_env, shared, modes=modes, **seed_args)
+            print(f"after: {load_average()}")
+            out = ROOT / "bench" / "results"
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "seed.json").write_text(json.dumps(found, indent=2))
+            return 0 if found is None else int(not all(found["bars"].values()))
         if args.only == "sessions":
             print(f"bench (g) only: {label}, {machine()['cpu']}, {load_average()}", flush=True)
             found = {}
@@ -1241,6 +1400,10 @@ def main() -> int:
                 work, mode_env[mode], storage=mode, **refresh_args
             )
 
+        # (h) side by side with the seed's Next.js app (issue 23), the project as it ships.
+        print("bench: (h) side by side with the seed app", flush=True)
+        results["h_side_by_side"] = side_by_side(work, bench_env, shared, modes=modes, **seed_args)
+
     bars = {name: {mode: check(per_mode[mode]) for mode in modes} for name, check in BARS.items()}
     results["bars"] = bars
     for mode in modes:
@@ -1268,6 +1431,10 @@ def main() -> int:
         for mode, ok in by_mode.items()
         if not ok
     ]
+    if results["h_side_by_side"]:
+        print("\n### (h) Side by side with the seed app\n")
+        print(seed_table(results["h_side_by_side"], modes))
+        missed += [f"(h) {name}" for name, ok in results["h_side_by_side"]["bars"].items() if not ok]
     print(f"\nBars missed: {', '.join(missed) if missed else 'none'}.")
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
