@@ -89,6 +89,20 @@ def backend_clock_in_step(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def own_timeline_buffer(monkeypatch):
+    """Each test counts into a health-timeline buffer of its own, whose timer (a flush a
+    second later, accounts/ops/timeline.py) stops with the test: no count of one test
+    lands in the cache of the next."""
+    from accounts.ops import timeline
+
+    buffer = timeline.TimelineBuffer()
+    monkeypatch.setattr(timeline, "_buffer", buffer)
+    yield
+    buffer.stop()
+    timeline._buffer.stop()  # one a test put in its place
+
+
+@pytest.fixture(autouse=True)
 def own_refresh_pool(monkeypatch):
     """Each test gets a refresh pool and alive-mark keeper of its own, in its own process.
 

@@ -143,6 +143,14 @@ class TimelineBuffer:
             return 0.0
         return self._last_flush + self.interval - time.monotonic()
 
+    def stop(self) -> None:
+        """Cancel the pending timer and drop what waits (a buffer that is done with)."""
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = None
+            self._pending, self._labels = {}, set()
+
     def _flush_from_timer(self) -> None:
         with self._lock:
             self._timer = None
