@@ -30,6 +30,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -46,6 +47,9 @@ sys.path.insert(0, str(ROOT))
 from bench import seed
 from tests.flows import ADMIN, burst, sign_in_as, wait_until_access_expired
 from tests.servers import (
+    GUNICORN,
+    ServerProcess,
+    _serve,
     running_app,
     running_authapi,
     server_env,
@@ -722,6 +726,24 @@ SEED_BARS = {
 }
 
 
+@contextlib.contextmanager
+def running_floor(work: Path, api_url: str, *, workers: int):
+    """Serve bench/floor.py (a bare Django view relaying /users/me) as the project ships."""
+    env = {**server_env(work / "floor.sqlite3"), "DJANGO_SETTINGS_MODULE": "bench.floor"}
+    env["API_BASEURL"] = api_url
+    command = [GUNICORN, "bench.floor:application", "--bind", "127.0.0.1:0"]
+    command += ["--workers", str(workers), "--no-control-socket"]
+    with _serve(
+        command,
+        env,
+        work / "floor.log",
+        r"Listening at: http://127\.0\.0\.1:(?P<port>\d+)",
+        ServerProcess,
+        stop_signal=signal.SIGQUIT,
+    ) as server:
+        yield server
+
+
 def side_by_side(work: Path, bench_env: dict, shared: dict, *, modes, rounds, seconds):
     """(h) The project and the seed's Next.js app doing the same work, in one run.
 
@@ -748,6 +770,7 @@ def side_by_side(work: Path, bench_env: dict, shared: dict, *, modes, rounds, se
             running_authapi(work / "api-seed", AUTHAPI_ACCESS_TTL="3600")
         )
         peer = servers.enter_context(seed.running(folder, api.url, work / "seed.log"))
+        floor = servers.enter_context(running_floor(work, api.url, workers=workers))
         apps = {
             mode: servers.enter_context(
                 running_app(
@@ -768,6 +791,7 @@ def side_by_side(work: Path, bench_env: dict, shared: dict, *, modes, rounds, se
         relayed = {
             "direct": (f"{api.url}/users/me", direct, api.process.pid),
             "seed-me": (f"{peer.url}/api/me", seed_cookie, peer.process.pid),
+            "floor": (f"{floor.url}/api/users/me", direct, floor.process.pid),
         }
         pages = {"seed-page": (f"{peer.url}/bench", seed_cookie, peer.process.pid)}
         for mode in modes:
@@ -786,7 +810,7 @@ def side_by_side(work: Path, bench_env: dict, shared: dict, *, modes, rounds, se
         print(f"bench (h): {len(pages)} signed-in pages, {rounds} ABAB rounds", flush=True)
         found.update(seed.measure(pages, rounds=rounds, seconds=seconds, wrk=wrk))
     direct_p50 = found["direct"]["p50_ms"]
-    for arm in ("seed-me", *(f"proxy-{mode}" for mode in modes)):
+    for arm in ("seed-me", "floor", *(f"proxy-{mode}" for mode in modes)):
         found[arm]["added_p50_ms"] = found[arm]["p50_ms"] - direct_p50
     found = {
         "arms": found,
@@ -806,6 +830,7 @@ def seed_table(h: dict, modes) -> str:
         "direct": "the API's `/users/me`, directly",
         "seed-me": "seed: `/api/me` (route handler → axios → API)",
         "seed-page": "seed: a signed-in page (server component, `auth()`)",
+        "floor": "floor: a bare Django view relaying it with `requests` (bench/floor.py)",
     }
     for mode in modes:
         names[f"proxy-{mode}"] = f"project, {mode} mode: `/api/users/me` (proxy → API)"
@@ -837,6 +862,8 @@ def seed_table(h: dict, modes) -> str:
         ("proxy req/s at 16 conn.", "rps", "proxy-{}", "seed-me", "≥ 1"),
         ("proxy added p50", "added_p50_ms", "proxy-{}", "seed-me", "≤ 1"),
         ("proxy CPU per request", "cpu_ms", "proxy-{}", "seed-me", ""),
+        ("floor (bare view) req/s at 16 conn.", "rps", "floor", "seed-me", ""),
+        ("floor CPU per request", "cpu_ms", "floor", "seed-me", ""),
         ("signed-in page req/s", "rps", "page-{}", "seed-page", "≥ 1"),
         ("signed-in page CPU per request", "cpu_ms", "page-{}", "seed-page", ""),
     )

@@ -67,7 +67,7 @@ MIDDLEWARE = [
     # leaves its message ("We could not confirm your sign-in").
     "accounts.middleware.TokenRefreshMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "csp.middleware.CSPMiddleware",
+    "accounts.csp.CSPMiddleware",
     # Last, so its 400 gets every header above; before any URL is resolved or
     # CSRF reads the body (accounts/formcharset.py).
     "accounts.formcharset.FormCharsetMiddleware",
