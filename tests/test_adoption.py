@@ -210,6 +210,9 @@ def test_a_new_project_signs_in_refreshes_proxies_and_signs_out(
         health = browser.get(f"{app.url}/ops/health/", timeout=10)
         assert health.status_code == 200 and "Sign-in health" in health.text
 
+        if not custom_user:
+            package_pages_in_chromium(app.url)
+
         logout = f"{app.url}/accounts/logout/"
         out = browser.post(
             logout, data={"csrfmiddlewaretoken": csrf_of(browser, logout)},
@@ -229,3 +232,34 @@ def test_a_new_project_signs_in_refreshes_proxies_and_signs_out(
     printed = manage(venv, project, "shell", "-v", "0", "-c", check, env=env).split()
     assert printed == [kind, "True", backend_id, "['admin']", "False"]
 
+
+
+def package_pages_in_chromium(base_url: str) -> None:
+    """The package's own templates (no project template over them) on a phone and a desktop:
+    axe-core finds no serious or critical violation and nothing is wider than the screen."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    from tests.browser import chromium, sign_in
+    from tests.test_browser_pages import blocking_violations
+
+    axe = Axe()
+    with chromium() as chrome:
+        for width, height in ((390, 844), (1280, 800)):
+            context = chrome.new_context(
+                base_url=base_url, viewport={"width": width, "height": height}
+            )
+            page = context.new_page()
+            seen = []
+            page.goto("/accounts/login/")
+            seen.append(page.url)
+            assert blocking_violations(axe, page) == []
+            sign_in(page, ADMIN)
+            page.wait_for_url(lambda url: "/accounts/login/" not in url)
+            for path in ("/accounts/sessions/", "/ops/health/"):
+                assert page.goto(path).status == 200
+                seen.append(page.url)
+                assert blocking_violations(axe, page) == [], page.url
+                wide = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+                assert wide[0] <= wide[1], f"{path} is {wide[0]} px wide in {wide[1]} px"
+            assert len(seen) == 3
+            context.close()
