@@ -6,7 +6,7 @@ converted as a queryset would (`get_db_converters`, `Model.from_db`), the
 save of an existing session one UPDATE over a column list. It saves the ORM
 compiling the query on every request: 0.8-1.7 ms of app CPU per warm
 signed-in page in `make bench` (g) (bench/README.md, "(g) Session stores"),
-which is why it is kept, opt-in. The price: those converters, `from_db` and
+which is why the demo uses it (issue 23). The price: those converters, `from_db` and
 the column list are Django's internals and this module's to keep in step
 with the model; tests/test_sessions.py runs every test against both stores.
 Everything else (creating, expiry, cycling the key) is accounts/sessions.py's
@@ -20,7 +20,7 @@ from django.contrib.sessions.backends.base import UpdateError
 from django.db import DatabaseError, connections, router
 from django.utils import timezone
 
-from . import sessions
+from . import sessions, users
 
 
 class SessionStore(sessions.SessionStore):
@@ -54,7 +54,7 @@ class SessionStore(sessions.SessionStore):
     def load(self):
         self.prefetched_user = None
         connection = connections[router.db_for_read(self.model)]
-        query = _joined_query(connection.alias)
+        query = _joined_query(connection.alias, users.on_user_model())
         now = connection.ops.adapt_datetimefield_value(timezone.now())
         with connection.cursor() as cursor:
             cursor.execute(query.sql, [self.session_key, now])
@@ -62,28 +62,23 @@ class SessionStore(sessions.SessionStore):
         if row is None:
             self._session_key = None
             return {}
-        user_values = row[1:]
-        if user_values[query.pk_index] is not None:
-            self.prefetched_user = query.user(user_values)
+        if row[1 + query.pk_index] is not None:
+            self.prefetched_user = query.user(row[1:])
         return self.decode(row[0])
 
 
-class _JoinedQuery:
-    """The join's SQL for one database, and how its user columns become a User."""
+class _Rows:
+    """One model's columns in the join, and how its values become an instance."""
 
-    def __init__(self, alias: str):
-        from .models import Session
-
-        connection = connections[alias]
-        quote = connection.ops.quote_name
-        user_model = get_user_model()
-        self.alias = alias
-        self.fields = user_model._meta.concrete_fields
-        self.pk_index = self.fields.index(user_model._meta.pk)
+    def __init__(self, model, connection):
+        self.model = model
+        self.fields = model._meta.concrete_fields
         self.attnames = [field.attname for field in self.fields]
-        self.user_model = user_model
+        self.pk_index = self.fields.index(model._meta.pk)
+        table = connection.ops.quote_name(model._meta.db_table)
+        self.columns = [f"{table}.{connection.ops.quote_name(f.column)}" for f in self.fields]
         # The same conversions the ORM applies to these columns (SQLite's
-        # booleans and datetimes, for one).
+        # booleans and datetimes, JSON, for some).
         self.converters = [
             (
                 index,
@@ -92,32 +87,78 @@ class _JoinedQuery:
             )
             for index, col in enumerate(field.cached_col for field in self.fields)
         ]
+
+    def instance(self, values, connection):
+        values = list(values)
+        for index, converters, col in self.converters:
+            for converter in converters:
+                values[index] = converter(values[index], col, connection)
+        return self.model.from_db(connection.alias, self.attnames, values)
+
+
+class _JoinedQuery:
+    """The join's SQL for one database, and how its columns become a User.
+
+    When the user model keeps no backend id and roles itself, its
+    `BackendIdentity` comes in the same statement, as accounts/sessions.py's
+    `select_related` reads it, and is cached on the user.
+    """
+
+    def __init__(self, alias: str, on_user_model: bool):
+        from .models import BackendIdentity, Session
+
+        connection = connections[alias]
+        quote = connection.ops.quote_name
+        user_model = get_user_model()
+        self.alias = alias
+        self.users = _Rows(user_model, connection)
+        self.pk_index = self.users.pk_index
+        self.identities = None if on_user_model else _Rows(BackendIdentity, connection)
         meta = Session._meta
-        sessions_table, users = quote(meta.db_table), quote(user_model._meta.db_table)
+        sessions_table, users_table = quote(meta.db_table), quote(user_model._meta.db_table)
 
         def column(name: str) -> str:
             return f"{sessions_table}.{quote(meta.get_field(name).column)}"
 
-        user_columns = ", ".join(f"{users}.{quote(field.column)}" for field in self.fields)
+        selected = [column("session_data"), *self.users.columns]
+        joins = (
+            f"LEFT JOIN {users_table} "
+            f"ON {users_table}.{quote(user_model._meta.pk.column)} = {column('user')}"
+        )
+        if self.identities is not None:
+            identities = quote(BackendIdentity._meta.db_table)
+            user_column = quote(BackendIdentity._meta.get_field("user").column)
+            selected += self.identities.columns
+            joins += (
+                f" LEFT JOIN {identities} ON {identities}.{user_column} = "
+                f"{users_table}.{quote(user_model._meta.pk.column)}"
+            )
         self.sql = (
-            f"SELECT {column('session_data')}, {user_columns} "  # noqa: S608 - quoted names only
-            f"FROM {sessions_table} LEFT JOIN {users} "
-            f"ON {users}.{quote(user_model._meta.pk.column)} = {column('user')} "
+            f"SELECT {', '.join(selected)} FROM {sessions_table} {joins} "  # noqa: S608 - quoted names only
             f"WHERE {column('session_key')} = %s AND {column('expire_date')} > %s"
         )
 
     def user(self, values):
-        values = list(values)
         connection = connections[self.alias]
-        for index, converters, col in self.converters:
-            for converter in converters:
-                values[index] = converter(values[index], col, connection)
-        return self.user_model.from_db(self.alias, self.attnames, values)
+        count = len(self.users.fields)
+        user = self.users.instance(values[:count], connection)
+        if self.identities is not None:
+            rest = values[count:]
+            identity = None
+            if rest[self.identities.pk_index] is not None:
+                identity = self.identities.instance(rest, connection)
+            # As select_related leaves them: the user knows its identity (or that
+            # it has none), and the identity its user.
+            related = getattr(type(user), users.IDENTITY).related
+            related.set_cached_value(user, identity)
+            if identity is not None:
+                related.field.set_cached_value(identity, user)
+        return user
 
 
 @cache
-def _joined_query(alias: str) -> _JoinedQuery:
-    return _JoinedQuery(alias)
+def _joined_query(alias: str, on_user_model: bool) -> _JoinedQuery:
+    return _JoinedQuery(alias, on_user_model)
 
 
 @cache

@@ -62,7 +62,7 @@ def test_development_defaults_run_with_no_configuration():
     assert loaded["debug"] is True
     assert loaded["db"] == "django.db.backends.sqlite3"
     assert loaded["cache"] == "django.core.cache.backends.db.DatabaseCache"
-    assert loaded["session"] == "accounts.sessions"
+    assert loaded["session"] == "accounts.sessions_raw"
     assert loaded["api"] == "http://127.0.0.1:8001"
     assert loaded["roles"] == ["admin", "evaluator"]
     assert loaded["leeway"] == 60
@@ -85,7 +85,7 @@ def test_redis_url_switches_the_cache_and_database_url_the_database():
     }
     assert loaded["fallback"] == {"PRIMARY": "redis", "FALLBACK": "database"}
     # Sessions stay in the database: a cached copy would outlive a sign-out during an outage.
-    assert loaded["session"] == "accounts.sessions"
+    assert loaded["session"] == "accounts.sessions_raw"
     assert loaded["db"] == "accounts.postgresql"
     assert loaded["roles"] == ["admin", "auditor"]
 
