@@ -1,7 +1,7 @@
 """A cut's gain, measured in one app process with a paired A/B (see bench/README.md, (h)).
 
     python bench/ab.py base timeline_every            # the timeline flushed after every request
-    python bench/ab.py --path /dashboard/ base raw_sessions
+    python bench/ab.py --path /dashboard/ base orm_sessions
     python bench/ab.py --token-storage session base csp_django
 
 Starts the reference API (one-hour access tokens) and one app server (to sign
@@ -15,8 +15,9 @@ every variant alike.
 
 Variants: `base` (the code as it is), `timeline_every` (the health timeline
 flushed after every request, as before issue 23), `csp_django` (django-csp's
-middleware building the site's policy for every response), `raw_sessions`
-(the hand-written session store's read, accounts/sessions_raw.py).
+middleware building the site's policy for every response), `orm_sessions`
+(the session read through the ORM, accounts/sessions.py, where the demo's
+store, accounts/sessions_raw.py, writes it by hand).
 """
 
 import argparse
@@ -51,19 +52,19 @@ def csp_django():
     return lambda: setattr(csp.CSPMiddleware, "process_response", ours)
 
 
-def raw_sessions():
+def orm_sessions():
     from accounts import sessions, sessions_raw
 
-    ours = sessions.SessionStore.load
-    sessions.SessionStore.load = sessions_raw.SessionStore.load
-    return lambda: setattr(sessions.SessionStore, "load", ours)
+    ours = sessions_raw.SessionStore.load
+    sessions_raw.SessionStore.load = sessions.SessionStore.load
+    return lambda: setattr(sessions_raw.SessionStore, "load", ours)
 
 
 VARIANTS = {
     "base": lambda: (lambda: None),
     "timeline_every": timeline_every,
     "csp_django": csp_django,
-    "raw_sessions": raw_sessions,
+    "orm_sessions": orm_sessions,
 }
 
 
