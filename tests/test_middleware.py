@@ -309,6 +309,23 @@ class TestThroughTheStack:
         assert {("refresh_token", "/auth/refresh"), ("access_token", "/")} <= deleted
 
 
+def judged_a_minute_late(monkeypatch, method: str) -> None:
+    """Make `Renewal.<method>` judge a 401 as if it came a minute after the call went out."""
+    import types
+
+    judged = getattr(renewal.Renewal, method)
+    later = types.SimpleNamespace(time=lambda: time.time() + 60)
+
+    def a_minute_on(self):
+        monkeypatch.setattr(renewal, "time", later)
+        try:
+            return judged(self)
+        finally:
+            monkeypatch.setattr(renewal, "time", time)
+
+    monkeypatch.setattr(renewal.Renewal, method, a_minute_on)
+
+
 class TestOneRefreshPerRequest:
     def test_a_401_after_the_middlewares_refresh_ends_the_session(self, signed_in, backend):
         client = signed_in(access=fakes.access_jwt(ttl=-10))
@@ -335,23 +352,10 @@ class TestOneRefreshPerRequest:
     ):
         """A backend working through a queue after a stall answers the renewed call after
         the new short-lived access token has expired: slow, not a sign-out (503)."""
-        import types
-
         client = signed_in(access=fakes.access_jwt(ttl=-10))
         fakes.stub_refresh(backend, access=fakes.access_jwt(ttl=30))
         fakes.stub_me(backend, status=401)
-        # The 401 arrives a minute after the call went out.
-        later = types.SimpleNamespace(time=lambda: time.time() + 60)
-        judged = renewal.Renewal.renew_after_rejection
-
-        def judged_a_minute_on(self):
-            monkeypatch.setattr(renewal, "time", later)
-            try:
-                return judged(self)
-            finally:
-                monkeypatch.setattr(renewal, "time", time)
-
-        monkeypatch.setattr(renewal.Renewal, "renew_after_rejection", judged_a_minute_on)
+        judged_a_minute_late(monkeypatch, "renew_after_rejection")
 
         response = client.get("/api/users/me")
 
@@ -365,24 +369,12 @@ class TestOneRefreshPerRequest:
     ):
         """The call went out with a valid token and got a 401; the renewed pair's replay
         got one too, but only after that pair had expired: slow, not a sign-out (503)."""
-        import types
-
         client = signed_in(access=fakes.access_jwt(ttl=30))
         fakes.stub_refresh(backend, access=fakes.access_jwt(ttl=30))
         # The call, the profile the refresh reads with the new pair, the replay.
         for status in (401, 200, 401):
             fakes.stub_me(backend, status=status)
-        later = types.SimpleNamespace(time=lambda: time.time() + 60)
-        judged = renewal.Renewal.refused_after_renewal
-
-        def judged_a_minute_on(self):
-            monkeypatch.setattr(renewal, "time", later)
-            try:
-                return judged(self)
-            finally:
-                monkeypatch.setattr(renewal, "time", time)
-
-        monkeypatch.setattr(renewal.Renewal, "refused_after_renewal", judged_a_minute_on)
+        judged_a_minute_late(monkeypatch, "refused_after_renewal")
 
         response = client.get("/api/users/me")
 
