@@ -68,7 +68,7 @@ VARIANTS = {
 }
 
 
-def inside(cookie: str, path: str, rounds: int, variants: list[str]) -> None:
+def inside(cookie: str, path: str, rounds: int, variants: list[str], profile: int = 0) -> None:
     """In the app's environment: the paired rounds, printed."""
     import django
 
@@ -90,6 +90,16 @@ def inside(cookie: str, path: str, rounds: int, variants: list[str]) -> None:
         status = one()
         if not status.startswith("200"):
             sys.exit(f"{path} answered {status}")
+    if profile:
+        import cProfile
+        import pstats
+
+        profiler = cProfile.Profile(time.thread_time)  # CPU, not waiting
+        profiler.enable()
+        for _ in range(BLOCK):
+            one()
+        profiler.disable()
+        pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(profile)
     cpu: dict[str, list[float]] = {v: [] for v in variants}
     for index in range(rounds):
         for variant in variants if index % 2 == 0 else variants[::-1]:
@@ -116,10 +126,13 @@ def main() -> int:
     parser.add_argument("--path", default="/api/users/me")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--token-storage", default="cookies", choices=("cookies", "session"))
+    parser.add_argument(
+        "--profile", type=int, default=0, metavar="N", help="print cProfile's N costliest functions"
+    )
     parser.add_argument("--inside", metavar="COOKIE", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inside is not None:
-        inside(args.inside, args.path, args.rounds, args.variants)
+        inside(args.inside, args.path, args.rounds, args.variants, args.profile)
         return 0
 
     from bench import run
@@ -147,7 +160,8 @@ def main() -> int:
             cookie = run.cookie_header(run.sign_in_mode(app.url, mode))
             env = run.app_environment(work, api.url, common, name="ab")
             command = [sys.executable, __file__, "--inside", cookie, "--path", args.path]
-            command += ["--rounds", str(args.rounds), *args.variants]
+            command += ["--rounds", str(args.rounds), "--profile", str(args.profile)]
+            command += args.variants
             return subprocess.run(command, env=env, cwd=ROOT).returncode
 
 

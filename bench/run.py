@@ -44,7 +44,7 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import seed
+from bench import seed, sizing
 from tests.flows import ADMIN, burst, sign_in_as, wait_until_access_expired
 from tests.servers import (
     GUNICORN,
@@ -124,6 +124,9 @@ SHORT_ACCESS_TTL = 8
 # fault) while the sessions that will refresh sign in. The app's sign-in
 # reads /users/me with the new token, so it must outlive that call.
 EXPIRING_ACCESS_TTL = 2
+# gunicorn.conf.py's default worker count, passed to the servers of (h) and (i) that
+# run as the project ships (tests/servers.py's running_app always names a count).
+SHIPPED_WORKERS = (os.cpu_count() or 1) + 1
 # (e) AUTH_ROLES_FROM: roles re-read from /users/me after each refresh, or read
 # from the new access token's `roles` claim (the reference API's tokens carry it).
 ROLES_FROM = ("me", "token")
@@ -764,7 +767,7 @@ def side_by_side(work: Path, bench_env: dict, shared: dict, *, modes, rounds, se
     folder = seed.build()
     (work / "api-seed").mkdir(exist_ok=True)
     shipped = {**bench_env, **shared, "ALLOWED_HOSTS": "127.0.0.1", "collectstatic": True}
-    workers = (os.cpu_count() or 1) * 2 + 1  # gunicorn.conf.py's default
+    workers = SHIPPED_WORKERS
     with contextlib.ExitStack() as servers:
         api = servers.enter_context(
             running_authapi(work / "api-seed", AUTHAPI_ACCESS_TTL="3600")
@@ -820,6 +823,32 @@ def side_by_side(work: Path, bench_env: dict, shared: dict, *, modes, rounds, se
         },
     }
     print(seed_table(found, modes), flush=True)
+    return found
+
+
+def sized(work: Path, bench_env: dict, shared: dict, *, modes, **sizing_args) -> dict:
+    """(i) in each mode, printed; bars: no refresh in warm rounds, one per refreshing call."""
+    shipped = {**bench_env, **shared, "ALLOWED_HOSTS": "127.0.0.1", "collectstatic": True}
+    shipped["workers"] = SHIPPED_WORKERS
+    found: dict = {}
+    for mode in modes:
+        print(f"bench (i): {mode} mode", flush=True)
+        found[mode] = sizing.sizing(
+            work, shipped, storage=mode, wrk=wrk, sign_in=sign_in_mode, **sizing_args
+        )
+    found["bars"] = {}
+    for mode in modes:
+        f = found[mode]
+        found["bars"][f"no refresh in warm rounds, two servers [{mode}]"] = (
+            f["page"]["refreshes"] == 0 and f["proxy"]["refreshes"] == 0
+        )
+        found["bars"][f"every call answered [{mode}]"] = not (
+            f["page"]["non_2xx"] or f["proxy"]["non_2xx"] or f["refresh"]["non_2xx"]
+        )
+        found["bars"][f"one refresh per refreshing call [{mode}]"] = (
+            f["refresh"]["refreshes"] == f["refresh"]["calls"]
+        )
+    print(sizing.table(found, modes), flush=True)
     return found
 
 
@@ -1151,8 +1180,8 @@ def main() -> int:
     )
     parser.add_argument(
         "--only",
-        choices=("refresh-cpu", "proxy", "sessions", "seed"),
-        help="run only this measurement: (e), (d) or (g)",
+        choices=("refresh-cpu", "proxy", "sessions", "seed", "sizing"),
+        help="run only this measurement: (e), (d), (g), (h) or (i)",
     )
     parser.add_argument(
         "--session-engines",
@@ -1167,6 +1196,11 @@ def main() -> int:
     parser.add_argument("--refresh-rounds", type=int, default=4, help="ABBA rounds of (e)")
     parser.add_argument("--seed-rounds", type=int, default=3, help="ABAB rounds of (h)")
     parser.add_argument("--seed-seconds", type=float, default=5, help="length of an (h) run")
+    parser.add_argument("--sizing-rounds", type=int, default=3, help="warm rounds of (i)")
+    parser.add_argument("--sizing-seconds", type=float, default=5, help="length of an (i) round")
+    parser.add_argument(
+        "--sizing-refreshes", type=int, default=100, help="refreshing calls of (i), per mode"
+    )
     args = parser.parse_args()
     modes = MODES if args.modes == "both" else (args.modes,)
     if args.only != "refresh-cpu":  # (e) alone needs no wrk
@@ -1220,6 +1254,19 @@ def main() -> int:
             "load": load,
         }
         seed_args = {"rounds": args.seed_rounds, "seconds": args.seed_seconds}
+        sizing_args = {
+            "rounds": args.sizing_rounds,
+            "seconds": args.sizing_seconds,
+            "refreshes": args.sizing_refreshes,
+        }
+        if args.only == "sizing":
+            print(f"bench (i) only: {label}, {machine()['cpu']}, {load_average()}", flush=True)
+            found = sized(work, bench_env, shared, modes=modes, **sizing_args)
+            print(f"after: {load_average()}")
+            out = ROOT / "bench" / "results"
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "sizing.json").write_text(json.dumps(found, indent=2))
+            return int(not all(found["bars"].values()))
         if args.only == "seed":
             print(f"bench (h) only: {label}, {machine()['cpu']}, {load_average()}", flush=True)
             found = side_by_side(work, bench_env, shared, modes=modes, **seed_args)
@@ -1431,6 +1478,10 @@ def main() -> int:
         print("bench: (h) side by side with the seed app", flush=True)
         results["h_side_by_side"] = side_by_side(work, bench_env, shared, modes=modes, **seed_args)
 
+        # (i) sizing: two servers as shipped on one PostgreSQL and one Redis (issue 23).
+        print("bench: (i) sizing", flush=True)
+        results["i_sizing"] = sized(work, bench_env, shared, modes=modes, **sizing_args)
+
     bars = {name: {mode: check(per_mode[mode]) for mode in modes} for name, check in BARS.items()}
     results["bars"] = bars
     for mode in modes:
@@ -1462,6 +1513,9 @@ def main() -> int:
         print("\n### (h) Side by side with the seed app\n")
         print(seed_table(results["h_side_by_side"], modes))
         missed += [f"(h) {name}" for name, ok in results["h_side_by_side"]["bars"].items() if not ok]
+    print("\n### (i) Sizing\n")
+    print(sizing.table(results["i_sizing"], modes))
+    missed += [f"(i) {name}" for name, ok in results["i_sizing"]["bars"].items() if not ok]
     print(f"\nBars missed: {', '.join(missed) if missed else 'none'}.")
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)

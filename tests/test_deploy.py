@@ -124,19 +124,23 @@ def test_gunicorn_config_reads_the_environment(monkeypatch):
     monkeypatch.setenv("WEB_CONCURRENCY", "7")
     monkeypatch.setenv("GUNICORN_THREADS", "3")
     monkeypatch.setenv("GUNICORN_BIND", "0.0.0.0:9000")
+    monkeypatch.setenv("GUNICORN_MAX_REQUESTS", "0")
     config = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
     assert (config["workers"], config["threads"], config["worker_class"]) == (7, 3, "gthread")
     assert config["bind"] == "0.0.0.0:9000"
+    assert (config["max_requests"], config["max_requests_jitter"]) == (0, 0)  # never replaced
     assert config["control_socket_disable"] is True
 
 
 @pytest.mark.usefixtures("own_metrics_dir")
 def test_gunicorn_config_defaults_to_loopback_and_cores(monkeypatch):
-    for name in ("WEB_CONCURRENCY", "GUNICORN_THREADS", "GUNICORN_BIND"):
+    for name in ("WEB_CONCURRENCY", "GUNICORN_THREADS", "GUNICORN_BIND", "GUNICORN_MAX_REQUESTS"):
         monkeypatch.delenv(name, raising=False)
     config = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
     assert config["bind"] == "127.0.0.1:8000"
-    assert config["workers"] == os.cpu_count() * 2 + 1
+    assert (config["workers"], config["threads"]) == (os.cpu_count() + 1, 8)
+    # Replaced rarely: each replacement boots Django again (bench/README.md, "(h) Side by side").
+    assert (config["max_requests"], config["max_requests_jitter"]) == (25000, 2500)
 
 
 def test_production_serves_collected_static_files_with_whitenoise(tmp_path):

@@ -227,7 +227,7 @@ for _setting in AUTH_SETTINGS:
 API_BASEURL = API_BASEURL.rstrip("/")  # noqa: F821 - set by the loop above
 # Threads serving requests in this process: gunicorn.conf.py sets GUNICORN_THREADS in
 # each worker to the count it runs. Per-process bounds derive from it (AUTH_LOGIN_CONCURRENCY).
-SERVER_THREADS = env.int("GUNICORN_THREADS", default=4)
+SERVER_THREADS = env.int("GUNICORN_THREADS", default=8)
 
 # The demo's role-gated pages, as the backend spells the roles (docs/backends.md);
 # AUTH_ROLES_CASE_INSENSITIVE applies here too.
