@@ -8,11 +8,20 @@ backend with a pooled `requests.Session` and answers the backend's body. What
 the project's proxy costs beyond it is the project's own work: reading the
 session, checking the pair, the middleware, the allow-list.
 
-    API_BASEURL  the backend (required)
+`/api/users/me/after-session-read` is the same relay after one read of the
+request's session row from PostgreSQL (its `sessionid` cookie, a persistent
+connection per thread, as Django keeps them): the least the project's
+invariant costs, since the server decides on every request whether the
+session still stands.
+
+    API_BASEURL   the backend (required)
+    DATABASE_URL  the project's PostgreSQL, for the second view
 """
 
 import os
+import threading
 
+import psycopg
 import requests
 from django.core.wsgi import get_wsgi_application
 from django.http import HttpResponse
@@ -45,6 +54,29 @@ def relay(request):
     )
 
 
-urlpatterns = [path("api/users/me", relay)]
+_threads = threading.local()
+SESSION_ROW = (
+    "SELECT session_data, user_id FROM accounts_session"
+    " WHERE session_key = %s AND expire_date > now()"
+)
+
+
+def relay_after_session_read(request):
+    connection = getattr(_threads, "connection", None)
+    if connection is None:
+        connection = _threads.connection = psycopg.connect(
+            os.environ["DATABASE_URL"], autocommit=True, cursor_factory=psycopg.ClientCursor
+        )
+    with connection.cursor() as cursor:
+        cursor.execute(SESSION_ROW, [request.COOKIES.get("sessionid", "")])
+        if cursor.fetchone() is None:
+            return HttpResponse(status=401)
+    return relay(request)
+
+
+urlpatterns = [
+    path("api/users/me", relay),
+    path("api/users/me/after-session-read", relay_after_session_read),
+]
 
 application = get_wsgi_application()

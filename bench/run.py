@@ -730,10 +730,11 @@ SEED_BARS = {
 
 
 @contextlib.contextmanager
-def running_floor(work: Path, api_url: str, *, workers: int):
+def running_floor(work: Path, api_url: str, *, workers: int, database_url: str = ""):
     """Serve bench/floor.py (a bare Django view relaying /users/me) as the project ships."""
     env = {**server_env(work / "floor.sqlite3"), "DJANGO_SETTINGS_MODULE": "bench.floor"}
     env["API_BASEURL"] = api_url
+    env["DATABASE_URL"] = database_url
     command = [GUNICORN, "bench.floor:application", "--bind", "127.0.0.1:0"]
     command += ["--workers", str(workers), "--no-control-socket"]
     with _serve(
@@ -773,7 +774,10 @@ def side_by_side(work: Path, bench_env: dict, shared: dict, *, modes, rounds, se
             running_authapi(work / "api-seed", AUTHAPI_ACCESS_TTL="3600")
         )
         peer = servers.enter_context(seed.running(folder, api.url, work / "seed.log"))
-        floor = servers.enter_context(running_floor(work, api.url, workers=workers))
+        database_url = shared.get("DATABASE_URL", "")
+        floor = servers.enter_context(
+            running_floor(work, api.url, workers=workers, database_url=database_url)
+        )
         apps = {
             mode: servers.enter_context(
                 running_app(
@@ -796,6 +800,15 @@ def side_by_side(work: Path, bench_env: dict, shared: dict, *, modes, rounds, se
             "seed-me": (f"{peer.url}/api/me", seed_cookie, peer.process.pid),
             "floor": (f"{floor.url}/api/users/me", direct, floor.process.pid),
         }
+        if database_url.startswith("postgres") and COOKIES in modes:
+            # The floor plus one read of the session's row: a cookie-mode browser's
+            # sessionid with the API's token (the row is the project's own).
+            session_id = app_cookie[COOKIES].split("sessionid=", 1)[1].split(";", 1)[0]
+            relayed["floor-session"] = (
+                f"{floor.url}/api/users/me/after-session-read",
+                f"{direct}; sessionid={session_id}",
+                floor.process.pid,
+            )
         pages = {"seed-page": (f"{peer.url}/bench", seed_cookie, peer.process.pid)}
         for mode in modes:
             relayed[f"proxy-{mode}"] = (
@@ -813,8 +826,9 @@ def side_by_side(work: Path, bench_env: dict, shared: dict, *, modes, rounds, se
         print(f"bench (h): {len(pages)} signed-in pages, {rounds} ABAB rounds", flush=True)
         found.update(seed.measure(pages, rounds=rounds, seconds=seconds, wrk=wrk))
     direct_p50 = found["direct"]["p50_ms"]
-    for arm in ("seed-me", "floor", *(f"proxy-{mode}" for mode in modes)):
-        found[arm]["added_p50_ms"] = found[arm]["p50_ms"] - direct_p50
+    for arm in ("seed-me", "floor", "floor-session", *(f"proxy-{mode}" for mode in modes)):
+        if arm in found:
+            found[arm]["added_p50_ms"] = found[arm]["p50_ms"] - direct_p50
     found = {
         "arms": found,
         "workers": workers,
@@ -860,7 +874,9 @@ def seed_table(h: dict, modes) -> str:
         "seed-me": "seed: `/api/me` (route handler → axios → API)",
         "seed-page": "seed: a signed-in page (server component, `auth()`)",
         "floor": "floor: a bare Django view relaying it with `requests` (bench/floor.py)",
+        "floor-session": "floor + one read of the session's row from PostgreSQL",
     }
+    names = {arm: name for arm, name in names.items() if arm in arms}
     for mode in modes:
         names[f"proxy-{mode}"] = f"project, {mode} mode: `/api/users/me` (proxy → API)"
         names[f"page-{mode}"] = f"project, {mode} mode: `/dashboard/`"
@@ -893,6 +909,8 @@ def seed_table(h: dict, modes) -> str:
         ("proxy CPU per request", "cpu_ms", "proxy-{}", "seed-me", ""),
         ("floor (bare view) req/s at 16 conn.", "rps", "floor", "seed-me", ""),
         ("floor CPU per request", "cpu_ms", "floor", "seed-me", ""),
+        ("floor + session read req/s at 16 conn.", "rps", "floor-session", "seed-me", ""),
+        ("floor + session read CPU per request", "cpu_ms", "floor-session", "seed-me", ""),
         ("signed-in page req/s", "rps", "page-{}", "seed-page", "≥ 1"),
         ("signed-in page CPU per request", "cpu_ms", "page-{}", "seed-page", ""),
     )
@@ -902,6 +920,8 @@ def seed_table(h: dict, modes) -> str:
         "signed-in page req/s": "signed-in page req/s ≥ the seed's",
     }
     for label, key, ours, theirs, bar in rows:
+        if ours not in arms and "{" not in ours:
+            continue  # no floor-session arm without PostgreSQL
         cells = ratio(key, ours, theirs)
         if label in bar_of:
             cells = " | ".join(
