@@ -124,6 +124,8 @@ SHORT_ACCESS_TTL = 8
 # fault) while the sessions that will refresh sign in. The app's sign-in
 # reads /users/me with the new token, so it must outlive that call.
 EXPIRING_ACCESS_TTL = 2
+# Every app server of the benchmark: its settings and a fixed secret.
+BENCH_ENV = {"DJANGO_SETTINGS_MODULE": "config.settings.bench", "SECRET_KEY": "b" * 60}
 # gunicorn.conf.py's default worker count, passed to the servers of (h) and (i) that
 # run as the project ships (tests/servers.py's running_app always names a count).
 SHIPPED_WORKERS = (os.cpu_count() or 1) + 1
@@ -767,7 +769,7 @@ def side_by_side(work: Path, bench_env: dict, shared: dict, *, modes, rounds, se
     print("bench (h): building the seed app (once per version, in the user's cache)", flush=True)
     folder = seed.build()
     (work / "api-seed").mkdir(exist_ok=True)
-    shipped = {**bench_env, **shared, "ALLOWED_HOSTS": "127.0.0.1", "collectstatic": True}
+    shipped = shipped_env(bench_env, shared)
     workers = SHIPPED_WORKERS
     with contextlib.ExitStack() as servers:
         api = servers.enter_context(
@@ -840,9 +842,22 @@ def side_by_side(work: Path, bench_env: dict, shared: dict, *, modes, rounds, se
     return found
 
 
+def save(name: str, found) -> None:
+    """Write one run's figures to bench/results/`name`."""
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / name).write_text(json.dumps(found, indent=2, default=str))
+
+
+def shipped_env(bench_env: dict, shared: dict) -> dict:
+    """running_app's arguments for a server as the project ships (gunicorn.conf.py's own
+    threads and worker replacement), on `shared`'s database and cache."""
+    return {**bench_env, **shared, "ALLOWED_HOSTS": "127.0.0.1", "collectstatic": True}
+
+
 def sized(work: Path, bench_env: dict, shared: dict, *, modes, **sizing_args) -> dict:
     """(i) in each mode, printed; bars: no refresh in warm rounds, one per refreshing call."""
-    shipped = {**bench_env, **shared, "ALLOWED_HOSTS": "127.0.0.1", "collectstatic": True}
+    shipped = shipped_env(bench_env, shared)
     shipped["workers"] = SHIPPED_WORKERS
     found: dict = {}
     for mode in modes:
@@ -1225,7 +1240,7 @@ def main() -> int:
     modes = MODES if args.modes == "both" else (args.modes,)
     if args.only != "refresh-cpu":  # (e) alone needs no wrk
         ensure_wrk()
-    bench_env = {"DJANGO_SETTINGS_MODULE": "config.settings.bench", "SECRET_KEY": "b" * 60}
+    bench_env = BENCH_ENV
     results: dict = {"machine": machine(), "workers": args.workers, "token_storage": modes}
     per_mode: dict[str, dict] = {mode: {} for mode in modes}
     results["modes"] = per_mode
@@ -1261,9 +1276,7 @@ def main() -> int:
             for mode in modes:
                 found[mode] = refresh_cpu(work, mode_env[mode], storage=mode, **refresh_args)
                 print(refresh_cpu_table(found[mode], mode), flush=True)
-            out = ROOT / "bench" / "results"
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "refresh_cpu.json").write_text(json.dumps(found, indent=2))
+            save("refresh_cpu.json", found)
             return 0  # no bar: figures only (E_RETIRED); a failed sanity check raises
         proxy_args = {"rounds": args.proxy_rounds, "seconds": args.proxy_seconds}
         load = {"seconds": args.seconds, "connections": args.connections, "threads": 2}
@@ -1283,17 +1296,13 @@ def main() -> int:
             print(f"bench (i) only: {label}, {machine()['cpu']}, {load_average()}", flush=True)
             found = sized(work, bench_env, shared, modes=modes, **sizing_args)
             print(f"after: {load_average()}")
-            out = ROOT / "bench" / "results"
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "sizing.json").write_text(json.dumps(found, indent=2))
+            save("sizing.json", found)
             return int(not all(found["bars"].values()))
         if args.only == "seed":
             print(f"bench (h) only: {label}, {machine()['cpu']}, {load_average()}", flush=True)
             found = side_by_side(work, bench_env, shared, modes=modes, **seed_args)
             print(f"after: {load_average()}")
-            out = ROOT / "bench" / "results"
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "seed.json").write_text(json.dumps(found, indent=2))
+            save("seed.json", found)
             return 0 if found is None else int(not all(found["bars"].values()))
         if args.only == "sessions":
             print(f"bench (g) only: {label}, {machine()['cpu']}, {load_average()}", flush=True)
@@ -1305,9 +1314,7 @@ def main() -> int:
                     )
                     print(session_stores_table(found[mode], mode), flush=True)
             print(f"after: {load_average()}")
-            out = ROOT / "bench" / "results"
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "sessions.json").write_text(json.dumps(found, indent=2))
+            save("sessions.json", found)
             return 0  # no bar: figures to decide by
         if args.only == "proxy":
             print(f"bench (d) only: {label}, {machine()['cpu']}", flush=True)
@@ -1333,9 +1340,7 @@ def main() -> int:
                             **proxy_args,
                         )
                     print(proxy_table(found[mode], mode))
-            out = ROOT / "bench" / "results"
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "proxy.json").write_text(json.dumps(found, indent=2))
+            save("proxy.json", found)
             return 0  # no bar: figures only (D_RETIRED)
         with contextlib.ExitStack() as servers:
             api = servers.enter_context(running_authapi(work / "api"))
@@ -1537,9 +1542,7 @@ def main() -> int:
     print(sizing.table(results["i_sizing"], modes))
     missed += [f"(i) {name}" for name, ok in results["i_sizing"]["bars"].items() if not ok]
     print(f"\nBars missed: {', '.join(missed) if missed else 'none'}.")
-    out = ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.json").write_text(json.dumps(results, indent=2, default=str))
+    save("bench.json", results)
     return 0 if not missed else 1
 
 
