@@ -145,7 +145,7 @@ def main() -> int:
     ):
         work = Path(tmp)
         (work / "api").mkdir()
-        common = {**run.shipped_env(run.BENCH_ENV, shared), "AUTH_TOKEN_STORAGE": mode}
+        common = {**run.shipped_env(shared), "AUTH_TOKEN_STORAGE": mode}
         with (
             running_authapi(work / "api", AUTHAPI_ACCESS_TTL="3600") as api,
             running_app(work, api_url=api.url, workers=1, name="ab", **common) as app,

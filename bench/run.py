@@ -750,7 +750,7 @@ def running_floor(work: Path, api_url: str, *, workers: int, database_url: str =
         yield server
 
 
-def side_by_side(work: Path, bench_env: dict, shared: dict, *, modes, rounds, seconds):
+def side_by_side(work: Path, shared: dict, *, modes, rounds, seconds):
     """(h) The project and the seed's Next.js app doing the same work, in one run.
 
     One reference API issuing one-hour access tokens serves both. Arms: the
@@ -769,7 +769,7 @@ def side_by_side(work: Path, bench_env: dict, shared: dict, *, modes, rounds, se
     print("bench (h): building the seed app (once per version, in the user's cache)", flush=True)
     folder = seed.build()
     (work / "api-seed").mkdir(exist_ok=True)
-    shipped = shipped_env(bench_env, shared)
+    shipped = shipped_env(shared)
     workers = SHIPPED_WORKERS
     with contextlib.ExitStack() as servers:
         api = servers.enter_context(
@@ -849,21 +849,26 @@ def save(name: str, found) -> None:
     (out / name).write_text(json.dumps(found, indent=2, default=str))
 
 
-def shipped_env(bench_env: dict, shared: dict) -> dict:
+def shipped_env(shared: dict) -> dict:
     """running_app's arguments for a server as the project ships (gunicorn.conf.py's own
     threads and worker replacement), on `shared`'s database and cache."""
-    return {**bench_env, **shared, "ALLOWED_HOSTS": "127.0.0.1", "collectstatic": True}
+    return {**BENCH_ENV, **shared, "ALLOWED_HOSTS": "127.0.0.1", "collectstatic": True}
 
 
-def sized(work: Path, bench_env: dict, shared: dict, *, modes, **sizing_args) -> dict:
+def sized(work: Path, shared: dict, *, modes, **sizing_args) -> dict:
     """(i) in each mode, printed; bars: no refresh in warm rounds, one per refreshing call."""
-    shipped = shipped_env(bench_env, shared)
-    shipped["workers"] = SHIPPED_WORKERS
+    shipped = shipped_env(shared)
     found: dict = {}
     for mode in modes:
         print(f"bench (i): {mode} mode", flush=True)
         found[mode] = sizing.sizing(
-            work, shipped, storage=mode, wrk=wrk, sign_in=sign_in_mode, **sizing_args
+            work,
+            shipped,
+            storage=mode,
+            workers=SHIPPED_WORKERS,
+            wrk=wrk,
+            sign_in=sign_in_mode,
+            **sizing_args,
         )
     found["bars"] = {}
     for mode in modes:
@@ -1240,7 +1245,6 @@ def main() -> int:
     modes = MODES if args.modes == "both" else (args.modes,)
     if args.only != "refresh-cpu":  # (e) alone needs no wrk
         ensure_wrk()
-    bench_env = BENCH_ENV
     results: dict = {"machine": machine(), "workers": args.workers, "token_storage": modes}
     per_mode: dict[str, dict] = {mode: {} for mode in modes}
     results["modes"] = per_mode
@@ -1257,7 +1261,7 @@ def main() -> int:
             (work / name).mkdir()
         results["storage"] = label
         common = {
-            **bench_env,
+            **BENCH_ENV,
             **shared,
             "ALLOWED_HOSTS": "127.0.0.1",
             "collectstatic": True,
@@ -1294,13 +1298,13 @@ def main() -> int:
         }
         if args.only == "sizing":
             print(f"bench (i) only: {label}, {machine()['cpu']}, {load_average()}", flush=True)
-            found = sized(work, bench_env, shared, modes=modes, **sizing_args)
+            found = sized(work, shared, modes=modes, **sizing_args)
             print(f"after: {load_average()}")
             save("sizing.json", found)
             return int(not all(found["bars"].values()))
         if args.only == "seed":
             print(f"bench (h) only: {label}, {machine()['cpu']}, {load_average()}", flush=True)
-            found = side_by_side(work, bench_env, shared, modes=modes, **seed_args)
+            found = side_by_side(work, shared, modes=modes, **seed_args)
             print(f"after: {load_average()}")
             save("seed.json", found)
             return 0 if found is None else int(not all(found["bars"].values()))
@@ -1501,11 +1505,11 @@ def main() -> int:
 
         # (h) side by side with the seed's Next.js app (issue 23), the project as it ships.
         print("bench: (h) side by side with the seed app", flush=True)
-        results["h_side_by_side"] = side_by_side(work, bench_env, shared, modes=modes, **seed_args)
+        results["h_side_by_side"] = side_by_side(work, shared, modes=modes, **seed_args)
 
         # (i) sizing: two servers as shipped on one PostgreSQL and one Redis (issue 23).
         print("bench: (i) sizing", flush=True)
-        results["i_sizing"] = sized(work, bench_env, shared, modes=modes, **sizing_args)
+        results["i_sizing"] = sized(work, shared, modes=modes, **sizing_args)
 
     bars = {name: {mode: check(per_mode[mode]) for mode in modes} for name, check in BARS.items()}
     results["bars"] = bars

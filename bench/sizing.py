@@ -24,6 +24,7 @@ the cores the load and the API need too.
 
 import concurrent.futures
 import contextlib
+import statistics
 import time
 from pathlib import Path
 
@@ -42,13 +43,15 @@ def sizing(
     shipped: dict,
     *,
     storage: str,
+    workers: int,
     rounds: int,
     seconds: float,
     refreshes: int,
     wrk,
     sign_in,
 ) -> dict:
-    """(i) in one token storage mode; `shipped` is the servers' environment."""
+    """(i) in one token storage mode; `shipped` is the servers' environment, `workers` each
+    one's gunicorn workers."""
     folder = work / f"api-sizing-{storage}"
     folder.mkdir(exist_ok=True)
     with contextlib.ExitStack() as stack:
@@ -58,11 +61,11 @@ def sizing(
                 running_app(
                     work,
                     api_url=api.url,
-                    workers=shipped["workers"],
+                    workers=workers,
                     name=f"sizing-{storage}-{index}",
                     database=f"sizing-{storage}",
                     AUTH_TOKEN_STORAGE=storage,
-                    **{k: v for k, v in shipped.items() if k != "workers"},
+                    **shipped,
                 )
             )
             for index in (1, 2)
@@ -70,7 +73,7 @@ def sizing(
         browser = sign_in(servers[0].url, storage)
         jar = {name: browser.cookies.get(name) for name in COOKIES if browser.cookies.get(name)}
         header = "; ".join(f"{k}={v}" for k, v in jar.items())
-        found: dict = {"servers": 2, "workers": shipped["workers"]}
+        found: dict = {"servers": 2, "workers": workers}
         for kind, path in PAGES.items():
             found[kind] = _warm(api, servers, path, header, rounds=rounds, seconds=seconds, wrk=wrk)
         found["refresh"] = _refreshes(api, servers, storage, jar, refreshes, sign_in)
@@ -110,8 +113,8 @@ def _warm(api, servers, path: str, header: str, *, rounds: int, seconds: float, 
             rps.append(sum(run["rps"] for run in runs))
             cpu_ms.append(1000 * spent / max(1, answered))
     return {
-        "rps": sorted(rps)[len(rps) // 2],
-        "cpu_ms": sorted(cpu_ms)[len(cpu_ms) // 2],
+        "rps": statistics.median(rps),
+        "cpu_ms": statistics.median(cpu_ms),
         "refreshes": refreshes,
         "non_2xx": errors,
     }

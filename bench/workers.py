@@ -101,7 +101,7 @@ def main() -> int:
         (work / "api").mkdir()
         api = servers.enter_context(running_authapi(work / "api", AUTHAPI_ACCESS_TTL="3600"))
         peer = servers.enter_context(seed.running(folder, api.url, work / "seed.log"))
-        common = {**run.shipped_env(run.BENCH_ENV, shared), "AUTH_TOKEN_STORAGE": mode}
+        common = {**run.shipped_env(shared), "AUTH_TOKEN_STORAGE": mode}
         arms = {}
         seed_cookie = seed.cookie_header(seed.sign_in(peer.url, ADMIN.email, ADMIN.password))
         arms["seed"] = (peer.url + SEED_EQUIVALENT[args.path], seed_cookie, peer.process.pid)
